@@ -1,0 +1,266 @@
+"""Preference losses shared by the control, synthetic and LLM tracks.
+
+Every loss has the same signature so a track can swap them by name::
+
+    LOSSES[name](u_chosen, u_rejected, strength=None, stratum=None) -> scalar tensor
+
+``u_chosen`` / ``u_rejected``: float tensors [N], the model's utilities of the chosen and rejected item.
+``strength``: float tensor [N], a *rank key*: lower = stronger preference (e.g. ``-|ΔR|`` or a
+response time). ``stratum``: integer tensor [N]; strength values are only compared inside a stratum.
+
+All losses are pure and vectorised: no Python loop per comparison or per stratum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "LOSSES",
+    "RankPlan",
+    "bt_loss",
+    "clf_loss",
+    "get_loss",
+    "make_rank_plan",
+    "rr_loss",
+    "rr_pooled_loss",
+    "rt_regression_loss",
+]
+
+
+def _check_utilities(u_chosen: Tensor, u_rejected: Tensor) -> None:
+    for name, u in (("u_chosen", u_chosen), ("u_rejected", u_rejected)):
+        if not isinstance(u, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape [N], got {type(u).__name__}")
+        if not u.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {u.dtype}; pass u.float()")
+        if u.dim() != 1:
+            raise ValueError(f"{name} must be 1-D [N] (one utility per comparison), got shape {tuple(u.shape)}")
+    if u_chosen.shape != u_rejected.shape:
+        raise ValueError(
+            f"u_chosen and u_rejected must have the same shape [N], got {tuple(u_chosen.shape)} "
+            f"and {tuple(u_rejected.shape)}"
+        )
+    if u_chosen.numel() == 0:
+        raise ValueError("no comparisons: u_chosen and u_rejected are empty")
+    if not (torch.isfinite(u_chosen).all() and torch.isfinite(u_rejected).all()):
+        raise ValueError(
+            "utilities contain NaN or inf; check the reward model's inputs and outputs "
+            "(e.g. un-normalised observations or a diverged optimiser)"
+        )
+
+
+def _check_strength(strength: Optional[Tensor], n: int, loss: str) -> Tensor:
+    if strength is None:
+        raise ValueError(
+            f"loss '{loss}' needs `strength`: a float tensor [N] rank key, lower = stronger "
+            "(e.g. -|return difference| or a response time)"
+        )
+    if not isinstance(strength, Tensor):
+        raise TypeError(f"strength must be a torch.Tensor [N], got {type(strength).__name__}")
+    if strength.shape != (n,):
+        raise ValueError(f"strength must have shape [{n}] like the utilities, got {tuple(strength.shape)}")
+    if not strength.is_floating_point():
+        strength = strength.double()
+    if not torch.isfinite(strength).all():
+        raise ValueError("strength contains NaN or inf; drop those comparisons or give them a finite rank key")
+    return strength
+
+
+def _check_stratum(stratum: Optional[Tensor], n: int, device: torch.device) -> Tensor:
+    if stratum is None:
+        return torch.zeros(n, dtype=torch.long, device=device)
+    if not isinstance(stratum, Tensor):
+        raise TypeError(f"stratum must be a torch.Tensor [N] of integer ids, got {type(stratum).__name__}")
+    if stratum.is_floating_point() or stratum.is_complex() or stratum.dtype == torch.bool:
+        raise TypeError(
+            f"stratum must hold integer ids (torch.long), got dtype {stratum.dtype}; "
+            "pass stratum.long() or build ids with rlpref.strata"
+        )
+    if stratum.shape != (n,):
+        raise ValueError(f"stratum must have shape [{n}] like the utilities, got {tuple(stratum.shape)}")
+    return stratum.long()
+
+
+def bt_loss(
+    u_chosen: Tensor,
+    u_rejected: Tensor,
+    strength: Optional[Tensor] = None,
+    stratum: Optional[Tensor] = None,
+    *,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Bradley–Terry: mean of -log σ(d), d = u_chosen - u_rejected; strength and stratum are ignored.
+
+    With label smoothing ε the target is 1-ε, i.e. -(1-ε)·log σ(d) - ε·log σ(-d).
+    """
+    _check_utilities(u_chosen, u_rejected)
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    d = u_chosen - u_rejected
+    nll = -F.logsigmoid(d)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * F.logsigmoid(-d)
+    return nll.mean()
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """Where each comparison sits in its stratum's strongest-first ranking.
+
+    ``index``: long [S, M], row s lists stratum s's comparisons, strongest first, padded with ``N``
+    (an index one past the data, which points at a padding slot). ``valid``: bool [S, M].
+    The plan depends only on ``strength`` and ``stratum``, so a training loop may build it once.
+    """
+
+    index: Tensor
+    valid: Tensor
+    n: int
+
+
+def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_ties: bool = True) -> RankPlan:
+    """Sort comparisons by (stratum, strength) and lay each stratum out as a padded row."""
+    n = strength.shape[0]
+    strength = _check_strength(strength, n, "rr")
+    stratum = _check_stratum(stratum, n, strength.device)
+    with torch.no_grad():
+        # Lexicographic sort: by strength, then stably by stratum.
+        by_strength = torch.argsort(strength, stable=True)
+        order = by_strength[torch.argsort(stratum[by_strength], stable=True)]
+        s_sorted = stratum[order]
+        _, counts = torch.unique_consecutive(s_sorted, return_counts=True)
+        if check_ties and n > 1:
+            k_sorted = strength[order]
+            tied = (s_sorted[1:] == s_sorted[:-1]) & (k_sorted[1:] == k_sorted[:-1])
+            if bool(tied.any()):
+                first = int(torch.nonzero(tied)[0, 0])
+                raise ValueError(
+                    f"{int(tied.sum())} tied strength value(s) inside one stratum (e.g. stratum "
+                    f"{int(s_sorted[first])}, strength {float(k_sorted[first])}): the ranking is ambiguous. "
+                    "Split ties into separate strata with rlpref.strata.round_robin(strength, groups)."
+                )
+        n_strata = counts.numel()
+        width = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        row = torch.repeat_interleave(torch.arange(n_strata, device=order.device), counts)
+        col = torch.arange(n, device=order.device) - starts[row]
+        index = torch.full((n_strata, width), n, dtype=torch.long, device=order.device)
+        index[row, col] = order
+        valid = index < n
+    return RankPlan(index=index, valid=valid, n=n)
+
+
+def rr_loss(
+    u_chosen: Tensor,
+    u_rejected: Tensor,
+    strength: Optional[Tensor] = None,
+    stratum: Optional[Tensor] = None,
+    *,
+    plan: Optional[RankPlan] = None,
+) -> Tensor:
+    """ResponseRank: Plackett–Luce over each stratum's strongest-first ranking plus a d = 0 anchor.
+
+    With d_(1..m) the stratum's differences sorted strongest first and worths exp(d)::
+
+        log L = Σ_k [ d_(k) - log(1 + Σ_{j≥k} exp d_(j)) ]
+
+    (the anchor's own term is 0). Returns the summed NLL over all strata divided by N. A stratum
+    of size 1 contributes -log σ(d), exactly Bradley–Terry. Pass a precomputed ``plan``
+    (:func:`make_rank_plan`) to skip the sort when strength and strata are fixed across steps.
+    """
+    _check_utilities(u_chosen, u_rejected)
+    n = u_chosen.shape[0]
+    if plan is None:
+        plan = make_rank_plan(_check_strength(strength, n, "rr"), stratum)
+    elif plan.n != n:
+        raise ValueError(f"rank plan was built for {plan.n} comparisons, got {n}")
+    d = u_chosen - u_rejected
+    # Padding slots get -inf worth: they add nothing to any suffix sum.
+    padded = torch.cat([d, d.new_full((1,), float("-inf"))])[plan.index]
+    # Reverse cumulative logsumexp along each row = log Σ_{j≥k} exp d_(j).
+    suffix = torch.logcumsumexp(padded.flip(1), dim=1).flip(1)
+    log_denominator = torch.logaddexp(suffix, torch.zeros_like(suffix))
+    terms = torch.where(plan.valid, padded - log_denominator, torch.zeros_like(padded))
+    return -terms.sum() / n
+
+
+def rr_pooled_loss(
+    u_chosen: Tensor,
+    u_rejected: Tensor,
+    strength: Optional[Tensor] = None,
+    stratum: Optional[Tensor] = None,
+) -> Tensor:
+    """ResponseRank with all comparisons in one stratum (the 'pooled' ablation); ``stratum`` is ignored."""
+    return rr_loss(u_chosen, u_rejected, strength, None)
+
+
+def clf_loss(
+    u_chosen: Tensor,
+    u_rejected: Tensor,
+    strength: Optional[Tensor] = None,
+    stratum: Optional[Tensor] = None,
+) -> Tensor:
+    """Per-item classification ("Rethinking BT"): chosen items are positives, rejected negatives.
+
+    BCE-with-logits on each item's utility, averaged over the 2N items.
+    """
+    _check_utilities(u_chosen, u_rejected)
+    return 0.5 * (F.softplus(-u_chosen).mean() + F.softplus(u_rejected).mean())
+
+
+def rt_regression_loss(
+    u_chosen: Tensor,
+    u_rejected: Tensor,
+    strength: Optional[Tensor] = None,
+    stratum: Optional[Tensor] = None,
+) -> Tensor:
+    """Regress d onto a strength-derived target: a weak baseline.
+
+    Assumed link: the preference margin falls linearly with the strength rank key. Inside each
+    stratum the key is standardised, z = (k - mean) / std, and the target is d* = 1 - z, so the
+    strongest comparisons ask for the largest positive margin and the weakest for one near or
+    below zero. Strata of size 1 (std undefined) get z = 0, i.e. target 1. Loss = mean (d - d*)².
+    """
+    _check_utilities(u_chosen, u_rejected)
+    n = u_chosen.shape[0]
+    strength = _check_strength(strength, n, "rt_regression").to(u_chosen.dtype)
+    stratum = _check_stratum(stratum, n, u_chosen.device)
+    with torch.no_grad():
+        _, inverse, counts = torch.unique(stratum, return_inverse=True, return_counts=True)
+        s = counts.numel()
+        cnt = counts.to(strength.dtype)
+        mean = torch.zeros(s, dtype=strength.dtype, device=strength.device).index_add_(0, inverse, strength) / cnt
+        centred = strength - mean[inverse]
+        var = torch.zeros_like(mean).index_add_(0, inverse, centred**2) / cnt
+        std = var.sqrt()[inverse]
+        z = torch.where(std > 0, centred / torch.where(std > 0, std, torch.ones_like(std)), torch.zeros_like(std))
+        target = 1.0 - z
+    d = u_chosen - u_rejected
+    return ((d - target) ** 2).mean()
+
+
+LossFn = Callable[..., Tensor]
+
+LOSSES: dict[str, LossFn] = {
+    "bt": bt_loss,
+    "rr": rr_loss,
+    "rr_pooled": rr_pooled_loss,
+    "clf": clf_loss,
+    "rt_regression": rt_regression_loss,
+}
+
+#: Losses that read ``strength`` (the rest ignore it).
+USES_STRENGTH = frozenset({"rr", "rr_pooled", "rt_regression"})
+
+
+def get_loss(name: str) -> LossFn:
+    """Look a loss up by name; unknown names list the choices."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise KeyError(f"unknown loss '{name}'; choose one of: {', '.join(sorted(LOSSES))}") from None
