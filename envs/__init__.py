@@ -1,0 +1,94 @@
+"""Environment registration and wrappers shared by every stage that builds an env.
+
+``make_env(env_id)`` is the one way the project creates environments, so training, evaluation and
+video all see the same observation format (highway-env observations are flattened to float32
+vectors for the MLP reward model and policies).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["HIGHWAY_IDS", "KNOWN_ENV_IDS", "make_env", "is_highway"]
+
+#: Environments with a config in conf/env/ (any other registered Gymnasium id also works).
+KNOWN_ENV_IDS = (
+    "HalfCheetah-v4",
+    "HalfCheetah-v5",
+    "Walker2d-v5",
+    "Swimmer-v5",
+    "Hopper-v5",
+    "Ant-v5",
+    "merge-v0",
+    "Pendulum-v1",
+)
+HIGHWAY_IDS = ("merge-v0", "merge-v1", "highway-v0", "highway-fast-v0", "roundabout-v0", "intersection-v0")
+
+_registered_highway = False
+
+
+def is_highway(env_id: str) -> bool:
+    return env_id in HIGHWAY_IDS
+
+
+def _register_highway() -> None:
+    global _registered_highway
+    if not _registered_highway:
+        import highway_env
+
+        gym.register_envs(highway_env)
+        _registered_highway = True
+
+
+class FlattenFloat32(gym.ObservationWrapper):
+    """Flatten array observations to a float32 vector (highway-env's Kinematics is [vehicles, features])."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Box):
+            raise TypeError(f"FlattenFloat32 needs a Box observation space, got {space}")
+        self.observation_space = gym.spaces.Box(
+            low=np.asarray(space.low, dtype=np.float32).ravel(),
+            high=np.asarray(space.high, dtype=np.float32).ravel(),
+            dtype=np.float32,
+        )
+
+    def observation(self, observation):
+        return np.asarray(observation, dtype=np.float32).ravel()
+
+
+def make_env(
+    env_id: str,
+    *,
+    render_mode: Optional[str] = None,
+    max_episode_steps: Optional[int] = None,
+    env_kwargs: Optional[dict[str, Any]] = None,
+) -> gym.Env:
+    """Build one environment by id; unknown ids list the configured choices."""
+    env_kwargs = dict(env_kwargs or {})
+    if is_highway(env_id):
+        _register_highway()
+        config = env_kwargs.pop("config", None)
+        env = gym.make(env_id, render_mode=render_mode, **env_kwargs)
+        if config:
+            env.unwrapped.configure(dict(config))
+            env.reset()
+        env = FlattenFloat32(env)
+        if max_episode_steps:
+            env = gym.wrappers.TimeLimit(env, max_episode_steps)
+        return env
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ValueError(
+            f"unknown environment '{env_id}': {exc}. Configured environments: {', '.join(KNOWN_ENV_IDS)} "
+            "(any registered Gymnasium id also works)"
+        ) from None
+    kwargs = dict(render_mode=render_mode, **env_kwargs)
+    if max_episode_steps:
+        kwargs["max_episode_steps"] = max_episode_steps
+    return gym.make(spec.id, **kwargs)
