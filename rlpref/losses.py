@@ -125,8 +125,13 @@ class RankPlan:
 
 def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_ties: bool = True) -> RankPlan:
     """Sort comparisons by (stratum, strength) and lay each stratum out as a padded row."""
-    n = strength.shape[0]
+    # n comes from strength itself; a missing or non-1-D strength gets the helpful message first.
+    n = strength.shape[0] if isinstance(strength, Tensor) and strength.dim() == 1 else -1
+    if n == -1 and isinstance(strength, Tensor):
+        raise ValueError(f"strength must be 1-D [N], got shape {tuple(strength.shape)}")
     strength = _check_strength(strength, n, "rr")
+    if n == 0:
+        raise ValueError("no comparisons: strength is empty")
     stratum = _check_stratum(stratum, n, strength.device)
     with torch.no_grad():
         # Lexicographic sort: by strength, then stably by stratum.

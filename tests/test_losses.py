@@ -1,0 +1,374 @@
+"""Tests of rlpref.losses: known values, references, gradients, orientation, input errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlpref.losses import LOSSES, USES_STRENGTH, get_loss, make_rank_plan, rr_loss
+
+D64 = torch.float64
+
+
+def t(x, dtype=D64):
+    return torch.tensor(x, dtype=dtype)
+
+
+def lt(x):
+    return torch.tensor(x, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- known values (literals)
+# Inputs shared by the hand-computed cases: d = u_chosen - u_rejected = (2, -1).
+UC2, UR2 = [2.0, 0.0], [0.0, 1.0]
+
+
+def test_bt_known_value():
+    # (log(1+e^-2) + log(1+e^1)) / 2
+    assert LOSSES["bt"](t(UC2), t(UR2)).item() == pytest.approx(0.7200948492805977, rel=1e-12)
+
+
+def test_bt_label_smoothing_known_value():
+    # 0.9*softplus(-d) + 0.1*softplus(d), averaged over d = (2, -1)
+    got = LOSSES["bt"](t(UC2), t(UR2), label_smoothing=0.1).item()
+    assert got == pytest.approx(0.7700948492805977, rel=1e-12)
+
+
+def test_bt_label_smoothing_range():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        LOSSES["bt"](t(UC2), t(UR2), label_smoothing=0.5)
+
+
+def test_rr_known_value_single_stratum():
+    # stratum of 2 with d = (1, -0.5), strength (1, 2) -> strongest first is d = 1:
+    # -(1 - log(1+e^1+e^-0.5)) - (-0.5 - log(1+e^-0.5)), divided by N = 2
+    got = LOSSES["rr"](t([1.0, -0.5]), t([0.0, 0.0]), strength=t([1.0, 2.0]), stratum=lt([0, 0]))
+    assert got.item() == pytest.approx(0.7192228841440258, rel=1e-12)
+
+
+def test_rr_known_value_sort_is_by_strength_not_position():
+    # same comparisons listed in the other order: the ranking comes from strength, not the index
+    got = LOSSES["rr"](t([-0.5, 1.0]), t([0.0, 0.0]), strength=t([2.0, 1.0]), stratum=lt([3, 3]))
+    assert got.item() == pytest.approx(0.7192228841440258, rel=1e-12)
+
+
+def test_rr_known_value_with_singleton_stratum():
+    # the stratum above plus a singleton with d = 2 (contributes log(1+e^-2)); divided by N = 3
+    got = LOSSES["rr"](
+        t([1.0, -0.5, 2.0]), t([0.0, 0.0, 0.0]), strength=t([1.0, 2.0, 0.5]), stratum=lt([0, 0, 1])
+    )
+    assert got.item() == pytest.approx(0.5217912597770081, rel=1e-12)
+
+
+def test_rr_pooled_known_value_ignores_stratum():
+    # one stratum, order by strength (0.5, 1, 2) -> d = (2, 1, -0.5)
+    got = LOSSES["rr_pooled"](
+        t([1.0, -0.5, 2.0]), t([0.0, 0.0, 0.0]), strength=t([1.0, 2.0, 0.5]), stratum=lt([0, 0, 1])
+    )
+    assert got.item() == pytest.approx(0.6330730858149676, rel=1e-12)
+
+
+def test_clf_known_value():
+    # items: chosen (2, 0) -> softplus(-u); rejected (0, 1) -> softplus(u); mean over 4 items
+    assert LOSSES["clf"](t(UC2), t(UR2)).item() == pytest.approx(0.7066210149202714, rel=1e-12)
+
+
+def test_rt_regression_known_value():
+    # stratum 0: strength (3, 1, 2) -> z = (+sqrt(1.5), -sqrt(1.5), 0), target 1 - z;
+    # stratum 1 is a singleton -> target 1. d = (2, 0, 1, 0.5).
+    got = LOSSES["rt_regression"](
+        t([2.0, 0.0, 1.0, 0.5]), t([0.0] * 4), strength=t([3.0, 1.0, 2.0, 7.0]), stratum=lt([0, 0, 0, 1])
+    )
+    assert got.item() == pytest.approx(2.537244871391589, rel=1e-12)
+
+
+# ---------------------------------------------------------------- rr against references
+
+
+def naive_rr(d: torch.Tensor, strength: torch.Tensor, stratum: torch.Tensor) -> torch.Tensor:
+    """Per-stratum Python reference: sort strongest first, Plackett-Luce with a d = 0 anchor."""
+    total = d.new_zeros(())
+    for s in torch.unique(stratum).tolist():
+        idx = torch.nonzero(stratum == s).flatten()
+        order = idx[torch.argsort(strength[idx])]
+        ds = [d[i] for i in order.tolist()]
+        for k in range(len(ds)):
+            rest = torch.stack(ds[k:] + [d.new_zeros(())])  # the anchor has worth exp(0)
+            total = total + ds[k] - torch.logsumexp(rest, 0)
+    return -total / d.shape[0]
+
+
+def random_problem(seed: int, n_strata: int = 60, max_size: int = 9):
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(1, max_size + 1, (n_strata,), generator=g)
+    n = int(sizes.sum())
+    # non-contiguous, shuffled stratum ids
+    ids = torch.randperm(1000, generator=g)[:n_strata] * 7 - 50
+    stratum = torch.repeat_interleave(ids, sizes)[torch.randperm(n, generator=g)]
+    strength = torch.randperm(n, generator=g).to(D64) * 0.37 - 3.0  # distinct values
+    uc = (torch.randn(n, generator=g, dtype=D64) * 2).requires_grad_()
+    ur = (torch.randn(n, generator=g, dtype=D64) * 2).requires_grad_()
+    return uc, ur, strength, stratum
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rr_matches_naive_reference_values_and_grads(seed):
+    uc, ur, strength, stratum = random_problem(seed)
+    assert torch.unique(stratum).numel() >= 50
+    got = rr_loss(uc, ur, strength, stratum)
+    g_got = torch.autograd.grad(got, (uc, ur))
+    ref = naive_rr(uc - ur, strength, stratum)
+    g_ref = torch.autograd.grad(ref, (uc, ur))
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_rr_all_singletons_equals_bt():
+    g = torch.Generator().manual_seed(3)
+    uc, ur = torch.randn(40, generator=g, dtype=D64), torch.randn(40, generator=g, dtype=D64)
+    strength = torch.randn(40, generator=g, dtype=D64)
+    stratum = torch.randperm(40, generator=g)
+    torch.testing.assert_close(rr_loss(uc, ur, strength, stratum), LOSSES["bt"](uc, ur), rtol=1e-13, atol=0)
+
+
+def test_rr_singletons_with_equal_strength_across_strata_equals_bt():
+    # ties across different strata are fine: strength is never compared between strata
+    uc, ur = t([0.3, -1.2, 2.0]), t([0.0, 0.5, -1.0])
+    got = rr_loss(uc, ur, strength=t([1.0, 1.0, 1.0]), stratum=lt([0, 1, 2]))
+    torch.testing.assert_close(got, LOSSES["bt"](uc, ur))
+
+
+def test_rr_with_plan_equals_without():
+    uc, ur, strength, stratum = random_problem(4)
+    plan = make_rank_plan(strength, stratum)
+    a = rr_loss(uc, ur, strength, stratum)
+    b = rr_loss(uc, ur, plan=plan)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ga = torch.autograd.grad(a, uc)[0]
+    gb = torch.autograd.grad(rr_loss(uc, ur, plan=plan), uc)[0]
+    torch.testing.assert_close(ga, gb, rtol=0, atol=0)
+
+
+def test_rr_plan_size_mismatch():
+    plan = make_rank_plan(t([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="rank plan was built for 3"):
+        rr_loss(t([1.0, 2.0]), t([0.0, 0.0]), plan=plan)
+
+
+def test_rr_float32_matches_float64():
+    uc, ur, strength, stratum = random_problem(5)
+    a = rr_loss(uc.detach().float(), ur.detach().float(), strength, stratum)
+    b = rr_loss(uc.detach(), ur.detach(), strength, stratum)
+    assert a.dtype == torch.float32
+    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- gradients and extremes
+
+
+def _loss_inputs(name, n=12, seed=0, scale=1.0, dtype=D64):
+    g = torch.Generator().manual_seed(seed)
+    uc = (torch.randn(n, generator=g, dtype=dtype) * scale).requires_grad_()
+    ur = (torch.randn(n, generator=g, dtype=dtype) * scale).requires_grad_()
+    strength = torch.randperm(n, generator=g).to(D64)
+    stratum = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4, 0][:n])
+    return uc, ur, strength, stratum
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradcheck(name):
+    uc, ur, strength, stratum = _loss_inputs(name)
+    fn = LOSSES[name]
+    assert torch.autograd.gradcheck(lambda a, b: fn(a, b, strength=strength, stratum=stratum), (uc, ur))
+
+
+def test_gradcheck_bt_label_smoothing():
+    uc, ur, _, _ = _loss_inputs("bt")
+    assert torch.autograd.gradcheck(lambda a, b: LOSSES["bt"](a, b, label_smoothing=0.2), (uc, ur))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, D64])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_finite_for_huge_differences(name, dtype):
+    n = 12
+    mags = torch.tensor([1e4, -1e4, 5e3, -3e3, 1e2, -1e2, 0.0, 1.0, -1e4, 1e4, 7e3, -7e3], dtype=dtype)
+    uc = mags.clone().requires_grad_()
+    ur = mags.flip(0).clone().requires_grad_()  # d spans about ±2e4
+    _, _, strength, stratum = _loss_inputs(name, n)
+    loss = LOSSES[name](uc, ur, strength=strength, stratum=stratum)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(uc.grad).all() and torch.isfinite(ur.grad).all()
+
+
+def test_rr_huge_differences_value():
+    # a confident, correctly ordered model has loss ~0; the inverse has loss ~|d|
+    d = t([1e4, 5e3])
+    good = rr_loss(d, torch.zeros(2, dtype=D64), strength=t([1.0, 2.0]))
+    bad = rr_loss(-d, torch.zeros(2, dtype=D64), strength=t([1.0, 2.0]))
+    assert good.item() == pytest.approx(0.0, abs=1e-12)
+    # d = (-1e4, -5e3): each NLL term is -d_k + log(1 + Σ_{j>=k} e^d_j) = -d_k + ~0
+    assert bad.item() == pytest.approx((1e4 + 5e3) / 2, rel=1e-9)
+
+
+# ---------------------------------------------------------------- orientation
+
+
+def test_bt_orientation_swap():
+    uc, ur, _, _ = _loss_inputs("bt", seed=7)
+    d = uc - ur
+    # -log σ(d) + log σ(-d) = -d  ->  bt(c, r) - bt(r, c) = -mean(d)
+    diff = LOSSES["bt"](uc, ur) - LOSSES["bt"](ur, uc)
+    torch.testing.assert_close(diff, -d.mean())
+
+
+def test_clf_orientation_swap():
+    uc, ur, _, _ = _loss_inputs("clf", seed=8)
+    # softplus(-x) - softplus(x) = -x for each item -> difference is -mean(d)/2
+    diff = LOSSES["clf"](uc, ur) - LOSSES["clf"](ur, uc)
+    torch.testing.assert_close(diff, -(uc - ur).mean() / 2)
+
+
+def test_rr_orientation_swap():
+    # correctly oriented confident model beats the swapped one in every loss that ranks pairs
+    strength, stratum = t([1.0, 2.0, 3.0, 4.0]), lt([0, 0, 1, 1])
+    uc, ur = t([3.0, 2.0, 4.0, 1.0]), t([0.0, 0.0, 0.0, 0.0])
+    for name in ("bt", "rr", "rr_pooled", "clf"):
+        right = LOSSES[name](uc, ur, strength=strength, stratum=stratum)
+        wrong = LOSSES[name](ur, uc, strength=strength, stratum=stratum)
+        assert right < wrong, name
+
+
+def test_rr_swap_flips_d_singletons():
+    # on singleton strata rr is bt, so the exact bt identity must hold too
+    uc, ur, _, _ = _loss_inputs("rr", seed=9)
+    s, st = torch.arange(12.0), torch.arange(12)
+    diff = rr_loss(uc, ur, s, st) - rr_loss(ur, uc, s, st)
+    torch.testing.assert_close(diff, -(uc - ur).mean())
+
+
+# ---------------------------------------------------------------- strength order
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rr_strength_order_matters(seed):
+    g = torch.Generator().manual_seed(seed)
+    n_strata, m = 30, 6
+    stratum = torch.arange(n_strata).repeat_interleave(m)
+    strength = torch.rand(n_strata * m, generator=g, dtype=D64)
+    # a model correct about strength: lower key (stronger) -> larger positive d
+    d = 3.0 - 2.0 * strength + 0.01 * torch.rand(n_strata * m, generator=g, dtype=D64)
+    zeros = torch.zeros_like(d)
+    right = rr_loss(d, zeros, strength, stratum)
+    reversed_ = rr_loss(d, zeros, -strength, stratum)
+    assert right < reversed_
+    # the same pairs as singletons carry no strength information: order is irrelevant there
+    single = torch.arange(n_strata * m)
+    torch.testing.assert_close(rr_loss(d, zeros, strength, single), rr_loss(d, zeros, -strength, single))
+
+
+# ---------------------------------------------------------------- ties
+
+
+def test_ties_inside_stratum_raise():
+    with pytest.raises(ValueError, match="round_robin"):
+        rr_loss(t([1.0, 2.0, 3.0]), t([0.0, 0.0, 0.0]), strength=t([1.0, 1.0, 2.0]), stratum=lt([0, 0, 0]))
+    with pytest.raises(ValueError, match="tied"):
+        make_rank_plan(t([0.5, 0.5]), lt([4, 4]))
+
+
+def test_ties_in_pooled_raise_even_across_strata():
+    with pytest.raises(ValueError, match="round_robin"):
+        LOSSES["rr_pooled"](t([1.0, 2.0]), t([0.0, 0.0]), strength=t([1.0, 1.0]), stratum=lt([0, 1]))
+
+
+def test_ties_check_can_be_disabled():
+    plan = make_rank_plan(t([0.5, 0.5]), lt([4, 4]), check_ties=False)
+    assert plan.valid.all()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_mismatched_shapes():
+    for name in LOSSES:
+        with pytest.raises(ValueError, match="same shape"):
+            LOSSES[name](t([1.0, 2.0]), t([1.0]), strength=t([1.0, 2.0]))
+
+
+def test_nan_utilities():
+    for name in LOSSES:
+        with pytest.raises(ValueError, match="NaN"):
+            LOSSES[name](t([1.0, float("nan")]), t([0.0, 0.0]), strength=t([1.0, 2.0]))
+
+
+def test_nan_strength():
+    with pytest.raises(ValueError, match="strength contains NaN"):
+        rr_loss(t([1.0, 2.0]), t([0.0, 0.0]), strength=t([1.0, float("nan")]))
+
+
+@pytest.mark.parametrize("name", sorted(USES_STRENGTH))
+def test_strength_missing(name):
+    with pytest.raises(ValueError, match="needs `strength`"):
+        LOSSES[name](t([1.0, 2.0]), t([0.0, 0.0]))
+
+
+def test_make_rank_plan_strength_missing():
+    with pytest.raises(ValueError, match="needs `strength`"):
+        make_rank_plan(None)
+    with pytest.raises(ValueError, match="1-D"):
+        make_rank_plan(t([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="no comparisons"):
+        make_rank_plan(t([]))
+
+
+def test_strength_wrong_shape():
+    with pytest.raises(ValueError, match=r"strength must have shape \[2\]"):
+        rr_loss(t([1.0, 2.0]), t([0.0, 0.0]), strength=t([1.0, 2.0, 3.0]))
+
+
+def test_float_stratum_ids():
+    for name in ("rr", "rt_regression"):
+        with pytest.raises(TypeError, match="integer ids"):
+            LOSSES[name](t([1.0, 2.0]), t([0.0, 0.0]), strength=t([1.0, 2.0]), stratum=t([0.0, 1.0]))
+
+
+def test_stratum_wrong_shape():
+    with pytest.raises(ValueError, match=r"stratum must have shape \[2\]"):
+        rr_loss(t([1.0, 2.0]), t([0.0, 0.0]), strength=t([1.0, 2.0]), stratum=lt([0, 0, 0]))
+
+
+def test_non_1d_inputs():
+    for name in LOSSES:
+        with pytest.raises(ValueError, match="must be 1-D"):
+            LOSSES[name](t([[1.0, 2.0]]), t([[0.0, 0.0]]), strength=t([1.0, 2.0]))
+
+
+def test_integer_utilities():
+    with pytest.raises(TypeError, match="floating-point"):
+        LOSSES["bt"](lt([1, 2]), lt([0, 0]))
+
+
+def test_empty_input():
+    with pytest.raises(ValueError, match="no comparisons"):
+        LOSSES["bt"](t([]), t([]))
+
+
+def test_unknown_loss_lists_choices():
+    with pytest.raises(KeyError) as e:
+        get_loss("bradley_terry")
+    msg = str(e.value)
+    assert "bradley_terry" in msg
+    for name in LOSSES:
+        assert name in msg
+
+
+def test_get_loss_and_registry():
+    assert get_loss("rr") is rr_loss
+    assert set(LOSSES) >= {"bt", "rr", "rr_pooled", "clf", "rt_regression"}
+    assert USES_STRENGTH <= set(LOSSES)
+    assert "bt" not in USES_STRENGTH and "clf" not in USES_STRENGTH
+    assert math.isfinite(LOSSES["bt"](t([1.0]), t([0.0]), strength=t([1.0]), stratum=lt([0])).item())
