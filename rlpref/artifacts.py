@@ -1,0 +1,149 @@
+"""Content-addressed, resumable, locked stage outputs.
+
+Each pipeline stage stores its output in ``<root>/<stage>/<key>/`` where the key hashes the stage's
+*own* config and the keys of its inputs. So ``loss=bt`` and ``loss=rr`` share the source agent and
+the labelled feedback; a killed run resumes at the first missing stage; concurrent processes (joblib
+workers, SLURM array tasks) that need the same artefact build it once: the others wait on its lock.
+
+An artefact is complete exactly when its ``manifest.json`` exists. It is built in a temporary
+sibling directory and renamed into place, so a crash never leaves a half-written artefact behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from filelock import FileLock
+
+__all__ = ["Artifact", "ArtifactStore", "atomic_write_json", "atomic_write_text", "stable_hash"]
+
+MANIFEST = "manifest.json"
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)  # 1.0 and 1 must hash alike (YAML vs CLI overrides)
+    return obj
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-able config, independent of key order."""
+    blob = json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    stage: str
+    key: str
+    path: Path
+    manifest: dict
+    built: bool  # True if this call built it, False if it was reused
+
+
+class ArtifactStore:
+    """A folder of stage outputs keyed by content hash."""
+
+    def __init__(self, root: Path, lock_timeout: float = -1):
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+
+    def key(self, stage: str, config: Mapping[str, Any], inputs: Sequence[str] = ()) -> str:
+        return stable_hash({"stage": stage, "config": config, "inputs": list(inputs)})
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def exists(self, stage: str, key: str) -> bool:
+        return (self.path(stage, key) / MANIFEST).is_file()
+
+    def load_manifest(self, stage: str, key: str) -> dict:
+        path = self.path(stage, key) / MANIFEST
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(
+                f"corrupt artefact manifest {path}: {exc}. Delete the folder {path.parent} to rebuild it."
+            ) from None
+
+    def get_or_build(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        inputs: Sequence[str],
+        build: Callable[[Path], Optional[dict]],
+    ) -> Artifact:
+        """Return the stage's artefact, building it with ``build(tmp_dir)`` if it is missing.
+
+        ``build`` writes its files into ``tmp_dir`` and returns extra manifest fields. It runs
+        under the artefact's file lock, so at most one process builds a given key.
+        """
+        key = self.key(stage, config, inputs)
+        final = self.path(stage, key)
+        if (final / MANIFEST).is_file():
+            return Artifact(stage, key, final, self.load_manifest(stage, key), built=False)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final) + ".lock", timeout=self.lock_timeout):
+            if (final / MANIFEST).is_file():  # built by another process while we waited
+                return Artifact(stage, key, final, self.load_manifest(stage, key), built=False)
+            if final.exists():  # leftover without manifest: an interrupted build from an old layout
+                shutil.rmtree(final)
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.building."))
+            try:
+                start = time.perf_counter()
+                extra = build(tmp) or {}
+                manifest = {
+                    "stage": stage,
+                    "key": key,
+                    "config": _canonical(config),
+                    "inputs": list(inputs),
+                    "seconds": time.perf_counter() - start,
+                    **extra,
+                }
+                atomic_write_json(tmp / MANIFEST, manifest)
+                os.replace(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return Artifact(stage, key, final, manifest, built=True)

@@ -1,0 +1,132 @@
+"""Stage 5: a fresh agent trained on the learned (or true, for the oracle) reward, evaluated on the true return.
+
+Every ``eval_every`` env steps the deterministic policy plays ``eval_episodes`` episodes of an env
+that keeps the true reward, with the training env's observation statistics; that curve is the
+headline result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from rlpref.control.algos import (
+    build_model,
+    evaluate_policy_true,
+    hyperparams,
+    make_train_env,
+    obs_norm_of,
+    save_agent,
+    sb3_policy,
+)
+from rlpref.control.learned_reward import LearnedRewardVecEnv
+from rlpref.control.reward_net import RewardModel
+from rlpref.progress import StepProgress
+
+__all__ = ["AgentResult", "train_agent"]
+
+
+@dataclass
+class AgentResult:
+    curve: list[dict] = field(default_factory=list)  # step, true_return_mean, true_return_std, n_episodes
+    train_episode_returns: list[tuple[int, float]] = field(default_factory=list)  # (step, true return)
+    steps_per_second: float = 0.0
+
+    @property
+    def final_return(self) -> float:
+        return float(self.curve[-1]["true_return_mean"]) if self.curve else float("nan")
+
+    @property
+    def max_return(self) -> float:
+        return float(max(p["true_return_mean"] for p in self.curve)) if self.curve else float("nan")
+
+    @property
+    def auc(self) -> float:
+        """Mean true return over the evaluation points (area under the curve per step, normalised)."""
+        return float(np.mean([p["true_return_mean"] for p in self.curve])) if self.curve else float("nan")
+
+
+class _Evaluator(BaseCallback):
+    def __init__(self, env_cfg, every: int, episodes: int, seed: int, result: AgentResult, progress, on_point=None):
+        super().__init__()
+        self.env_cfg, self.every, self.episodes, self.seed = env_cfg, every, episodes, seed
+        self.result, self.progress, self.on_point = result, progress, on_point
+        self.next_eval = every
+        self.train_time = 0.0
+        self._t0 = 0.0
+
+    def _on_training_start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def evaluate(self) -> None:
+        self.train_time += time.perf_counter() - self._t0
+        returns = evaluate_policy_true(
+            sb3_policy(self.model), self.env_cfg, self.episodes, self.seed, obs_norm_of(self.model.get_env())
+        )
+        point = {
+            "step": int(self.num_timesteps),
+            "true_return_mean": float(returns.mean()),
+            "true_return_std": float(returns.std()),
+            "n_episodes": int(returns.size),
+        }
+        self.result.curve.append(point)
+        if self.on_point is not None:
+            self.on_point(point)
+        self._t0 = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        self.progress.update(self.num_timesteps)
+        for info in self.locals.get("infos", []):
+            if "episode" in info:  # Monitor's record: always the true return
+                self.result.train_episode_returns.append((int(self.num_timesteps), float(info["episode"]["r"])))
+        if self.num_timesteps >= self.next_eval:
+            self.evaluate()
+            while self.next_eval <= self.num_timesteps:
+                self.next_eval += self.every
+        return True
+
+
+def train_agent(
+    env_cfg: Mapping[str, Any],
+    algo: str,
+    *,
+    reward_model: Optional[RewardModel],
+    total_steps: int,
+    eval_every: int,
+    eval_episodes: int,
+    seed: int,
+    out_dir: Optional[Path] = None,
+    hp_overrides: Optional[Mapping[str, Any]] = None,
+    on_eval=None,
+) -> AgentResult:
+    """Train on r_θ (``reward_model``) or on the true reward (``None``: the oracle upper bound)."""
+    hp = hyperparams(env_cfg, algo, hp_overrides)
+    norm = env_cfg.get("normalize", {})
+    wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model)) if reward_model is not None else None
+    venv = make_train_env(
+        env_cfg,
+        seed,
+        reward_wrapper=wrapper,
+        norm_obs=bool(norm.get("obs", False)),
+        # A learned reward has an arbitrary scale: always normalise it by the return's running std.
+        norm_reward=bool(norm.get("reward", False)) or reward_model is not None,
+        gamma=float(hp.get("gamma", 0.99)),
+    )
+    model = build_model(algo, venv, hp, seed)
+    result = AgentResult()
+    label = "learned" if reward_model is not None else "oracle"
+    with StepProgress(total_steps, f"agent {algo} on {label} reward") as progress:
+        cb = _Evaluator(env_cfg, eval_every, eval_episodes, seed, result, progress, on_eval)
+        model.learn(total_timesteps=total_steps, callback=cb)
+        if not result.curve or result.curve[-1]["step"] < model.num_timesteps:
+            cb.evaluate()  # the final policy is always evaluated
+    result.steps_per_second = model.num_timesteps / max(cb.train_time, 1e-9)
+    if out_dir is not None:
+        save_agent(model, obs_norm_of(venv), Path(out_dir))
+    venv.close()
+    return result

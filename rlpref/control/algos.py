@@ -1,0 +1,235 @@
+"""Building, saving and evaluating SB3 agents — the part shared by the source and learned-reward stages.
+
+The env stack is ``Monitor(make_env) x n → DummyVecEnv → [reward wrapper] → [VecNormalize]``: the
+learned reward is injected *inside* VecNormalize so it is normalised by the running std of the
+discounted return, as in the reference pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+from envs import make_env
+from rlpref.control.records import load_npz, save_npz
+
+__all__ = [
+    "ALGOS",
+    "ObsNorm",
+    "build_model",
+    "evaluate_policy_true",
+    "load_agent",
+    "make_train_env",
+    "resolve_algo",
+    "save_agent",
+]
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+_ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU, "leaky_relu": torch.nn.LeakyReLU}
+
+
+def resolve_algo(requested: str, env_cfg: Mapping[str, Any]) -> str:
+    """``auto`` picks the env's configured algorithm; SAC on a discrete env is refused."""
+    algo = env_cfg.get("algo", "ppo") if requested == "auto" else requested
+    if algo not in ALGOS:
+        raise ValueError(f"unknown agent '{algo}'; choose one of: auto, {', '.join(ALGOS)}")
+    if algo == "sac" and env_cfg.get("discrete", False):
+        raise ValueError(
+            f"SAC needs continuous actions but {env_cfg['id']} has discrete actions; use agent=ppo (or agent=auto)"
+        )
+    if algo not in env_cfg.get("hyperparams", {}):
+        raise ValueError(
+            f"env config {env_cfg['id']} has no hyperparameters for '{algo}' "
+            f"(it has: {', '.join(env_cfg.get('hyperparams', {})) or 'none'}); add hyperparams.{algo} to conf/env/"
+        )
+    return algo
+
+
+@dataclass(frozen=True)
+class ObsNorm:
+    """VecNormalize's observation statistics, stored without pickle."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    count: float
+    clip_obs: float
+    epsilon: float
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip_obs, self.clip_obs).astype(
+            np.float32
+        )
+
+    @classmethod
+    def from_vecnormalize(cls, venv: VecNormalize) -> "ObsNorm":
+        rms = venv.obs_rms
+        return cls(rms.mean.copy(), rms.var.copy(), float(rms.count), float(venv.clip_obs), float(venv.epsilon))
+
+    def save(self, path: Path) -> None:
+        save_npz(
+            path,
+            {
+                "mean": self.mean,
+                "var": self.var,
+                "count": np.float64(self.count),
+                "clip_obs": np.float64(self.clip_obs),
+                "epsilon": np.float64(self.epsilon),
+            },
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "ObsNorm":
+        a = load_npz(path, ("mean", "var", "count", "clip_obs", "epsilon"))
+        return cls(a["mean"], a["var"], float(a["count"]), float(a["clip_obs"]), float(a["epsilon"]))
+
+
+def _policy_kwargs(raw: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    kwargs = dict(raw or {})
+    act = kwargs.get("activation_fn")
+    if isinstance(act, str):
+        if act not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation_fn '{act}'; choose one of: {', '.join(_ACTIVATIONS)}")
+        kwargs["activation_fn"] = _ACTIVATIONS[act]
+    if "net_arch" in kwargs and isinstance(kwargs["net_arch"], Mapping):
+        kwargs["net_arch"] = {k: list(v) for k, v in kwargs["net_arch"].items()}
+    elif "net_arch" in kwargs:
+        kwargs["net_arch"] = list(kwargs["net_arch"])
+    return kwargs
+
+
+def hyperparams(env_cfg: Mapping[str, Any], algo: str, overrides: Optional[Mapping[str, Any]] = None) -> dict:
+    hp = {**dict(env_cfg["hyperparams"][algo]), **dict(overrides or {})}
+    hp["policy_kwargs"] = _policy_kwargs(hp.get("policy_kwargs"))
+    return hp
+
+
+def make_train_env(
+    env_cfg: Mapping[str, Any],
+    seed: int,
+    *,
+    reward_wrapper: Optional[Callable[[VecEnv], VecEnv]] = None,
+    norm_obs: bool,
+    norm_reward: bool,
+    gamma: float,
+) -> VecEnv:
+    """Vectorised training env: Monitor records the *true* episode return even when the reward is replaced."""
+    n_envs = int(env_cfg.get("n_envs", 1))
+
+    def thunk(i: int):
+        def _make():
+            env = make_env(
+                env_cfg["id"],
+                max_episode_steps=env_cfg.get("max_episode_steps"),
+                env_kwargs=env_cfg.get("env_kwargs"),
+            )
+            env.reset(seed=seed + i)
+            env.action_space.seed(seed + i)
+            return Monitor(env)
+
+        return _make
+
+    venv: VecEnv = DummyVecEnv([thunk(i) for i in range(n_envs)])
+    venv.seed(seed)
+    if reward_wrapper is not None:
+        venv = reward_wrapper(venv)
+    if norm_obs or norm_reward:
+        venv = VecNormalize(venv, norm_obs=norm_obs, norm_reward=norm_reward, gamma=gamma)
+    return venv
+
+
+def build_model(algo: str, venv: VecEnv, hp: Mapping[str, Any], seed: int) -> BaseAlgorithm:
+    hp = dict(hp)
+    policy = hp.pop("policy", "MlpPolicy")
+    return ALGOS[algo](policy, venv, seed=seed, verbose=0, device="cpu", **hp)
+
+
+def obs_norm_of(venv: VecEnv) -> Optional[ObsNorm]:
+    return ObsNorm.from_vecnormalize(venv) if isinstance(venv, VecNormalize) and venv.norm_obs else None
+
+
+def save_agent(model: BaseAlgorithm, obs_norm: Optional[ObsNorm], directory: Path) -> None:
+    """``model.zip`` (SB3's own format: JSON + torch state dicts) and ``obs_norm.npz``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.zip")
+    if obs_norm is not None:
+        obs_norm.save(directory / "obs_norm.npz")
+
+
+def load_agent(algo: str, directory: Path) -> tuple[BaseAlgorithm, Optional[ObsNorm]]:
+    directory = Path(directory)
+    path = directory / "model.zip"
+    if not path.is_file():
+        raise FileNotFoundError(f"no agent at {path}")
+    try:
+        model = ALGOS[algo].load(path, device="cpu")
+    except Exception as exc:
+        raise RuntimeError(f"corrupt agent file {path}: {type(exc).__name__}: {exc}. Delete it to rebuild.") from None
+    norm_path = directory / "obs_norm.npz"
+    return model, (ObsNorm.load(norm_path) if norm_path.is_file() else None)
+
+
+def evaluate_policy_true(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env_cfg: Mapping[str, Any],
+    n_episodes: int,
+    seed: int,
+    obs_norm: Optional[ObsNorm] = None,
+    max_steps: Optional[int] = None,
+) -> np.ndarray:
+    """True undiscounted returns of ``n_episodes`` episodes, all stepped together in one batch.
+
+    ``policy`` maps a batch of (normalised) observations to actions. Each env runs exactly one
+    episode, so the estimate is not biased toward short episodes.
+    """
+    envs = [
+        make_env(env_cfg["id"], max_episode_steps=env_cfg.get("max_episode_steps"), env_kwargs=env_cfg.get("env_kwargs"))
+        for _ in range(n_episodes)
+    ]
+    obs = np.stack([e.reset(seed=seed + 10_000 + i)[0] for i, e in enumerate(envs)]).astype(np.float32)
+    returns = np.zeros(n_episodes)
+    active = np.ones(n_episodes, dtype=bool)
+    steps = 0
+    while active.any():
+        idx = np.flatnonzero(active)
+        batch = obs[idx]
+        actions = policy(obs_norm(batch) if obs_norm is not None else batch)
+        for j, i in enumerate(idx):
+            o, r, term, trunc, _ = envs[i].step(actions[j])
+            returns[i] += float(r)
+            obs[i] = o
+            if term or trunc:
+                active[i] = False
+        steps += 1
+        if max_steps is not None and steps >= max_steps:
+            break
+    for e in envs:
+        e.close()
+    return returns
+
+
+def sb3_policy(model: BaseAlgorithm, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    def act(obs: np.ndarray) -> np.ndarray:
+        action, _ = model.predict(obs, deterministic=deterministic)
+        return action
+
+    return act
+
+
+def random_policy(action_space: gym.Space, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    space = action_space
+    space.seed(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.stack([space.sample() for _ in range(obs.shape[0])])
+
+    return act

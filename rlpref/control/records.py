@@ -1,0 +1,128 @@
+"""Typed records that cross stage boundaries of the control track, stored as ``.npz`` (no pickle)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Preferences", "Segments", "load_npz", "save_npz"]
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomic ``np.savez``: write a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without pickle; corrupt or incomplete files name the file and the fix."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
+        raise RuntimeError(
+            f"corrupt artefact {path}: {type(exc).__name__}: {exc}. Delete its folder to rebuild it."
+        ) from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise RuntimeError(f"artefact {path} lacks arrays {missing}; it was written by another version. Delete it.")
+    return arrays
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Fixed-length pieces of rollouts, M segments of L steps.
+
+    obs: float32 [M, L, obs_dim]; acts: float32 [M, L, act_dim] (discrete actions one-hot);
+    next_obs: float32 [M, L, obs_dim]; rewards: float32 [M, L], the true per-step rewards;
+    returns: float64 [M], discounted true return Σ_t γ^t r_t; batch: int64 [M], the rollout batch
+    (0 = uniform-random policy, k = k-th checkpoint, or the round of the online loop).
+    """
+
+    obs: np.ndarray
+    acts: np.ndarray
+    next_obs: np.ndarray
+    rewards: np.ndarray
+    returns: np.ndarray
+    batch: np.ndarray
+
+    def __post_init__(self) -> None:
+        m, length = self.rewards.shape
+        for name, arr, dims in (("obs", self.obs, 3), ("acts", self.acts, 3), ("next_obs", self.next_obs, 3)):
+            if arr.ndim != dims or arr.shape[:2] != (m, length):
+                raise ValueError(f"Segments.{name} must be [M={m}, L={length}, ...], got {arr.shape}")
+        if self.returns.shape != (m,) or self.batch.shape != (m,):
+            raise ValueError("Segments.returns and Segments.batch must be [M]")
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.rewards.shape[1])
+
+    def save(self, path: Path) -> None:
+        save_npz(path, {f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> "Segments":
+        names = tuple(f.name for f in fields(cls))
+        arrays = load_npz(path, names)
+        return cls(**{k: arrays[k] for k in names})
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """P labelled comparisons between segments (indices into a :class:`Segments`).
+
+    chosen, rejected: int64 [P]; strength: float64 [P], rank key, lower = stronger (−|ΔR|);
+    batch: int64 [P], rollout batch of the pair (of the chosen segment for cross-batch pairs);
+    return_chosen, return_rejected: float64 [P], the *true* (noise-free) returns, kept for oracle metrics.
+    """
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    strength: np.ndarray
+    batch: np.ndarray
+    return_chosen: np.ndarray
+    return_rejected: np.ndarray
+
+    def __post_init__(self) -> None:
+        p = self.chosen.shape[0]
+        for f in fields(self):
+            if getattr(self, f.name).shape != (p,):
+                raise ValueError(f"Preferences.{f.name} must be [P={p}], got {getattr(self, f.name).shape}")
+
+    def __len__(self) -> int:
+        return int(self.chosen.shape[0])
+
+    def label_accuracy(self) -> float:
+        """Fraction of labels that agree with the true returns (1.0 for a noise-free teacher)."""
+        return float(np.mean(self.return_chosen >= self.return_rejected))
+
+    def subset(self, idx: np.ndarray) -> "Preferences":
+        return Preferences(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def save(self, path: Path) -> None:
+        save_npz(path, {f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> "Preferences":
+        names = tuple(f.name for f in fields(cls))
+        arrays = load_npz(path, names)
+        return cls(**{k: arrays[k] for k in names})

@@ -1,0 +1,304 @@
+"""Stage 4: the reward model r_θ(s, a) [, s'] and its training from preferences.
+
+A segment's utility is U = Σ_t r_θ(s_t, a_t); any loss in :mod:`rlpref.losses` turns utilities of
+chosen and rejected segments into a training signal. Mini-batches are built from *whole strata* for
+every loss, so bt and rr see identical batches and differ only in the loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlpref import metrics
+from rlpref.artifacts import atomic_write_json
+from rlpref.control.records import Preferences, Segments
+from rlpref.losses import USES_STRENGTH, get_loss, make_rank_plan
+from rlpref.progress import progress_enabled
+from rlpref.strata import stratify
+
+__all__ = [
+    "RewardModel",
+    "RewardTrainConfig",
+    "evaluate_reward_model",
+    "load_reward_model",
+    "save_reward_model",
+    "stratum_batches",
+    "train_reward_model",
+]
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    hidden: Sequence[int] = (256, 256, 256, 256, 256)
+    use_next_obs: bool = False
+    ensemble: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    batch_size: int = 64  # comparisons per mini-batch (whole strata are never split)
+    max_epochs: int = 100
+    patience: int = 5
+    val_fraction: float = 0.15
+    strata: str = "by_group"  # rlpref.strata.stratify kind, groups = rollout batch
+    strata_k: Optional[int] = None
+    label_smoothing: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> "RewardTrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise ValueError(f"unknown reward_model keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
+        values = dict(cfg)
+        if "hidden" in values:
+            values["hidden"] = tuple(int(h) for h in values["hidden"])
+        return cls(**values)
+
+
+class _MLP(nn.Module):
+    def __init__(self, in_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = in_dim
+        for h in hidden:
+            layers += [nn.Linear(last, h), nn.ReLU()]
+            last = h
+        layers.append(nn.Linear(last, 1))
+        self.net = nn.Sequential(*layers)
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight, gain=math.sqrt(2))
+                nn.init.zeros_(m.bias)
+        nn.init.orthogonal_(self.net[-1].weight, gain=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class RewardModel(nn.Module):
+    """Per-step reward r(s, a[, s']) averaged over ensemble members; inputs standardised with
+    statistics of the feedback set (stored as buffers, so they travel with the weights)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], use_next_obs: bool = False, ensemble: int = 1):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.use_next_obs = obs_dim, act_dim, use_next_obs
+        self.hidden = tuple(hidden)
+        in_dim = obs_dim * (2 if use_next_obs else 1) + act_dim
+        self.members = nn.ModuleList([_MLP(in_dim, hidden) for _ in range(ensemble)])
+        self.register_buffer("in_mean", torch.zeros(in_dim))
+        self.register_buffer("in_std", torch.ones(in_dim))
+
+    def spec(self) -> dict:
+        return {
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "hidden": list(self.hidden),
+            "use_next_obs": self.use_next_obs,
+            "ensemble": len(self.members),
+        }
+
+    def features(self, obs: torch.Tensor, act: torch.Tensor, next_obs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        parts = [obs, act] + ([next_obs] if self.use_next_obs else [])
+        if self.use_next_obs and next_obs is None:
+            raise ValueError("this reward model uses s' (use_next_obs=true); pass next_obs")
+        return torch.cat(parts, dim=-1)
+
+    def set_input_stats(self, x: torch.Tensor) -> None:
+        flat = x.reshape(-1, x.shape[-1])
+        self.in_mean.copy_(flat.mean(0))
+        self.in_std.copy_(flat.std(0).clamp_min(1e-6))
+
+    def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-member per-step rewards [E, ...] from features x [..., in_dim]."""
+        z = (x - self.in_mean) / self.in_std
+        return torch.stack([m(z) for m in self.members])
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.member_rewards(self.features(obs, act, next_obs)).mean(0)
+
+    @torch.no_grad()
+    def predict(self, obs: np.ndarray, act: np.ndarray, next_obs: Optional[np.ndarray] = None) -> np.ndarray:
+        """Numpy in, numpy out: per-step rewards [B] for obs [B, obs_dim], act [B, act_dim] (one-hot if discrete)."""
+        nxt = torch.as_tensor(next_obs, dtype=torch.float32) if next_obs is not None else None
+        out = self(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(act, dtype=torch.float32), nxt)
+        return out.numpy()
+
+
+def stratum_batches(stratum: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle strata and pack whole strata into mini-batches of about ``batch_size`` comparisons."""
+    order = np.argsort(stratum, kind="stable")
+    ids, starts, counts = np.unique(stratum[order], return_index=True, return_counts=True)
+    batches, current, size = [], [], 0
+    for s in rng.permutation(ids.size):
+        current.append(order[starts[s] : starts[s] + counts[s]])
+        size += counts[s]
+        if size >= batch_size:
+            batches.append(np.concatenate(current))
+            current, size = [], 0
+    if current:
+        batches.append(np.concatenate(current))
+    return batches
+
+
+class _Data:
+    """Segments as tensors, plus the preference arrays, for fast indexing."""
+
+    def __init__(self, model: RewardModel, segments: Segments):
+        obs = torch.as_tensor(segments.obs)
+        act = torch.as_tensor(segments.acts)
+        nxt = torch.as_tensor(segments.next_obs)
+        self.x = model.features(obs, act, nxt if model.use_next_obs else None)  # [M, L, in_dim]
+
+    def utilities(self, model: RewardModel, seg_idx: torch.Tensor) -> torch.Tensor:
+        """Per-member segment utilities [E, len(seg_idx)]."""
+        return model.member_rewards(self.x[seg_idx]).sum(-1)
+
+
+def _pair_loss(model, data, prefs: Preferences, idx: np.ndarray, stratum: np.ndarray, loss_name: str, cfg) -> torch.Tensor:
+    loss_fn = get_loss(loss_name)
+    seg = np.concatenate([prefs.chosen[idx], prefs.rejected[idx]])
+    uniq, inv = np.unique(seg, return_inverse=True)
+    u = data.utilities(model, torch.as_tensor(uniq))  # [E, U]
+    inv = torch.as_tensor(inv)
+    n = idx.size
+    kwargs: dict[str, Any] = {}
+    if loss_name == "bt" and cfg.label_smoothing:
+        kwargs["label_smoothing"] = cfg.label_smoothing
+    strength = torch.as_tensor(prefs.strength[idx])
+    strat = torch.as_tensor(stratum[idx])
+    if loss_name == "rr":
+        kwargs["plan"] = make_rank_plan(strength, strat)
+    total = u.new_zeros(())
+    for e in range(u.shape[0]):
+        uc, ur = u[e, inv[:n]], u[e, inv[n:]]
+        total = total + loss_fn(uc, ur, strength, strat, **kwargs)
+    return total / u.shape[0]
+
+
+def _strata_for(prefs: Preferences, idx: np.ndarray, loss_name: str, cfg: RewardTrainConfig, rng) -> np.ndarray:
+    """Stratum id per comparison (full-length array; only ``idx`` entries are meaningful)."""
+    out = np.zeros(len(prefs), dtype=np.int64)
+    strength = prefs.strength[idx] if loss_name in USES_STRENGTH else None
+    # random_k partitions the whole feedback set, as the paper's runs did; the others work per rollout batch.
+    groups = None if cfg.strata in ("global", "random_k") else prefs.batch[idx]
+    out[idx] = stratify(cfg.strata, n=idx.size, groups=groups, strength=strength, k=cfg.strata_k, rng=rng)
+    return out
+
+
+def train_reward_model(
+    segments: Segments, prefs: Preferences, loss_name: str, cfg: RewardTrainConfig, seed: int
+) -> tuple[RewardModel, dict, list[dict]]:
+    """Fit a reward model; early stopping on validation loss. Returns (model, metrics, history)."""
+    get_loss(loss_name)  # unknown names fail before any work
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    n = len(prefs)
+    perm = rng.permutation(n)
+    n_val = max(1, int(round(cfg.val_fraction * n))) if n >= 4 else 0
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    stratum = _strata_for(prefs, train_idx, loss_name, cfg, rng)
+    val_stratum = _strata_for(prefs, val_idx, loss_name, cfg, rng) if n_val else None
+
+    model = RewardModel(segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs, cfg.ensemble)
+    data = _Data(model, segments)
+    train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
+    model.set_input_stats(data.x[torch.as_tensor(train_segs)])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    best_state, best_val, bad_epochs, history = copy.deepcopy(model.state_dict()), math.inf, 0, []
+    bar = tqdm(range(cfg.max_epochs), desc=f"reward model ({loss_name})", unit="epoch", disable=not progress_enabled())
+    for epoch in bar:
+        model.train()
+        train_losses = []
+        for batch in stratum_batches(stratum[train_idx], cfg.batch_size, rng):
+            idx = train_idx[batch]
+            loss = _pair_loss(model, data, prefs, idx, stratum, loss_name, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            train_losses.append(loss.item())
+        record = {"epoch": epoch, "train_loss": float(np.mean(train_losses))}
+        if n_val:
+            model.eval()
+            with torch.no_grad():
+                val_loss = float(_pair_loss(model, data, prefs, val_idx, val_stratum, loss_name, cfg))
+            record["val_loss"] = val_loss
+            if val_loss < best_val - 1e-6:
+                best_val, bad_epochs, best_state = val_loss, 0, copy.deepcopy(model.state_dict())
+            else:
+                bad_epochs += 1
+        history.append(record)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
+        if n_val and bad_epochs >= cfg.patience:
+            break
+    bar.close()
+    if n_val:
+        model.load_state_dict(best_state)
+    model.eval()
+    result = evaluate_reward_model(model, segments, prefs.subset(val_idx) if n_val else prefs)
+    result.update({"val_loss": best_val if n_val else None, "epochs": len(history), "n_train": int(train_idx.size)})
+    return model, result, history
+
+
+@torch.no_grad()
+def segment_utilities(model: RewardModel, segments: Segments, chunk: int = 512) -> np.ndarray:
+    out = []
+    for start in range(0, len(segments), chunk):
+        sl = slice(start, start + chunk)
+        r = model(
+            torch.as_tensor(segments.obs[sl]),
+            torch.as_tensor(segments.acts[sl]),
+            torch.as_tensor(segments.next_obs[sl]) if model.use_next_obs else None,
+        )
+        out.append(r.sum(-1).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def evaluate_reward_model(model: RewardModel, segments: Segments, prefs: Preferences) -> dict:
+    """Accuracy vs labels and vs true returns, Pearson/Spearman of U vs true return, PDC — on ``prefs``."""
+    u = segment_utilities(model, segments)
+    uc, ur = u[prefs.chosen], u[prefs.rejected]
+    segs = np.unique(np.concatenate([prefs.chosen, prefs.rejected]))
+    return {
+        "val_accuracy": metrics.choice_accuracy(uc, ur),
+        "val_true_accuracy": metrics.order_accuracy(prefs.return_chosen, prefs.return_rejected, uc, ur),
+        "pearson": metrics.pearson(u[segs], segments.returns[segs]),
+        "spearman": metrics.spearman(u[segs], segments.returns[segs]),
+        "pdc": metrics.pdc(prefs.return_chosen - prefs.return_rejected, uc - ur),
+        "n_val": len(prefs),
+    }
+
+
+def save_reward_model(model: RewardModel, directory: Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / ".reward_net.pt.tmp"
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(directory / "reward_net.pt")
+    atomic_write_json(directory / "reward_net.json", model.spec())
+
+
+def load_reward_model(directory: Path) -> RewardModel:
+    """Rebuild a saved reward model (``reward_net.json`` + ``reward_net.pt``, loaded with weights_only)."""
+    directory = Path(directory)
+    spec_path, weights = directory / "reward_net.json", directory / "reward_net.pt"
+    try:
+        spec = json.loads(spec_path.read_text())
+        model = RewardModel(spec["obs_dim"], spec["act_dim"], spec["hidden"], spec["use_next_obs"], spec["ensemble"])
+        model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise RuntimeError(
+            f"corrupt or mismatched reward model in {directory}: {type(exc).__name__}: {exc}. Delete it to rebuild."
+        ) from None
+    return model.eval()

@@ -1,0 +1,188 @@
+"""Stage 3: a synthetic teacher labels pairs of segments from their returns.
+
+Choice = the larger *noisy* return; strength = −|ΔR| (a rank key, lower = stronger), from the
+clean or the noisy returns. Two noise models (DESIGN.md §8):
+
+- ``range`` (the paper's offline runs): D = max R − min R over the feedback set; each comparison draws
+  R̃ ~ N(R, (σ·D/4)²) truncated to ±2 sd and clipped to [min R, max R].
+- ``relative`` (the reference's online oracle): R̃ = R + N(0, (σ·|R|)²).
+
+B-Pref's irrational teachers are options on top: Boltzmann rationality β, myopic discount, mistake
+probability ε, skip and equal thresholds (pairs the teacher would skip or call equal are dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from rlpref.control.records import Preferences, Segments
+
+__all__ = ["NOISE_MODELS", "PAIRINGS", "STRENGTH_SOURCES", "TeacherConfig", "label_pairs", "sample_pairs"]
+
+NOISE_MODELS = ("range", "relative")
+PAIRINGS = ("within_batch", "across_batches", "random")
+STRENGTH_SOURCES = ("clean", "noisy")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    sigma: float = 0.0
+    noise: str = "range"
+    strength: str = "clean"
+    pairing: str = "within_batch"
+    near_tie: float = 0.1  # pairs with |ΔR| <= near_tie·std(R) are not generated (0 disables)
+    beta: Optional[float] = None  # Boltzmann rationality; None = perfectly rational
+    myopic_gamma: Optional[float] = None  # weight γ^(L-1-t): recent steps count more; None = off
+    eps_mistake: float = 0.0
+    skip_threshold: float = 0.0  # skip pairs whose better return is below min R + skip·D
+    equal_threshold: float = 0.0  # drop pairs with |ΔR| < equal·D (the teacher calls them equal)
+
+    def __post_init__(self) -> None:
+        if self.sigma < 0 or not math.isfinite(self.sigma):
+            raise ValueError(f"teacher.sigma must be a finite number >= 0, got {self.sigma}")
+        for name, value, choices in (
+            ("noise", self.noise, NOISE_MODELS),
+            ("strength", self.strength, STRENGTH_SOURCES),
+            ("pairing", self.pairing, PAIRINGS),
+        ):
+            if value not in choices:
+                raise ValueError(f"unknown teacher.{name} '{value}'; choose one of: {', '.join(choices)}")
+        if not 0.0 <= self.eps_mistake <= 0.5:
+            raise ValueError(f"teacher.eps_mistake must be in [0, 0.5], got {self.eps_mistake}")
+        if self.beta is not None and self.beta <= 0:
+            raise ValueError(f"teacher.beta must be > 0 (or null for a rational teacher), got {self.beta}")
+        if self.myopic_gamma is not None and not 0 < self.myopic_gamma <= 1:
+            raise ValueError(f"teacher.myopic_gamma must be in (0, 1], got {self.myopic_gamma}")
+        for name in ("near_tie", "skip_threshold", "equal_threshold"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"teacher.{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> "TeacherConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known - {"name"}
+        if unknown:
+            raise ValueError(f"unknown teacher keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in cfg.items() if k in known})
+
+
+def _split_evenly(total: int, parts: int) -> np.ndarray:
+    base = np.full(parts, total // parts)
+    base[: total % parts] += 1
+    return base
+
+
+def _candidate_pairs(pool_a: np.ndarray, pool_b: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random index pairs [n, 2] with a from pool_a, b from pool_b, a != b."""
+    a = pool_a[rng.integers(0, pool_a.size, size=n)]
+    b = pool_b[rng.integers(0, pool_b.size, size=n)]
+    keep = a != b
+    return np.stack([a[keep], b[keep]], axis=1)
+
+
+def sample_pairs(
+    segments: Segments, n_feedback: int, cfg: TeacherConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw n_feedback distinct pairs spread evenly over rollout batches; returns (pairs [P, 2], batch [P])."""
+    if n_feedback < 2:
+        raise ValueError(f"n_feedback must be >= 2, got {n_feedback}")
+    returns = segments.returns
+    d_range = float(returns.max() - returns.min())
+    tie_gap = cfg.near_tie * float(returns.std())
+    batches = np.unique(segments.batch)
+    wanted = _split_evenly(n_feedback, batches.size)
+    all_idx = np.arange(len(segments))
+    out_pairs, out_batch = [], []
+    for b, need in zip(batches, wanted):
+        own = np.flatnonzero(segments.batch == b)
+        if cfg.pairing == "within_batch":
+            pool_a, pool_b = own, own
+        elif cfg.pairing == "across_batches":
+            pool_a, pool_b = own, np.flatnonzero(segments.batch != b)
+        else:
+            pool_a, pool_b = all_idx, all_idx
+        if pool_a.size < 1 or pool_b.size < 1 or (pool_a.size < 2 and cfg.pairing == "within_batch"):
+            raise ValueError(f"rollout batch {b} has too few segments to form pairs")
+        chosen: np.ndarray = np.zeros((0, 2), dtype=np.int64)
+        for _ in range(20):
+            cand = _candidate_pairs(pool_a, pool_b, 4 * int(need) + 16, rng)
+            gap = np.abs(returns[cand[:, 0]] - returns[cand[:, 1]])
+            keep = gap > tie_gap
+            if cfg.skip_threshold > 0:
+                best = np.maximum(returns[cand[:, 0]], returns[cand[:, 1]])
+                keep &= best >= returns.min() + cfg.skip_threshold * d_range
+            if cfg.equal_threshold > 0:
+                keep &= gap >= cfg.equal_threshold * d_range
+            cand = np.concatenate([chosen, cand[keep]])
+            canon = np.sort(cand, axis=1)
+            _, first = np.unique(canon, axis=0, return_index=True)
+            chosen = cand[np.sort(first)][: int(need)]
+            if len(chosen) >= need:
+                break
+        if len(chosen) < need:
+            raise ValueError(
+                f"rollout batch {b}: only {len(chosen)} of {need} distinct non-tied pairs exist; lower "
+                "n_feedback, raise segments.oversample, or relax teacher.near_tie / skip / equal thresholds"
+            )
+        out_pairs.append(chosen)
+        out_batch.append(np.full(len(chosen), b, dtype=np.int64))
+    return np.concatenate(out_pairs), np.concatenate(out_batch)
+
+
+def _noisy_returns(r: np.ndarray, cfg: TeacherConfig, d_range: float, lo: float, hi: float, rng) -> np.ndarray:
+    if cfg.sigma == 0:
+        return r.copy()
+    if cfg.noise == "relative":
+        return r + rng.normal(size=r.shape) * cfg.sigma * np.abs(r)
+    sd = cfg.sigma * d_range / 4.0
+    z = rng.normal(size=r.shape)
+    bad = np.abs(z) > 2.0
+    while bad.any():  # truncated normal by rejection: redraw the few beyond ±2 sd
+        z[bad] = rng.normal(size=int(bad.sum()))
+        bad = np.abs(z) > 2.0
+    return np.clip(r + z * sd, lo, hi)
+
+
+def teacher_returns(segments: Segments, cfg: TeacherConfig, gamma: float) -> np.ndarray:
+    """The returns the teacher judges by: the segment's return, or a myopic re-weighting of its rewards."""
+    if cfg.myopic_gamma is None:
+        return segments.returns
+    length = segments.length
+    weights = cfg.myopic_gamma ** np.arange(length - 1, -1, -1, dtype=np.float64)
+    return segments.rewards.astype(np.float64) @ weights
+
+
+def label_pairs(
+    segments: Segments, n_feedback: int, cfg: TeacherConfig, gamma: float, rng: np.random.Generator
+) -> Preferences:
+    """Sample pairs and label them: choice, strength rank key, and the clean returns for oracle metrics."""
+    pairs, batch = sample_pairs(segments, n_feedback, cfg, rng)
+    r_true = segments.returns
+    r_judge = teacher_returns(segments, cfg, gamma)
+    lo, hi = float(r_judge.min()), float(r_judge.max())
+    noisy = _noisy_returns(r_judge[pairs], cfg, hi - lo, lo, hi, rng)  # [P, 2], independent per pair
+    diff = noisy[:, 0] - noisy[:, 1]
+    if cfg.beta is None:
+        first_wins = np.where(diff == 0, rng.random(diff.shape) < 0.5, diff > 0)
+    else:
+        first_wins = rng.random(diff.shape) < 1.0 / (1.0 + np.exp(-cfg.beta * diff))
+    if cfg.eps_mistake > 0:
+        first_wins ^= rng.random(diff.shape) < cfg.eps_mistake
+    chosen = np.where(first_wins, pairs[:, 0], pairs[:, 1])
+    rejected = np.where(first_wins, pairs[:, 1], pairs[:, 0])
+    if cfg.strength == "clean":
+        strength = -np.abs(r_true[pairs[:, 0]] - r_true[pairs[:, 1]])
+    else:
+        strength = -np.abs(diff)
+    return Preferences(
+        chosen=chosen.astype(np.int64),
+        rejected=rejected.astype(np.int64),
+        strength=strength.astype(np.float64),
+        batch=batch,
+        return_chosen=r_true[chosen].astype(np.float64),
+        return_rejected=r_true[rejected].astype(np.float64),
+    )
