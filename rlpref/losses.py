@@ -13,6 +13,7 @@ All losses are pure and vectorised: no Python loop per comparison or per stratum
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -33,7 +34,19 @@ __all__ = [
 ]
 
 
-def _check_utilities(u_chosen: Tensor, u_rejected: Tensor) -> None:
+def _all_finite(*tensors: Tensor) -> bool:
+    """True iff every element is finite, with one cheap reduction in the common case.
+
+    A sum is non-finite whenever an element is NaN/inf; a finite sum proves all elements finite.
+    Only a non-finite sum (bad data, or an overflowing sum of huge values) pays the exact check.
+    """
+    probe = sum(t.detach().sum(dtype=torch.float64) for t in tensors)
+    if bool(torch.isfinite(probe)):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _check_utilities(u_chosen: Tensor, u_rejected: Tensor, *, check_finite: bool = True) -> None:
     for name, u in (("u_chosen", u_chosen), ("u_rejected", u_rejected)):
         if not isinstance(u, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of shape [N], got {type(u).__name__}")
@@ -48,14 +61,14 @@ def _check_utilities(u_chosen: Tensor, u_rejected: Tensor) -> None:
         )
     if u_chosen.numel() == 0:
         raise ValueError("no comparisons: u_chosen and u_rejected are empty")
-    if not (torch.isfinite(u_chosen).all() and torch.isfinite(u_rejected).all()):
+    if check_finite and not _all_finite(u_chosen, u_rejected):
         raise ValueError(
             "utilities contain NaN or inf; check the reward model's inputs and outputs "
             "(e.g. un-normalised observations or a diverged optimiser)"
         )
 
 
-def _check_strength(strength: Optional[Tensor], n: int, loss: str) -> Tensor:
+def _check_strength(strength: Optional[Tensor], n: int, loss: str, *, check_finite: bool = True) -> Tensor:
     if strength is None:
         raise ValueError(
             f"loss '{loss}' needs `strength`: a float tensor [N] rank key, lower = stronger "
@@ -67,7 +80,7 @@ def _check_strength(strength: Optional[Tensor], n: int, loss: str) -> Tensor:
         raise ValueError(f"strength must have shape [{n}] like the utilities, got {tuple(strength.shape)}")
     if not strength.is_floating_point():
         strength = strength.double()
-    if not torch.isfinite(strength).all():
+    if check_finite and not _all_finite(strength):
         raise ValueError("strength contains NaN or inf; drop those comparisons or give them a finite rank key")
     return strength
 
@@ -115,12 +128,15 @@ class RankPlan:
 
     ``index``: long [S, M], row s lists stratum s's comparisons, strongest first, padded with ``N``
     (an index one past the data, which points at a padding slot). ``valid``: bool [S, M].
+    ``rev_index``: ``index`` with each row reversed (weakest first, padding first), cached because
+    the loss needs suffix sums, i.e. prefix sums of the reversed rows.
     The plan depends only on ``strength`` and ``stratum``, so a training loop may build it once.
     """
 
     index: Tensor
     valid: Tensor
     n: int
+    rev_index: Optional[Tensor] = None
 
 
 def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_ties: bool = True) -> RankPlan:
@@ -139,25 +155,28 @@ def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_
         order = by_strength[torch.argsort(stratum[by_strength], stable=True)]
         s_sorted = stratum[order]
         _, counts = torch.unique_consecutive(s_sorted, return_counts=True)
+        # One host sync for both the row width and the tie count (matters on GPU).
         if check_ties and n > 1:
             k_sorted = strength[order]
             tied = (s_sorted[1:] == s_sorted[:-1]) & (k_sorted[1:] == k_sorted[:-1])
-            if bool(tied.any()):
-                first = int(torch.nonzero(tied)[0, 0])
-                raise ValueError(
-                    f"{int(tied.sum())} tied strength value(s) inside one stratum (e.g. stratum "
-                    f"{int(s_sorted[first])}, strength {float(k_sorted[first])}): the ranking is ambiguous. "
-                    "Split ties into separate strata with rlpref.strata.round_robin(strength, groups)."
-                )
+            width, n_tied = torch.stack([counts.max(), tied.sum()]).tolist()
+        else:
+            width, n_tied = int(counts.max()), 0
+        if n_tied:
+            first = int(torch.nonzero(tied)[0, 0])
+            raise ValueError(
+                f"{n_tied} tied strength value(s) inside one stratum (e.g. stratum "
+                f"{int(s_sorted[first])}, strength {float(k_sorted[first])}): the ranking is ambiguous. "
+                "Split ties into separate strata with rlpref.strata.round_robin(strength, groups)."
+            )
         n_strata = counts.numel()
-        width = int(counts.max())
         starts = torch.cumsum(counts, 0) - counts
         row = torch.repeat_interleave(torch.arange(n_strata, device=order.device), counts)
         col = torch.arange(n, device=order.device) - starts[row]
         index = torch.full((n_strata, width), n, dtype=torch.long, device=order.device)
         index[row, col] = order
         valid = index < n
-    return RankPlan(index=index, valid=valid, n=n)
+    return RankPlan(index=index, valid=valid, n=n, rev_index=index.flip(1).contiguous())
 
 
 def rr_loss(
@@ -178,20 +197,50 @@ def rr_loss(
     of size 1 contributes -log σ(d), exactly Bradley–Terry. Pass a precomputed ``plan``
     (:func:`make_rank_plan`) to skip the sort when strength and strata are fixed across steps.
     """
-    _check_utilities(u_chosen, u_rejected)
+    _check_utilities(u_chosen, u_rejected, check_finite=False)
     n = u_chosen.shape[0]
     if plan is None:
-        plan = make_rank_plan(_check_strength(strength, n, "rr"), stratum)
+        # Shape check against N here; make_rank_plan checks the values.
+        plan = make_rank_plan(_check_strength(strength, n, "rr", check_finite=False), stratum)
     elif plan.n != n:
         raise ValueError(f"rank plan was built for {plan.n} comparisons, got {n}")
     d = u_chosen - u_rejected
-    # Padding slots get -inf worth: they add nothing to any suffix sum.
-    padded = torch.cat([d, d.new_full((1,), float("-inf"))])[plan.index]
-    # Reverse cumulative logsumexp along each row = log Σ_{j≥k} exp d_(j).
-    suffix = torch.logcumsumexp(padded.flip(1), dim=1).flip(1)
-    log_denominator = torch.logaddexp(suffix, torch.zeros_like(suffix))
-    terms = torch.where(plan.valid, padded - log_denominator, torch.zeros_like(padded))
-    return -terms.sum() / n
+    # One host sync gives both the finiteness check and the choice of the fast path.
+    max_abs = float(d.detach().abs().max())
+    if not math.isfinite(max_abs):
+        if not _all_finite(u_chosen, u_rejected):
+            _check_utilities(u_chosen, u_rejected)  # raises the NaN/inf message
+        raise ValueError("u_chosen - u_rejected overflows to inf; the utilities are far too large")
+    rev_index = plan.rev_index if plan.rev_index is not None else plan.index.flip(1)
+    fast = max_abs <= _fast_rr_limit(d.dtype, rev_index.shape[1])
+    return (_rr_log_denominators(d, rev_index, fast).sum() - d.sum()) / n
+
+
+def _fast_rr_limit(dtype: torch.dtype, width: int) -> float:
+    """Largest |d| for which plain exp/cumsum cannot overflow or lose the anchor's 1 to underflow.
+
+    With |d| <= 0.5·log(max) - log(width + 1), every suffix sum stays below sqrt(max) and every
+    exp(d) stays far above the smallest normal number, so log1p(Σ exp d) is accurate.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        return -1.0  # half precision: always take the logsumexp path
+    return 0.5 * math.log(torch.finfo(dtype).max) - math.log(width + 1)
+
+
+def _rr_log_denominators(d: Tensor, rev_index: Tensor, fast: bool) -> Tensor:
+    """[S, M] values log(1 + Σ_{j≥k} exp d_(j)) in reversed row layout; padding slots are exactly 0.
+
+    Rows are reversed (weakest first), so the suffix sums of the ranking are prefix sums. The sum
+    of these terms minus Σ d is the summed NLL; layout does not matter for a sum.
+    ``fast``: exp + cumsum + log1p (a few cheap kernels); otherwise a logcumsumexp, stable for any d
+    but an order of magnitude slower on CPU.
+    """
+    if fast:
+        worth = torch.cat([d.exp(), d.new_zeros(1)])[rev_index]  # padding has worth 0
+        return torch.log1p(torch.cumsum(worth, dim=1))
+    padded = torch.cat([d, d.new_full((1,), float("-inf"))])[rev_index]
+    suffix = torch.logcumsumexp(padded, dim=1)
+    return torch.logaddexp(suffix, torch.zeros_like(suffix))  # log(1 + e^x), exact; pads -> 0
 
 
 def rr_pooled_loss(
