@@ -1,0 +1,79 @@
+"""python -m rlpref.report <sweep dir> [--out DIR] [--reps N]
+
+Collects every run under the sweep directory (any directory with results.json) into
+``<out>/runs.{csv,parquet}`` and ``<out>/curves.{csv,parquet}``, draws
+``sample_efficiency.png``, ``learning_curves.png`` and ``rm_quality_vs_sigma.png``, and writes
+``returns.md`` / ``returns.tex`` (final and max return per env x sigma x method) and
+``reward_models.csv``. ``<out>`` defaults to ``<sweep dir>/report``. Reads local files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .collect import _atomic, collect, write_tables
+from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
+from .stats import BACKEND
+from .tables import return_table, rm_table, to_latex, to_markdown
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda t: Path(t).write_text(text, encoding="utf-8"))
+
+
+def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False) -> dict:
+    sweep_dir = Path(sweep_dir)
+    out_dir = Path(out_dir) if out_dir else sweep_dir / "report"
+    col = collect(sweep_dir)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    say(f"rlpref.report: {len(col.runs)} finished runs under {sweep_dir}")
+    if col.incomplete:
+        say(f"  {len(col.incomplete)} run dirs without results.json (running, failed or preempted):")
+        for p in col.incomplete[:20]:
+            say(f"    {p}")
+    for e in col.errors:
+        say(f"  unreadable: {e}")
+    if col.runs.empty:
+        raise SystemExit(f"rlpref.report: no results.json under {sweep_dir}")
+    outputs: dict[str, Path] = dict(write_tables(col, out_dir))
+    summary = return_table(col.runs)
+    _write_text(out_dir / "returns.md", to_markdown(summary, title=f"True return — {sweep_dir.name}"))
+    _write_text(out_dir / "returns.tex", to_latex(summary))
+    outputs["returns_md"], outputs["returns_tex"] = out_dir / "returns.md", out_dir / "returns.tex"
+    rm = rm_table(col.runs)
+    if not rm.empty:
+        _atomic(out_dir / "reward_models.csv", lambda t: rm.to_csv(t, index=False))
+        outputs["reward_models_csv"] = out_dir / "reward_models.csv"
+    for name, fn in (
+        ("sample_efficiency", lambda p: sample_efficiency(col.runs, p, reps=reps)),
+        ("learning_curves", lambda p: learning_curves(col.curves, p)),
+        ("rm_quality_vs_sigma", lambda p: rm_quality_vs_sigma(col.runs, p)),
+    ):
+        path = fn(out_dir / f"{name}.png")
+        if path is not None:
+            outputs[name] = path
+    say(f"  CIs: {BACKEND}")
+    for k, p in outputs.items():
+        say(f"  {k:>20}: {p}")
+    return outputs
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rlpref.report", description=__doc__.split("\n\n")[1])
+    ap.add_argument("sweep_dir", type=Path, help="a Hydra multirun dir (or any dir containing run dirs)")
+    ap.add_argument("--out", type=Path, default=None, help="output dir (default: <sweep dir>/report)")
+    ap.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the IQM CIs")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    outputs = build_report(args.sweep_dir, args.out, reps=args.reps, quiet=args.quiet)
+    md = outputs.get("returns_md")
+    if md is not None and not args.quiet:
+        print(Path(md).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

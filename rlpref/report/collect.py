@@ -1,0 +1,163 @@
+"""Collect every run under a sweep directory into tidy tables.
+
+A run is any directory holding ``results.json`` (the control track's contract); its ``curve.csv``
+(``step,true_return_mean,true_return_std,n_episodes``) gives the learning curve. Directories that
+look like runs but have no ``results.json`` (still running, failed, preempted) are listed as
+incomplete rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Collection", "collect", "find_run_dirs", "write_tables", "RUN_KEYS"]
+
+#: Columns that identify a configuration (everything but the seed).
+RUN_KEYS = ("env", "loss", "reward", "n_feedback", "sigma", "noise", "strength_source")
+
+_SKIP_DIRS = {".submitit", ".hydra", "wandb", "agent", "report", "__pycache__", ".rlpref_cache"}
+
+
+@dataclass
+class Collection:
+    runs: pd.DataFrame  # one row per run
+    curves: pd.DataFrame  # long: run_id, step, true_return_mean, true_return_std, n_episodes (+ run keys)
+    incomplete: list[Path] = field(default_factory=list)  # run dirs without results.json
+    errors: list[str] = field(default_factory=list)
+
+
+def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """(dirs with results.json, dirs that look like runs but lack it), sorted."""
+    root = Path(root)
+    done: list[Path] = []
+    incomplete: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        here = Path(dirpath)
+        if "results.json" in filenames:
+            done.append(here)
+            dirnames[:] = []  # a run does not contain runs
+        elif ".hydra" in os.listdir(here) or "curve.csv" in filenames or "metrics.csv" in filenames:
+            incomplete.append(here)
+    return sorted(done), sorted(incomplete)
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
+    rel = run_dir.relative_to(root).as_posix() if run_dir != root else "."
+    row: dict[str, Any] = {
+        "run_id": rel,
+        "run_dir": str(run_dir),
+        "env": res.get("env"),
+        "loss": res.get("loss"),
+        "seed": int(res.get("seed", -1)),
+        "reward": res.get("reward", "learned"),
+        "n_feedback": int(res["n_feedback"]) if res.get("n_feedback") is not None else -1,
+        "sigma": _float(res.get("sigma", 0.0)),
+        "noise": res.get("noise") or "",
+        "strength_source": res.get("strength_source") or "",
+        "algo": res.get("algo") or "",
+        "gamma": _float(res.get("gamma")),
+        "final_return": _float(res.get("final_return")),
+        "max_return": _float(res.get("max_return")),
+        "auc": _float(res.get("auc")),
+    }
+    rm = res.get("reward_model") or {}
+    for k in ("val_accuracy", "val_loss", "pearson", "spearman", "pdc"):
+        row[f"rm_{k}"] = _float(rm.get(k))
+    for k, v in (res.get("timings") or {}).items():
+        row[f"time_{k}"] = _float(v)
+    # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise
+    row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"])
+    return row
+
+
+def _read_curve(path: Path) -> Optional[pd.DataFrame]:
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    missing = {"step", "true_return_mean"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    for c, default in (("true_return_std", np.nan), ("n_episodes", np.nan)):
+        if c not in df.columns:
+            df[c] = default
+    df = df[["step", "true_return_mean", "true_return_std", "n_episodes"]].copy()
+    # a resumed run may re-log a step: keep the last value
+    return df.drop_duplicates("step", keep="last").sort_values("step")
+
+
+def collect(root: Path) -> Collection:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep directory {root} does not exist")
+    done, incomplete = find_run_dirs(root)
+    rows, curves, errors = [], [], []
+    for run_dir in done:
+        try:
+            res = json.loads((run_dir / "results.json").read_text())
+            row = _run_row(run_dir, root, res)
+            curve = _read_curve(run_dir / "curve.csv")
+        except (ValueError, KeyError, OSError) as exc:
+            errors.append(f"{run_dir}: {exc}")
+            continue
+        rows.append(row)
+        if curve is not None and len(curve):
+            curve.insert(0, "run_id", row["run_id"])
+            curves.append(curve)
+    runs = pd.DataFrame(rows)
+    if len(runs):
+        runs = runs.sort_values(["env", "method", "sigma", "n_feedback", "seed", "run_id"], kind="stable")
+        runs = runs.reset_index(drop=True)
+    if curves:
+        curve_df = pd.concat(curves, ignore_index=True)
+        keys = ["run_id", "env", "method", "loss", "reward", "n_feedback", "sigma", "seed"]
+        curve_df = curve_df.merge(runs[keys], on="run_id", how="left")
+    else:
+        curve_df = pd.DataFrame(
+            columns=["run_id", "step", "true_return_mean", "true_return_std", "n_episodes", "env", "method",
+                     "loss", "reward", "n_feedback", "sigma", "seed"]
+        )
+    for e in errors:
+        warnings.warn(f"skipped unreadable run {e}", stacklevel=2)
+    return Collection(runs=runs, curves=curve_df, incomplete=incomplete, errors=errors)
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_tables(col: Collection, out_dir: Path) -> dict[str, Path]:
+    """runs.csv/.parquet and curves.csv/.parquet in out_dir (atomic writes)."""
+    out_dir = Path(out_dir)
+    paths = {}
+    for name, df in (("runs", col.runs), ("curves", col.curves)):
+        csv_p, pq_p = out_dir / f"{name}.csv", out_dir / f"{name}.parquet"
+        _atomic(csv_p, lambda t, df=df: df.to_csv(t, index=False))
+        _atomic(pq_p, lambda t, df=df: df.to_parquet(t, index=False))
+        paths[f"{name}_csv"], paths[f"{name}_parquet"] = csv_p, pq_p
+    return paths

@@ -1,0 +1,130 @@
+"""Final and max true return per env x sigma (x budget) x method, as markdown and LaTeX.
+
+Cells are ``mean ± sd`` over seeds (seed count in the header); the best mean of each row and
+measure is bold. Rows: env, sigma and (when the sweep varies it) the number of comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .plots import _methods
+
+__all__ = ["return_table", "to_markdown", "to_latex"]
+
+
+def return_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long summary: one row per (env, sigma, n_feedback, method) with mean/sd/n of final and max return."""
+    if runs.empty:
+        return pd.DataFrame()
+    keys = ["env", "sigma", "n_feedback", "method"]
+    g = runs.groupby(keys, dropna=False)
+    out = g.agg(
+        n_seeds=("seed", "nunique"),
+        final_mean=("final_return", "mean"),
+        final_sd=("final_return", "std"),
+        max_mean=("max_return", "mean"),
+        max_sd=("max_return", "std"),
+    ).reset_index()
+    return out
+
+
+def _fmt(mean: float, sd: float) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    mag = max(abs(mean), 1e-12)
+    digits = 0 if mag >= 100 else (1 if mag >= 10 else 2)
+    sd_s = f"{sd:.{digits}f}" if math.isfinite(sd) else "–"
+    return f"{mean:.{digits}f} ± {sd_s}"
+
+
+def _wide(summary: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[bool]], list[str], bool]:
+    methods = _methods(summary)
+    multi_budget = summary.loc[summary["method"] != "oracle", "n_feedback"].nunique() > 1
+    row_keys = ["env", "sigma"] + (["n_feedback"] if multi_budget else [])
+    oracle = summary[summary["method"] == "oracle"]
+    learned = summary[summary["method"] != "oracle"]
+    header = ["env", "σ"] + (["comparisons"] if multi_budget else [])
+    for measure in ("final", "max"):
+        for m in methods:
+            n = summary.loc[summary["method"] == m, "n_seeds"]
+            header.append(f"{measure} {m} (n={int(n.min()) if len(n) else 0})")
+    body, bold = [], []
+    base = learned if not learned.empty else summary
+    for key, grp in base.groupby(row_keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        cells = [str(key[0]), f"{key[1]:g}"] + ([str(int(key[2]))] if multi_budget else [])
+        flags = [False] * len(cells)
+        for measure in ("final", "max"):
+            means = []
+            for m in methods:
+                src = oracle[oracle["env"] == key[0]] if m == "oracle" else grp[grp["method"] == m]
+                if src.empty:
+                    means.append((float("nan"), float("nan")))
+                else:
+                    means.append((float(src[f"{measure}_mean"].iloc[0]), float(src[f"{measure}_sd"].iloc[0])))
+            learned_means = [mu for (mu, _), m in zip(means, methods) if m != "oracle" and math.isfinite(mu)]
+            best = max(learned_means) if learned_means else None
+            for (mu, sd), m in zip(means, methods):
+                cells.append(_fmt(mu, sd))
+                flags.append(best is not None and m != "oracle" and len(learned_means) > 1 and mu == best)
+        body.append(cells)
+        bold.append(flags)
+    return header, body, bold, methods, multi_budget
+
+
+def to_markdown(summary: pd.DataFrame, title: Optional[str] = None) -> str:
+    if summary.empty:
+        return "(no finished runs)\n"
+    header, body, bold, _, _ = _wide(summary)
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * 2 + ["---"] * (len(header) - 2)) + "|")
+    for cells, flags in zip(body, bold):
+        lines.append("| " + " | ".join(f"**{c}**" if f else c for c, f in zip(cells, flags)) + " |")
+    lines += ["", "Cells: mean ± sd of the true episode return over seeds (n = seeds); final = last evaluation, "
+              "max = best evaluation during training; bold = best learned-reward method in the row."]
+    return "\n".join(lines) + "\n"
+
+
+_TEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+            "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def _tex(s: str) -> str:
+    s = "".join(_TEX_ESC.get(ch, ch) for ch in s)
+    return s.replace("±", r"$\pm$").replace("σ", r"$\sigma$").replace("–", "--")
+
+
+def to_latex(summary: pd.DataFrame, caption: str = "True episode return (mean $\\pm$ sd over seeds).",
+             label: str = "tab:returns") -> str:
+    if summary.empty:
+        return "% no finished runs\n"
+    header, body, bold, methods, multi_budget = _wide(summary)
+    n_key = 3 if multi_budget else 2
+    n_m = len(methods)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{" + "l" * n_key + "|" + "r" * n_m + "|" + "r" * n_m + "}", r"\toprule"]
+    lines.append(" & " * n_key + rf"\multicolumn{{{n_m}}}{{c|}}{{final return}} & \multicolumn{{{n_m}}}{{c}}{{max return}} \\")
+    lines.append(" & ".join(_tex(h.replace("final ", "").replace("max ", "")) for h in header) + r" \\")
+    lines.append(r"\midrule")
+    for cells, flags in zip(body, bold):
+        lines.append(" & ".join(rf"\textbf{{{_tex(c)}}}" if f else _tex(c) for c, f in zip(cells, flags)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def rm_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Reward-model metrics (mean over seeds) per env x sigma x n_feedback x method."""
+    learned = runs[runs["method"] != "oracle"]
+    cols = [c for c in ("rm_val_accuracy", "rm_val_loss", "rm_pearson", "rm_spearman", "rm_pdc") if c in learned]
+    if learned.empty or not cols:
+        return pd.DataFrame()
+    return learned.groupby(["env", "sigma", "n_feedback", "method"])[cols].agg(
+        lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")).reset_index()

@@ -1,0 +1,130 @@
+"""rlpref.report on fabricated run dirs (TEST DATA written into tmp_path, never results).
+
+The helper writes run dirs in the control track's contract format (results.json + curve.csv), with
+returns chosen so the expected aggregates are known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlpref.report.__main__ import build_report
+from rlpref.report.collect import collect
+from rlpref.report.stats import iqm, iqm_with_ci, mean_with_ci
+from rlpref.report.tables import return_table, to_latex, to_markdown
+
+
+def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, sigma=0.0, n_feedback=1000,
+                   reward="learned", final=100.0, steps=(0, 1000, 2000, 3000), acc=0.9) -> Path:
+    """A run dir in the contract format, filled with made-up numbers (test data)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    curve = np.linspace(final / 4, final, len(steps))
+    pd.DataFrame({"step": steps, "true_return_mean": curve, "true_return_std": np.full(len(steps), 1.5),
+                  "n_episodes": 5}).to_csv(run_dir / "curve.csv", index=False)
+    res = {
+        "env": env, "loss": loss, "seed": seed, "reward": reward, "n_feedback": n_feedback, "sigma": sigma,
+        "noise": "range", "strength_source": "clean", "final_return": float(curve[-1]),
+        "max_return": float(curve.max()) + 1.0, "auc": float(curve.mean()),
+        "reward_model": None if reward == "oracle" else
+        {"val_accuracy": acc, "val_loss": 0.3, "pearson": 0.8, "spearman": 0.7, "pdc": 0.5},
+        "timings": {"source": 1.0, "segments": 0.5, "teacher": 0.1, "reward_model": 2.0, "agent": 3.0, "total": 6.6},
+        "algo": "ppo", "gamma": 0.98, "config": {"env": {"id": env}, "loss": {"name": loss}, "seed": seed},
+    }
+    (run_dir / "results.json").write_text(json.dumps(res))
+    return run_dir
+
+
+def make_sweep(root: Path) -> Path:
+    """2 envs x 2 losses x 2 sigmas x 3 budgets x 3 seeds, plus oracle runs and one unfinished run."""
+    k = 0
+    for env in ("HalfCheetah-v4", "Swimmer-v5"):
+        for loss in ("bt", "rr"):
+            for sigma in (0.0, 0.5):
+                for nf in (250, 1000, 5000):
+                    for seed in range(3):
+                        # rr better than bt, more feedback better, noise worse; seed adds 0/1/2
+                        final = 100 + (20 if loss == "rr" else 0) + 10 * np.log10(nf) - 30 * sigma + seed
+                        write_fake_run(root / str(k), env=env, loss=loss, seed=seed, sigma=sigma, n_feedback=nf,
+                                       final=final, acc=0.95 - 0.2 * sigma - (0.0 if loss == "rr" else 0.02))
+                        k += 1
+        for seed in range(2):
+            write_fake_run(root / str(k), env=env, loss="bt", reward="oracle", seed=seed, final=200.0 + seed)
+            k += 1
+    unfinished = root / str(k)
+    (unfinished / ".hydra").mkdir(parents=True)
+    return root
+
+
+def test_collect_builds_tidy_tables(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    col = collect(root)
+    assert len(col.runs) == 2 * 2 * 2 * 3 * 3 + 4
+    assert col.incomplete == [root / str(len(col.runs))]
+    assert set(col.runs["method"]) == {"bt", "rr", "oracle"}
+    assert col.runs["rm_val_accuracy"].isna().sum() == 4  # the oracle runs have no reward model
+    assert len(col.curves) == 4 * len(col.runs)
+    # the curve rows carry the run keys, so a groupby reproduces a run's final return
+    one = col.runs.iloc[0]
+    last = col.curves[col.curves["run_id"] == one["run_id"]].sort_values("step")["true_return_mean"].iloc[-1]
+    assert last == pytest.approx(one["final_return"])
+
+
+def test_stats_iqm_and_ci():
+    x = np.array([0.0, 1, 2, 3, 4, 5, 6, 100])  # IQM drops the outlier: mean of 2..5
+    assert iqm(x) == pytest.approx(3.5)
+    point, lo, hi = iqm_with_ci({"a": x[:, None]}, reps=500)["a"]
+    assert point == pytest.approx(3.5)
+    assert lo < point < hi and hi < 100
+    m, lo, hi = mean_with_ci(np.array([1.0, 2.0, 3.0]))
+    assert m == pytest.approx(2.0) and hi - m == pytest.approx(4.302653 / np.sqrt(3), rel=1e-4)
+    assert mean_with_ci(np.array([5.0])) == (5.0, 5.0, 5.0)
+
+
+def test_tables_values_and_formats(tmp_path):
+    col = collect(make_sweep(tmp_path / "sweep"))
+    summary = return_table(col.runs)
+    row = summary[(summary.env == "Swimmer-v5") & (summary.method == "rr") & (summary.sigma == 0.5)
+                  & (summary.n_feedback == 1000)].iloc[0]
+    # seeds 0, 1, 2 add 0, 1, 2 to 100 + 20 + 30 - 15
+    assert row.final_mean == pytest.approx(136.0) and row.final_sd == pytest.approx(1.0) and row.n_seeds == 3
+    md = to_markdown(summary)
+    assert "| Swimmer-v5 | 0.5 | 1000 |" in md and "**136 ± 1**" in md  # rr beats bt: bold
+    assert "oracle" in md
+    tex = to_latex(summary)
+    assert r"\begin{tabular}" in tex and r"\textbf{136 $\pm$ 1}" in tex and "_" not in tex.replace(r"\_", "")
+
+
+def test_report_cli_end_to_end(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    proc = subprocess.run([sys.executable, "-m", "rlpref.report", str(root), "--reps", "200"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    out = root / "report"
+    for name in ("runs.csv", "runs.parquet", "curves.csv", "curves.parquet", "returns.md", "returns.tex",
+                 "reward_models.csv", "sample_efficiency.png", "learning_curves.png", "rm_quality_vs_sigma.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert pd.read_parquet(out / "runs.parquet").shape[0] == 76
+    assert "without results.json" in proc.stderr
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(out / "sample_efficiency.png")
+    assert img.shape[0] > 500 and img.shape[1] > 800 and img[..., :3].std() > 0.05  # not blank
+
+
+def test_report_single_budget_and_no_runs(tmp_path):
+    root = tmp_path / "smoke"
+    for k, (loss, seed) in enumerate([(a, b) for a in ("bt", "rr") for b in (0, 1)]):
+        write_fake_run(root / str(k), env="Pendulum-v1", loss=loss, seed=seed, n_feedback=300, final=-1000.0 + 50 * k)
+    outputs = build_report(root, reps=100, quiet=True)
+    assert {"sample_efficiency", "learning_curves", "rm_quality_vs_sigma", "returns_md"} <= set(outputs)
+    with pytest.raises(SystemExit, match="no results.json"):
+        build_report(tmp_path / "empty_dir_that_exists" if (tmp_path / "empty_dir_that_exists").mkdir() is None
+                     else None, quiet=True)
