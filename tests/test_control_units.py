@@ -1,0 +1,232 @@
+"""Unit tests of the control track's stages: teacher statistics, segments, reward wrapper, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from envs import KNOWN_ENV_IDS, make_env
+from rlpref.control.algos import resolve_algo
+from rlpref.control.learned_reward import LearnedRewardVecEnv
+from rlpref.control.records import Preferences, Segments
+from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model, stratum_batches
+from rlpref.control.segments import cut_segments, discounted_returns, one_hot_actions, rollout_plan
+from rlpref.control.teacher import TeacherConfig, label_pairs
+from rlpref.run import validate
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def _segments(m: int = 400, length: int = 10, batches: int = 4, seed: int = 0) -> Segments:
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(size=(m, length)).astype(np.float32) + np.repeat(np.arange(batches), m // batches)[:, None]
+    obs = rng.normal(size=(m, length, 3)).astype(np.float32)
+    return Segments(
+        obs=obs,
+        acts=rng.normal(size=(m, length, 2)).astype(np.float32),
+        next_obs=obs,
+        rewards=rewards,
+        returns=discounted_returns(rewards, 0.99),
+        batch=np.repeat(np.arange(batches), m // batches).astype(np.int64),
+    )
+
+
+def test_discounted_returns_known_value():
+    r = np.array([[1.0, 2.0, 3.0]])
+    assert discounted_returns(r, 0.5)[0] == pytest.approx(1 + 1 + 0.75)
+
+
+def test_rollout_plan_matches_reference_formula():
+    steps, n_seg = rollout_plan(n_feedback=1000, n_batches=5, length=50, oversample=1.5)
+    assert steps == 1000 * 50 // 5
+    assert n_seg == 600  # 1.5 x 2 x 200 comparisons per batch
+    with pytest.raises(ValueError, match="n_feedback"):
+        rollout_plan(1, 5, 50, 1.5)
+
+
+def test_cut_segments_windows_are_contiguous():
+    t = np.arange(30, dtype=np.float32)
+    stream = {
+        "obs": np.stack([t, t + 100])[:, :, None],
+        "acts": np.zeros((2, 30, 1), np.float32),
+        "next_obs": np.stack([t + 1, t + 101])[:, :, None],
+        "rewards": np.stack([t, t + 100]),
+    }
+    segs = cut_segments(stream, 50, 5, 1.0, batch=3, rng=np.random.default_rng(0))
+    steps = np.diff(segs.obs[..., 0], axis=1)
+    assert np.all(steps == 1)
+    assert np.all(segs.batch == 3)
+    np.testing.assert_allclose(segs.returns, segs.rewards.sum(1))
+
+
+def test_one_hot_actions_for_discrete_space():
+    import gymnasium as gym
+
+    out = one_hot_actions(np.array([0, 2, 1]), gym.spaces.Discrete(3))
+    np.testing.assert_array_equal(out, np.eye(3)[[0, 2, 1]])
+
+
+def test_noise_free_teacher_is_always_right_and_strength_is_clean_gap():
+    segs = _segments()
+    prefs = label_pairs(segs, 200, TeacherConfig(sigma=0.0), 0.99, np.random.default_rng(1))
+    assert len(prefs) == 200
+    assert prefs.label_accuracy() == 1.0
+    np.testing.assert_allclose(prefs.strength, -np.abs(prefs.return_chosen - prefs.return_rejected))
+    # within_batch pairing: both segments from the pair's rollout batch; comparisons spread evenly
+    assert np.all(segs.batch[prefs.chosen] == prefs.batch) and np.all(segs.batch[prefs.rejected] == prefs.batch)
+    assert np.bincount(prefs.batch).tolist() == [50, 50, 50, 50]
+    # near ties are not generated
+    assert np.all(np.abs(prefs.return_chosen - prefs.return_rejected) > 0.1 * segs.returns.std())
+
+
+def test_range_noise_error_rate_grows_with_sigma_and_matches_simulation():
+    segs = _segments(m=800, batches=1)
+    err = []
+    for sigma in (0.0, 0.1, 0.25, 0.5):
+        prefs = label_pairs(segs, 300, TeacherConfig(sigma=sigma, near_tie=0.0), 0.99, np.random.default_rng(2))
+        err.append(1 - prefs.label_accuracy())
+    assert err[0] == 0.0
+    assert err[1] < err[2] < err[3]
+    # Independent check of the noise model: flip probability of a pair with gap g under
+    # R~N(R, sd^2) truncated at 2 sd (clipping aside) is about P(z1 - z2 > g / sd).
+    d = segs.returns.max() - segs.returns.min()
+    sd = 0.5 * d / 4
+    prefs = label_pairs(segs, 300, TeacherConfig(sigma=0.5, near_tie=0.0), 0.99, np.random.default_rng(2))
+    gaps = np.abs(prefs.return_chosen - prefs.return_rejected)
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(200_000, 2))
+    z = z[np.all(np.abs(z) <= 2, axis=1)]
+    expected = np.mean([np.mean(z[:, 0] - z[:, 1] > g / sd) for g in gaps])
+    assert err[3] == pytest.approx(expected, abs=0.06)
+
+
+def test_relative_noise_and_noisy_strength():
+    segs = _segments(m=400, batches=2)
+    cfg = TeacherConfig(sigma=0.5, noise="relative", strength="noisy")
+    prefs = label_pairs(segs, 200, cfg, 0.99, np.random.default_rng(0))
+    clean = -np.abs(prefs.return_chosen - prefs.return_rejected)
+    assert not np.allclose(prefs.strength, clean)  # strength comes from the noisy returns
+    assert 0.55 < prefs.label_accuracy() < 1.0
+
+
+def test_bpref_mistake_teacher_flips_about_eps():
+    segs = _segments(m=800, batches=1)
+    prefs = label_pairs(segs, 400, TeacherConfig(eps_mistake=0.3), 0.99, np.random.default_rng(5))
+    assert 1 - prefs.label_accuracy() == pytest.approx(0.3, abs=0.07)
+
+
+def test_across_batches_pairing_mixes_batches():
+    segs = _segments()
+    prefs = label_pairs(segs, 100, TeacherConfig(pairing="across_batches"), 0.99, np.random.default_rng(0))
+    assert np.all(segs.batch[prefs.chosen] != segs.batch[prefs.rejected])
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [({"sigma": -0.1}, "sigma"), ({"noise": "gauss"}, "range, relative"), ({"pairing": "x"}, "within_batch"),
+     ({"eps_mistake": 0.7}, "eps_mistake"), ({"sigmaa": 0.1}, "unknown teacher keys")],
+)
+def test_teacher_config_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TeacherConfig.from_mapping(bad)
+
+
+def test_records_roundtrip_without_pickle(tmp_path):
+    segs = _segments(m=8, batches=2)
+    segs.save(tmp_path / "s.npz")
+    back = Segments.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(back.obs, segs.obs)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    with pytest.raises(RuntimeError, match="bad.npz"):
+        Preferences.load(tmp_path / "bad.npz")
+
+
+def test_stratum_batches_keep_strata_whole():
+    stratum = np.repeat(np.arange(10), np.arange(1, 11))
+    batches = stratum_batches(stratum, 12, np.random.default_rng(0))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(stratum.size))
+    for b in batches:
+        for s in np.unique(stratum[b]):
+            assert np.sum(stratum[b] == s) == np.sum(stratum == s)
+
+
+def test_learned_reward_wrapper_equals_unbatched_reward(tmp_path):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    torch.manual_seed(0)
+    model = RewardModel(3, 1, [16, 16])
+    save_reward_model(model, tmp_path)
+    model = load_reward_model(tmp_path)
+    venv = LearnedRewardVecEnv(DummyVecEnv([lambda: make_env("Pendulum-v1") for _ in range(3)]), model)
+    venv.seed(0)
+    obs = venv.reset()
+    for _ in range(5):
+        actions = np.random.default_rng(0).uniform(-2, 2, size=(3, 1)).astype(np.float32)
+        next_obs, rewards, _, infos = venv.step(actions)
+        for i in range(3):
+            single = model(torch.as_tensor(obs[i : i + 1]), torch.as_tensor(actions[i : i + 1])).item()
+            assert rewards[i] == pytest.approx(single, rel=1e-5, abs=1e-6)
+            assert "true_reward" in infos[i] and infos[i]["true_reward"] <= 0  # Pendulum's true reward
+        obs = next_obs
+
+
+def test_reward_model_load_reports_corrupt_file(tmp_path):
+    save_reward_model(RewardModel(3, 1, [8]), tmp_path)
+    (tmp_path / "reward_net.pt").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="corrupt or mismatched reward model"):
+        load_reward_model(tmp_path)
+
+
+@pytest.mark.parametrize("env_name", KNOWN_ENV_IDS)
+def test_config_composes_and_validates_for_every_env(env_name):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[f"env={env_name}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    validate(resolved)
+    algo = resolve_algo(resolved["agent"]["name"], resolved["env"])
+    assert algo in resolved["env"]["hyperparams"]
+    env = make_env(resolved["env"]["id"])
+    obs, _ = env.reset(seed=0)
+    assert obs.ndim == 1 and np.all(np.isfinite(obs))
+    env.close()
+
+
+def test_bad_inputs_name_cause_and_fix():
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("config", overrides=["env=Pendulum-v1"]), resolve=True)
+    with pytest.raises(ValueError, match="unknown environment 'Nope-v0'.*HalfCheetah-v4"):
+        make_env("Nope-v0")
+    with pytest.raises(ValueError, match="SAC needs continuous actions"):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            merge = OmegaConf.to_container(compose("config", overrides=["env=merge-v0"]), resolve=True)
+        resolve_algo("sac", merge["env"])
+    with pytest.raises(ValueError, match="unknown agent 'dqn'"):
+        resolve_algo("dqn", cfg["env"])
+    for path, value, match in [
+        (("loss", "name"), "hinge", "unknown loss 'hinge'.*bt"),
+        (("budget", "n_feedback"), 1, "n_feedback must be >= 2"),
+        (("teacher", "sigma"), -1.0, "sigma"),
+        (("segments", "length"), 500, "exceeds Pendulum-v1's episode limit of 200"),
+        (("reward",), "true", "unknown reward 'true'"),
+    ]:
+        bad = OmegaConf.to_container(OmegaConf.create(cfg))
+        node = bad
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        with pytest.raises(ValueError, match=match):
+            validate(bad)
+
+
+def test_unknown_group_choice_lists_options():
+    from hydra.errors import MissingConfigException
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        with pytest.raises(MissingConfigException, match="Available options"):
+            compose("config", overrides=["loss=hinge"])
