@@ -1,0 +1,256 @@
+"""Learners of the synthetic track and their training, one fit at a time or many fits at once.
+
+A learner is a loss from :mod:`rlpref.losses` plus how its strength and strata are built:
+
+=====================  ===============  ==========================================  ==================
+learner                loss             strata (:func:`rlpref.strata.stratify`)      strength
+=====================  ===============  ==========================================  ==================
+bt                     bt               —                                           —
+rr                     rr               ``by_group``: the dataset's random strata   rt
+rr_pooled              rr               ``global``: one stratum                     rt
+rr_perm                rr               ``by_group``                                rt permuted
+rt_regression          rt_regression    ``global``                                  rt
+rt_regression_perm     rt_regression    ``global``                                  rt permuted
+clf                    clf              —                                           —
+=====================  ===============  ==========================================  ==================
+
+Ranking losses get their strata through ``stratify(..., strength=rt)``, which splits a stratum
+round-robin when rts tie (drift-diffusion rts lie on the dt grid and can tie), so no tie reaches the
+sort. ``rr_pooled`` therefore uses ``LOSSES["rr"]`` with the ``global`` stratifier rather than
+``LOSSES["rr_pooled"]``, which drops the stratum and would reject tied rts. ``*_perm`` shuffle the
+rts across the training pairs of a fit (a control: same values, no information).
+
+Batched training: B independent fits with the same number N of training pairs run as one tensor
+program. Weights are stacked ([B, in, out]) and applied with ``bmm``; the utilities of each learner's
+fits are flattened to [B_l·N] with stratum ids offset per fit, so one loss call covers all of its fits.
+All losses here are (sum over comparisons) / (number of comparisons), so B_l × loss(flat) equals the
+sum of the per-fit losses, and the gradient each fit receives is exactly the one it would get alone.
+AdamW is element-wise, so one optimiser over the stacked tensors equals B separate optimisers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlpref.losses import LOSSES, make_rank_plan
+from rlpref.strata import stratify
+
+from .mlp import Params, init_mlp, mlp_forward, stack_mlps, stacked_mlp_forward
+from .seeding import numpy_rng, torch_generator
+
+__all__ = [
+    "FitData",
+    "LEARNERS",
+    "LearnerSpec",
+    "TrainConfig",
+    "fit_data",
+    "fit_single",
+    "fit_stacked",
+    "get_learner",
+    "init_learner",
+]
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    name: str
+    loss: str
+    strata: Optional[str]  # a stratify() kind ("by_group" | "global") or None when strength is unused
+    permute: bool = False
+
+    @property
+    def ranks(self) -> bool:
+        return self.loss in ("rr", "rr_pooled")
+
+
+LEARNERS: dict[str, LearnerSpec] = {
+    s.name: s
+    for s in (
+        LearnerSpec("bt", "bt", None),
+        LearnerSpec("rr", "rr", "by_group"),
+        LearnerSpec("rr_pooled", "rr", "global"),
+        LearnerSpec("rr_perm", "rr", "by_group", permute=True),
+        LearnerSpec("rt_regression", "rt_regression", "global"),
+        LearnerSpec("rt_regression_perm", "rt_regression", "global", permute=True),
+        LearnerSpec("clf", "clf", None),
+    )
+}
+
+
+def get_learner(name: str) -> LearnerSpec:
+    try:
+        return LEARNERS[name]
+    except KeyError:
+        raise KeyError(f"unknown learner '{name}'; choose one of: {', '.join(LEARNERS)}") from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: tuple[int, ...] = (64,)
+    epochs: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.epochs < 0 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"need epochs >= 0, lr > 0, weight_decay >= 0; got {self.epochs}, {self.lr}, {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class FitData:
+    """The training input of one fit: chosen / rejected features [N, F], and for learners that use
+    strength, the rank key [N] (lower = stronger) and tie-free stratum ids [N]."""
+
+    x_chosen: np.ndarray
+    x_rejected: np.ndarray
+    strength: Optional[np.ndarray]
+    stratum: Optional[np.ndarray]
+
+
+def fit_data(
+    learner: LearnerSpec,
+    x1: np.ndarray,
+    x2: np.ndarray,
+    y: np.ndarray,
+    rt: np.ndarray,
+    groups: np.ndarray,
+    perm_rng: Optional[np.random.Generator] = None,
+) -> FitData:
+    """Build a fit's input from its N training pairs (y = True: first item chosen)."""
+    y = np.asarray(y, dtype=bool)[:, None]
+    xc, xr = np.where(y, x1, x2), np.where(y, x2, x1)
+    if learner.strata is None:
+        return FitData(xc, xr, None, None)
+    strength = np.asarray(rt, dtype=np.float64)
+    if learner.permute:
+        if perm_rng is None:
+            raise ValueError(f"learner '{learner.name}' permutes strength: pass perm_rng")
+        strength = strength[perm_rng.permutation(strength.shape[0])]
+    n = strength.shape[0]
+    stratum = stratify(
+        learner.strata,
+        n=n,
+        groups=groups if learner.strata == "by_group" else None,
+        strength=strength if learner.ranks else None,
+    )
+    return FitData(xc, xr, strength, stratum)
+
+
+def init_learner(root_seed: int, trial: int, n_features: int, cfg: TrainConfig) -> Params:
+    """The trial's initial learner weights (shared by all learners, fractions and datasets of the trial)."""
+    return init_mlp([n_features, *cfg.hidden, 1], torch_generator(root_seed, trial, "learner_init"), cfg.dtype)
+
+
+def permutation_rng(root_seed: int, trial: int, n_train: int) -> np.random.Generator:
+    return numpy_rng(root_seed, trial, "permutation", n_train)
+
+
+def _optimizer(tensors: Sequence[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(tensors, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
+def _as_params(params: Params, dtype: torch.dtype) -> Params:
+    return [(w.detach().to(dtype).clone().requires_grad_(True), b.detach().to(dtype).clone().requires_grad_(True)) for w, b in params]
+
+
+def fit_single(learner: LearnerSpec, data: FitData, init: Params, cfg: TrainConfig) -> Params:
+    """One fit, full batch, ``cfg.epochs`` AdamW steps (the one-fit-at-a-time reference path)."""
+    params = _as_params(init, cfg.dtype)
+    opt = _optimizer([t for wb in params for t in wb], cfg)
+    xc = torch.as_tensor(data.x_chosen, dtype=cfg.dtype)
+    xr = torch.as_tensor(data.x_rejected, dtype=cfg.dtype)
+    kwargs = {}
+    if learner.strata is not None:
+        strength = torch.as_tensor(data.strength, dtype=torch.float64)
+        stratum = torch.as_tensor(data.stratum, dtype=torch.long)
+        if learner.ranks:
+            kwargs["plan"] = make_rank_plan(strength, stratum)
+        else:
+            kwargs.update(strength=strength, stratum=stratum)
+    loss_fn = LOSSES[learner.loss]
+    for _ in range(cfg.epochs):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(mlp_forward(params, xc), mlp_forward(params, xr), **kwargs)
+        loss.backward()
+        opt.step()
+    return [(w.detach(), b.detach()) for w, b in params]
+
+
+def fit_stacked(
+    learners: Sequence[LearnerSpec],
+    data: Sequence[FitData],
+    inits: Sequence[Params],
+    cfg: TrainConfig,
+    progress=None,
+) -> Params:
+    """B fits at once (all with the same N); returns stacked parameters (``W`` [B, in, out]).
+
+    ``learners[i]``, ``data[i]``, ``inits[i]`` describe fit i. Fits are regrouped by learner
+    internally; the result is in the input order. ``progress``: optional callable run once per epoch.
+    """
+    b_total = len(data)
+    if not (len(learners) == b_total == len(inits)) or b_total == 0:
+        raise ValueError(f"need equally many (>0) learners, data and inits; got {len(learners)}, {b_total}, {len(inits)}")
+    n = data[0].x_chosen.shape[0]
+    if any(d.x_chosen.shape[0] != n for d in data):
+        raise ValueError("all fits of one stacked program must have the same number of training pairs")
+    # Order fits by learner so that each loss sees one contiguous block.
+    names = [lr.name for lr in learners]
+    order = sorted(range(b_total), key=lambda i: (list(dict.fromkeys(names)).index(names[i]), i))
+    x = torch.as_tensor(
+        np.stack([np.concatenate([data[i].x_chosen, data[i].x_rejected]) for i in order]), dtype=cfg.dtype
+    )
+    groups = []
+    start = 0
+    while start < b_total:
+        spec = learners[order[start]]
+        stop = start
+        while stop < b_total and learners[order[stop]].name == spec.name:
+            stop += 1
+        kwargs = {}
+        if spec.strata is not None:
+            strength = torch.as_tensor(np.concatenate([data[i].strength for i in order[start:stop]]), dtype=torch.float64)
+            offset, ids = 0, []
+            for i in order[start:stop]:
+                ids.append(data[i].stratum + offset)
+                offset += int(data[i].stratum.max()) + 1
+            stratum = torch.as_tensor(np.concatenate(ids), dtype=torch.long)
+            if spec.ranks:
+                kwargs["plan"] = make_rank_plan(strength, stratum)  # fixed for all epochs
+            else:
+                kwargs.update(strength=strength, stratum=stratum)
+        groups.append((LOSSES[spec.loss], start, stop, kwargs))
+        start = stop
+    params = _as_params(stack_mlps([inits[i] for i in order]), cfg.dtype)
+    opt = _optimizer([t for wb in params for t in wb], cfg)
+    for _ in range(cfg.epochs):
+        opt.zero_grad(set_to_none=True)
+        u = stacked_mlp_forward(params, x)
+        total = 0.0
+        for loss_fn, s, e, kwargs in groups:
+            uc = u[s:e, :n].reshape(-1)
+            ur = u[s:e, n:].reshape(-1)
+            total = total + (e - s) * loss_fn(uc, ur, **kwargs)
+        total.backward()
+        opt.step()
+        if progress is not None:
+            progress()
+    inverse = np.argsort(order)
+    return [(w.detach()[inverse], b.detach()[inverse]) for w, b in params]
+
+
+def predict_stacked(params: Params, x: np.ndarray | Tensor, chunk: int = 512) -> np.ndarray:
+    """Utilities of stacked fits: x [B, M, F] -> [B, M] (float64 numpy), in chunks of fits."""
+    x = torch.as_tensor(x, dtype=params[0][0].dtype)
+    out = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], chunk):
+            out.append(stacked_mlp_forward([(w[s : s + chunk], b[s : s + chunk]) for w, b in params], x[s : s + chunk]))
+    return torch.cat(out).double().numpy()

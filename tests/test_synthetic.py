@@ -1,0 +1,197 @@
+"""Synthetic track: DDM against the analytic first-passage probability, seeding, batched fits, grid end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rlpref.synthetic.__main__ import run_from_config
+from rlpref.synthetic.ddm import simulate_ddm, upper_bound_probability
+from rlpref.synthetic.grid import GridConfig, n_train_pairs, run_grid
+from rlpref.synthetic.learners import (
+    TrainConfig,
+    fit_data,
+    fit_single,
+    fit_stacked,
+    get_learner,
+    init_learner,
+    permutation_rng,
+    predict_stacked,
+)
+from rlpref.synthetic.report import data_efficiency, summarise
+from rlpref.synthetic.trials import DatasetSpec, generate_dataset
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf" / "synthetic")
+
+
+def _compose(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+@pytest.mark.parametrize("drift", [-1.5, -0.3, 0.0, 0.8, 2.0])
+def test_ddm_choice_probability_matches_first_passage_formula(drift):
+    n = 4000
+    res = simulate_ddm(np.full((1, n), drift), [np.random.default_rng(7)], start=0.6, bound=1.2, noise_sd=0.4)
+    p_sim = res.upper.mean()
+    p_true = float(upper_bound_probability(drift, 0.6, 1.2, 0.4))
+    # Binomial error plus a small allowance for the Euler overshoot at dt = 1e-3.
+    tol = 4 * np.sqrt(p_true * (1 - p_true) / n) + 0.01
+    assert abs(p_sim - p_true) < tol, (drift, p_sim, p_true)
+
+
+def test_ddm_formula_known_values_and_symmetry():
+    assert upper_bound_probability(0.0, 0.6, 1.2, 0.4) == pytest.approx(0.5)
+    assert upper_bound_probability(0.0, 0.3, 1.2, 0.4) == pytest.approx(0.25)
+    # v = 1, z = a/2, sigma = 1: (1 - e^{-2 z}) / (1 - e^{-2 a}) with a = 1.2
+    assert upper_bound_probability(1.0, 0.6, 1.2, 1.0) == pytest.approx((1 - np.exp(-1.2)) / (1 - np.exp(-2.4)))
+    v = np.array([0.1, 0.7, 3.0, 50.0])
+    up, down = upper_bound_probability(v, 0.6, 1.2, 0.4), upper_bound_probability(-v, 0.6, 1.2, 0.4)
+    np.testing.assert_allclose(up + down, 1.0)  # symmetric start: P_up(v) = P_down(-v)
+    assert np.all(np.isfinite(up)) and up[-1] == pytest.approx(1.0)
+
+
+def test_ddm_block_size_changes_draws_not_distribution():
+    drift = np.full((1, 3000), 0.5)
+    a = simulate_ddm(drift, [np.random.default_rng(1)], block=1)
+    b = simulate_ddm(drift, [np.random.default_rng(1)], block=256)
+    assert abs(a.upper.mean() - b.upper.mean()) < 0.05
+    assert abs(np.median(a.rt) - np.median(b.rt)) < 0.05 * np.median(a.rt)
+    assert np.all(a.rt >= 0.3 + 1e-3) and np.all(a.steps >= 1)
+
+
+def test_ddm_non_terminating_walkers_raise():
+    with pytest.raises(RuntimeError, match="did not reach a bound within max_steps=50"):
+        simulate_ddm(np.zeros((1, 5)), [np.random.default_rng(0)], noise_sd=0.0, max_steps=50)
+    with pytest.raises(ValueError, match="one rng per trial"):
+        simulate_ddm(np.zeros((2, 5)), [np.random.default_rng(0)])
+
+
+def test_trial_depends_only_on_root_seed_and_trial_id():
+    spec = DatasetSpec("ddm", "drift_diffusion")
+    alone = generate_dataset(spec, 3, [4])
+    together = generate_dataset(spec, 3, [2, 4, 9])
+    for name in ("x1", "u1", "y", "rt", "stratum"):
+        np.testing.assert_array_equal(getattr(alone, name)[0], getattr(together, name)[1])
+    other_seed = generate_dataset(spec, 4, [4])
+    assert not np.array_equal(alone.u1, other_seed.u1)
+    # The true utility is scaled to unit SD over the trial's items.
+    u = np.concatenate([alone.u1[0], alone.u2[0]])
+    assert u.std() == pytest.approx(1.0)
+
+
+def test_variability_multiplies_rts_per_stratum_only():
+    base = generate_dataset(DatasetSpec("d", "deterministic", variability=0.0), 0, [0])
+    var = generate_dataset(DatasetSpec("d", "deterministic", variability=3.0), 0, [0])
+    np.testing.assert_array_equal(base.y, var.y)
+    ratio = var.rt[0] / base.rt[0]
+    for s in np.unique(base.stratum[0]):
+        r = ratio[base.stratum[0] == s]
+        assert np.allclose(r, r[0])  # one multiplier per stratum
+    assert np.unique(np.round(ratio, 12)).size > 1
+    # Deterministic rt = 10 / (|du| + 1) before the multiplier.
+    np.testing.assert_allclose(base.rt[0], 10.0 / (np.abs(base.u1[0] - base.u2[0]) + 1.0))
+
+
+def test_stacked_fits_equal_one_at_a_time_fits():
+    cfg = TrainConfig(epochs=15, dtype=torch.float64)
+    batch = generate_dataset(DatasetSpec("dd", "drift_diffusion"), 0, [0, 1, 2])
+    names = ["bt", "rr", "rr_pooled", "rr_perm", "rt_regression", "clf"]
+    specs, data, inits = [], [], []
+    for i in range(3):
+        for name in names:
+            lr = get_learner(name)
+            perm = permutation_rng(0, i, 40) if lr.permute else None
+            specs.append(lr)
+            data.append(fit_data(lr, batch.x1[i, :40], batch.x2[i, :40], batch.y[i, :40], batch.rt[i, :40],
+                                 batch.stratum[i, :40], perm))
+            inits.append(init_learner(0, i, 20, cfg))
+    stacked = fit_stacked(specs, data, inits, cfg)
+    x = np.stack([np.concatenate([batch.x1[i // len(names), 40:], batch.x2[i // len(names), 40:]]) for i in range(len(specs))])
+    pred = predict_stacked(stacked, x)
+    for j in (0, 1, 7, 9, len(specs) - 1):
+        single = fit_single(specs[j], data[j], inits[j], cfg)
+        ref = predict_stacked([(w[None], b[None, None]) for w, b in single], x[j : j + 1])[0]
+        np.testing.assert_allclose(pred[j], ref, rtol=1e-8, atol=1e-10, err_msg=specs[j].name)
+
+
+def test_grid_is_reproducible_and_trial_results_do_not_depend_on_batch():
+    specs = [DatasetSpec("det", "deterministic")]
+    train = TrainConfig(epochs=20)
+    a, _ = run_grid(specs, GridConfig(learners=("bt", "rr"), fractions=(1.0,), n_trials=3), train, progress=False)
+    b, _ = run_grid(specs, GridConfig(learners=("bt", "rr"), fractions=(1.0,), n_trials=3), train, progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    c, _ = run_grid(specs, GridConfig(learners=("rr",), fractions=(1.0,), n_trials=1, first_trial=2), train, progress=False)
+    row = a[(a.learner == "rr") & (a.trial == 2)].iloc[0]
+    # Same data and init; only float32 rounding of a differently sized bmm differs (float64: exact, above).
+    assert c.iloc[0]["pdc"] == pytest.approx(row["pdc"], rel=1e-3)
+
+
+def test_small_grid_end_to_end_through_the_config(tmp_path):
+    cfg = _compose("dataset=deterministic", "grid.n_trials=12", "grid.fractions=[0.5,1.0]",
+                   "grid.learners=[bt,rr,rr_perm]", "progress=false")
+    assert list(cfg["datasets"]) == ["deterministic"]
+    res = run_from_config(cfg, tmp_path)
+    for name in ("results.csv", "diagnostics.csv", "summary.csv", "report.md", "synthetic.png", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == 12 * 2 * 3 and set(results["n_train"]) == {25, 50}
+    full = res["summary"][res["summary"].fraction == 1.0].set_index("learner")
+    # Learning happened, and the response times carry strength that only rr can use.
+    assert full.loc["bt", "accuracy"] > 0.7
+    assert full.loc["rr", "pdc"] > full.loc["bt", "pdc"] > full.loc["rr_perm", "pdc"]
+    assert "| deterministic |" in (tmp_path / "report.md").read_text()
+
+
+def test_all_preset_holds_six_datasets():
+    cfg = _compose("dataset=all")
+    assert sorted(cfg["datasets"]) == sorted(
+        f"{g}{v}" for g in ("deterministic", "stochastic", "drift_diffusion") for v in ("", "_no_variability")
+    )
+    assert cfg["datasets"]["drift_diffusion"]["variability"] == 3.0
+    assert cfg["datasets"]["drift_diffusion_no_variability"]["variability"] == 0.0
+
+
+def test_data_efficiency_interpolates_known_values():
+    summary = pd.DataFrame(
+        [
+            {"dataset": "d", "learner": "bt", "fraction": 0.5, "pdc": 0.3},
+            {"dataset": "d", "learner": "bt", "fraction": 1.0, "pdc": 0.5},
+            {"dataset": "d", "learner": "rr", "fraction": 0.5, "pdc": 0.4},
+            {"dataset": "d", "learner": "rr", "fraction": 0.75, "pdc": 0.6},
+            {"dataset": "d", "learner": "rr", "fraction": 1.0, "pdc": 0.7},
+        ]
+    )
+    eff = data_efficiency(summary).iloc[0]
+    assert eff["fraction_needed"] == pytest.approx(0.625) and not eff["at_or_below"]
+    worse = summary.assign(pdc=np.where(summary.learner == "rr", 0.1, summary.pdc))
+    assert np.isnan(data_efficiency(worse).iloc[0]["fraction_needed"])
+
+
+def test_summarise_gives_t_intervals():
+    df = pd.DataFrame({"dataset": "d", "learner": "bt", "fraction": 1.0, "trial": [0, 1, 2, 3],
+                       "pdc": [0.1, 0.2, 0.3, 0.4], "accuracy": 0.5, "true_accuracy": 0.5})
+    row = summarise(df).iloc[0]
+    half = 3.182446305284263 * np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 2  # t(0.975, 3) · s / sqrt(4)
+    assert row["pdc"] == pytest.approx(0.25) and row["pdc_hi"] - row["pdc"] == pytest.approx(half)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(KeyError, match="unknown learner 'nope'; choose one of: bt, rr"):
+        GridConfig(learners=("nope",))
+    with pytest.raises(ValueError, match="unknown trial generator 'ddm'; choose one of"):
+        DatasetSpec("x", "ddm")
+    with pytest.raises(ValueError, match="training fractions must lie in"):
+        GridConfig(fractions=(0.0,))
+    with pytest.raises(ValueError, match="leaves no pair"):
+        n_train_pairs(0.01, 50)
+    with pytest.raises(ValueError, match="unknown ddm keys"):
+        generate_dataset(DatasetSpec("x", "drift_diffusion", ddm={"drift": 1}), 0, [0])
+    with pytest.raises(ValueError, match="no datasets selected"):
+        run_from_config({"datasets": {}, "grid": {}, "train": {}, "seed": 0}, Path("/nonexistent"))
