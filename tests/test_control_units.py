@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from envs import KNOWN_ENV_IDS, make_env
-from rlpref.control.algos import resolve_algo
+from rlpref.control.algos import build_model, hyperparams, make_train_env, resolve_algo
 from rlpref.control.learned_reward import LearnedRewardVecEnv
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model, stratum_batches
@@ -195,6 +196,16 @@ def test_config_composes_and_validates_for_every_env(env_name):
     obs, _ = env.reset(seed=0)
     assert obs.ndim == 1 and np.all(np.isfinite(obs))
     env.close()
+    # Hyperparameters key stage artefacts, so they must be plain JSON (an activation stays a name),
+    # and SB3 must accept them once build_model has turned names into objects.
+    hp = hyperparams(resolved["env"], algo, {"buffer_size": 1000} if algo == "sac" else None)
+    json.dumps(hp)
+    venv = make_train_env(resolved["env"], 0, norm_obs=False, norm_reward=False, gamma=0.99)
+    model = build_model(algo, venv, hp, 0)
+    act = hp.get("policy_kwargs", {}).get("activation_fn")
+    if act is not None:
+        assert model.policy.activation_fn.__name__.lower() == act.replace("_", "")
+    venv.close()
 
 
 def test_bad_inputs_name_cause_and_fix():

@@ -107,9 +107,11 @@ def _policy_kwargs(raw: Optional[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def hyperparams(env_cfg: Mapping[str, Any], algo: str, overrides: Optional[Mapping[str, Any]] = None) -> dict:
-    hp = {**dict(env_cfg["hyperparams"][algo]), **dict(overrides or {})}
-    hp["policy_kwargs"] = _policy_kwargs(hp.get("policy_kwargs"))
-    return hp
+    """The env's hyperparameters for ``algo`` with ``overrides`` merged in, as plain (JSON-able) data.
+
+    They key stage artefacts, so names stay strings here; :func:`build_model` turns them into objects.
+    """
+    return {**dict(env_cfg["hyperparams"][algo]), **dict(overrides or {})}
 
 
 def make_train_env(
@@ -148,6 +150,7 @@ def make_train_env(
 
 def build_model(algo: str, venv: VecEnv, hp: Mapping[str, Any], seed: int) -> BaseAlgorithm:
     hp = dict(hp)
+    hp["policy_kwargs"] = _policy_kwargs(hp.get("policy_kwargs"))
     policy = hp.pop("policy", "MlpPolicy")
     return ALGOS[algo](policy, venv, seed=seed, verbose=0, device="cpu", **hp)
 
