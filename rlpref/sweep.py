@@ -1,0 +1,62 @@
+"""Expand a sweep preset into a table of runs: ``python -m rlpref.sweep paper > rows.txt``.
+
+Each output line is the Hydra overrides of one run of ``python -m rlpref.run``, in the order Hydra's
+basic sweeper would launch them (the cartesian product of ``hydra.sweeper.params``, last key fastest).
+``scripts/slurm_array.sh`` runs row ``$SLURM_ARRAY_TASK_ID`` of such a table, for clusters where users
+prefer plain ``sbatch`` arrays over ``hydra/launcher=slurm``. Extra arguments are overrides added to
+every row (``python -m rlpref.sweep paper cache_dir=/shared/cache``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["sweep_rows"]
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _presets() -> list[str]:
+    return sorted(p.stem for p in (CONF / "sweep").glob("*.yaml") if p.stem != "none")
+
+
+def sweep_rows(preset: str, extra: Sequence[str] = ()) -> list[str]:
+    """The runs of a preset as override strings (``sweep=<preset>`` first, so its fixed choices apply)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if preset not in _presets():
+        raise ValueError(f"unknown sweep preset '{preset}'; choose one of: {', '.join(_presets())}")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"sweep={preset}", *extra], return_hydra_config=True)
+    params = dict(cfg.hydra.sweeper.params or {})
+    parser = OverridesParser.create()
+    axes = []
+    for key, values in params.items():
+        override = parser.parse_override(f"{key}={values}")
+        choices = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(values)]
+        axes.append([f"{key}={v}" for v in choices])
+    head = [f"sweep={preset}", *extra]
+    return [" ".join([*head, *combo]) for combo in itertools.product(*axes)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print(f"\npresets: {', '.join(_presets())}")
+        return 0 if args else 2
+    try:
+        for row in sweep_rows(args[0], args[1:]):
+            print(row)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `python -m rlpref.sweep paper | head`
+        sys.stderr.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

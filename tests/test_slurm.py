@@ -1,0 +1,100 @@
+"""Both SLURM routes on a real single-node cluster on localhost (slurm-wlm + munge, started per test).
+
+Route 1: ``scripts/slurm_array.sh`` (plain sbatch array over a sweep table). Route 2: Hydra's
+``hydra/launcher=slurm`` (submitit). Each submits a 2-task array of tiny Pendulum pipelines that share
+one artefact cache, so the shared stages must be built exactly once. ``make install`` installs slurm-wlm
+and munge where it can (root + apt); under CI a missing SLURM is a failure, elsewhere a reported skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlpref.sweep import sweep_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("env=Pendulum-v1 budget=smoke budget.source_steps=800 budget.agent_steps=600 budget.eval_every=300 "
+        "budget.eval_episodes=2 budget.n_feedback=60 budget.n_checkpoints=2")
+
+
+def _slurm_missing() -> str:
+    if not all(shutil.which(b) or Path(f"/usr/sbin/{b}").exists() for b in ("slurmctld", "slurmd", "sbatch")):
+        return "slurm-wlm is not installed (apt-get install slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "a local slurmd must run as root"
+    return ""
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    reason = _slurm_missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"SLURM test cannot run under CI: {reason}")
+        pytest.skip(reason)
+    script = ROOT / "scripts" / "slurm_local_test.sh"
+    cdir = tmp_path / "cluster"
+    started = subprocess.run(["bash", str(script), "start", str(cdir)], capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        env = {**os.environ, "SLURM_CONF": str(cdir / "slurm.conf"), "RLPREF_QUIET": "1", "PYTHON": sys.executable}
+        yield env
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(cdir)], capture_output=True, timeout=60)
+
+
+def _check_runs(sweep: Path, cache: Path) -> list[dict]:
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert sorted(r["loss"] for r in results) == ["bt", "rr"], list(sweep.rglob("*"))
+    # Source agent, segments and feedback are shared by the two tasks: built once.
+    for stage in ("source", "segments", "feedback"):
+        assert len(list((cache / stage).glob("*/manifest.json"))) == 1, stage
+    assert len(list((cache / "reward_model").glob("*/manifest.json"))) == 2
+    return results
+
+
+@pytest.mark.slow
+def test_sbatch_array_route(cluster, tmp_path):
+    table = tmp_path / "rows.txt"
+    table.write_text("".join(f"loss={loss} {TINY}\n" for loss in ("bt", "rr")))
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    export = f"ALL,RLPREF_SWEEP_TABLE={table},RLPREF_SWEEP_DIR={sweep},RLPREF_CACHE={cache}"
+    out = subprocess.run(
+        ["sbatch", "--wait", "--array=0-1", f"--output={tmp_path}/task_%a.out", f"--export={export}",
+         str(ROOT / "scripts" / "slurm_array.sh")],
+        env=cluster, capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    logs = "".join(p.read_text() for p in tmp_path.glob("task_*.out"))
+    assert out.returncode == 0, out.stdout + out.stderr + logs
+    _check_runs(sweep, cache)
+    assert "task 1 on" in logs
+
+
+@pytest.mark.slow
+def test_hydra_submitit_route(cluster, tmp_path):
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    out = subprocess.run(
+        [sys.executable, "-m", "rlpref.run", "-m", "hydra/launcher=slurm", "loss=bt,rr", *TINY.split(),
+         f"hydra.sweep.dir={sweep}", f"cache_dir={cache}"],
+        env=cluster, capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    _check_runs(sweep, cache)
+    assert list(sweep.glob(".submitit/*"))  # submitted through submitit, not run in-process
+
+
+def test_sweep_table_rows():
+    rows = sweep_rows("smoke")
+    assert rows == [f"sweep=smoke loss={l} seed={s}" for l in ("bt", "rr") for s in (0, 1)]
+    paper = sweep_rows("paper", ["cache_dir=/shared"])
+    assert len(paper) == 4 * 2 * 4 * 5 and all(r.startswith("sweep=paper cache_dir=/shared ") for r in paper)
+    assert len(set(paper)) == len(paper)
+    with pytest.raises(ValueError, match="unknown sweep preset 'nope'; choose one of: efficiency, paper, smoke"):
+        sweep_rows("nope")
