@@ -17,13 +17,24 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
+import numpy as np
 from filelock import FileLock
 
-__all__ = ["Artifact", "ArtifactStore", "atomic_write_json", "atomic_write_text", "stable_hash"]
+__all__ = [
+    "Artifact",
+    "ArtifactStore",
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "load_npz",
+    "save_npz",
+    "stable_hash",
+]
 
 MANIFEST = "manifest.json"
 
@@ -44,23 +55,59 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``: renamed onto ``path`` if the block succeeds, removed if it fails.
+
+    Readers only ever see complete files. The temporary name ends with ``path``'s suffix, for writers
+    that pick the format from it (numpy, pandas, matplotlib, imageio).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Atomic ``np.savez`` (no pickle: object arrays are refused when loading)."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without pickle; corrupt or incomplete files name the file and the fix."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
+        raise RuntimeError(
+            f"corrupt artefact {path}: {type(exc).__name__}: {exc}. Delete its folder to rebuild it."
+        ) from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise RuntimeError(f"artefact {path} lacks arrays {missing}; it was written by another version. Delete it.")
+    return arrays
 
 
 def _json_default(o: Any) -> Any:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlpref.llm.evaluate import mean_ci  # noqa: E402
+from rlpref.report.stats import mean_with_ci  # noqa: E402
 from rlpref.llm.train import prepare, run  # noqa: E402
 
 FIELDS = [
@@ -50,6 +50,12 @@ def _fmt(mean: float, half: float, scale: float = 100.0) -> str:
     if mean != mean:
         return "–"
     return f"{scale * mean:.1f} ± {scale * half:.1f}" if half == half else f"{scale * mean:.1f}"
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and 95 % t-interval half-width (NaN for fewer than two values)."""
+    m, lo, hi = mean_with_ci(np.asarray(values, dtype=float))
+    return m, ((hi - lo) / 2 if len(values) > 1 else float("nan"))
 
 
 def markdown(rows: list[dict], experiments, fractions, baseline: str) -> str:

@@ -20,7 +20,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from envs import make_env
-from rlpref.control.records import load_npz, save_npz
+from rlpref.artifacts import load_npz, save_npz
 
 __all__ = [
     "ALGOS",

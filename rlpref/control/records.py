@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Preferences", "Segments", "load_npz", "save_npz"]
+from rlpref.artifacts import load_npz, save_npz
 
-
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic ``np.savez``: write a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` without pickle; corrupt or incomplete files name the file and the fix."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
-        raise RuntimeError(
-            f"corrupt artefact {path}: {type(exc).__name__}: {exc}. Delete its folder to rebuild it."
-        ) from None
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise RuntimeError(f"artefact {path} lacks arrays {missing}; it was written by another version. Delete it.")
-    return arrays
+__all__ = ["Preferences", "Segments"]
 
 
 @dataclass(frozen=True)

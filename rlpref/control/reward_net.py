@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlpref import metrics
-from rlpref.artifacts import atomic_write_json
+from rlpref.artifacts import atomic_path, atomic_write_json
 from rlpref.control.records import Preferences, Segments
 from rlpref.losses import USES_STRENGTH, get_loss, make_rank_plan
 from rlpref.progress import progress_enabled
@@ -281,9 +281,8 @@ def evaluate_reward_model(model: RewardModel, segments: Segments, prefs: Prefere
 def save_reward_model(model: RewardModel, directory: Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / ".reward_net.pt.tmp"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(directory / "reward_net.pt")
+    with atomic_path(directory / "reward_net.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
     atomic_write_json(directory / "reward_net.json", model.spec())
 
 

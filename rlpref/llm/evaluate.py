@@ -1,17 +1,13 @@
-"""Test metrics of a text reward model and confidence intervals across seeds."""
+"""Test metrics of a text reward model."""
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
-
 import numpy as np
-from scipy import stats
 
 from rlpref import metrics
 from rlpref.llm.data import TestSet
 
-__all__ = ["evaluate_rewards", "mean_ci"]
+__all__ = ["evaluate_rewards"]
 
 
 def evaluate_rewards(r_a: np.ndarray, r_b: np.ndarray, test: TestSet) -> dict:
@@ -32,14 +28,3 @@ def evaluate_rewards(r_a: np.ndarray, r_b: np.ndarray, test: TestSet) -> dict:
         out["pdc"] = metrics.pdc(test.utility_a - test.utility_b, r_a - r_b)
         out["spearman"] = metrics.spearman(np.r_[test.utility_a, test.utility_b], np.r_[r_a, r_b])
     return out
-
-
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval (NaN half-width for one value)."""
-    v = np.asarray([x for x in values if x == x], dtype=np.float64)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    if v.size == 1:
-        return float(v[0]), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
-    return float(v.mean()), float(half)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from rlpref.artifacts import save_npz
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,6 @@ def resolve_model(name: str) -> str:
             raise FileNotFoundError(f"model folder {p} has no config.json")
         return str(p)
     return str(name)
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class FrozenEncoder:
@@ -138,7 +125,7 @@ class FrozenEncoder:
                 normalize_embeddings=True,
             ).astype(np.float32)
         if path is not None:
-            _atomic_savez(path, embeddings=emb)
+            save_npz(path, {"embeddings": emb})
         return emb
 
 

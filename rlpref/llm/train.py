@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlpref import strata as strata_lib
+from rlpref.artifacts import atomic_write_json
 from rlpref.losses import USES_STRENGTH, get_loss
 from rlpref.llm import data as D
 from rlpref.llm.evaluate import evaluate_rewards
@@ -334,9 +335,7 @@ def _write_results(results: dict, out_dir: Path, save_model: bool) -> Path:
     model_obj = results.pop("_model", None)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, results)
     if save_model and model_obj is not None:
         if isinstance(model_obj, SequenceRewardModel):
             model_obj.model.save_pretrained(out_dir / "model")

@@ -14,14 +14,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .collect import _atomic, collect, write_tables
+from rlpref.artifacts import atomic_path, atomic_write_text
+
+from .collect import collect, write_tables
 from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
 from .stats import BACKEND
 from .tables import return_table, rm_table, to_latex, to_markdown
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda t: Path(t).write_text(text, encoding="utf-8"))
 
 
 def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False) -> dict:
@@ -40,12 +38,13 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
         raise SystemExit(f"rlpref.report: no results.json under {sweep_dir}")
     outputs: dict[str, Path] = dict(write_tables(col, out_dir))
     summary = return_table(col.runs)
-    _write_text(out_dir / "returns.md", to_markdown(summary, title=f"True return — {sweep_dir.name}"))
-    _write_text(out_dir / "returns.tex", to_latex(summary))
+    atomic_write_text(out_dir / "returns.md", to_markdown(summary, title=f"True return — {sweep_dir.name}"))
+    atomic_write_text(out_dir / "returns.tex", to_latex(summary))
     outputs["returns_md"], outputs["returns_tex"] = out_dir / "returns.md", out_dir / "returns.tex"
     rm = rm_table(col.runs)
     if not rm.empty:
-        _atomic(out_dir / "reward_models.csv", lambda t: rm.to_csv(t, index=False))
+        with atomic_path(out_dir / "reward_models.csv") as tmp:
+            rm.to_csv(tmp, index=False)
         outputs["reward_models_csv"] = out_dir / "reward_models.csv"
     for name, fn in (
         ("sample_efficiency", lambda p: sample_efficiency(col.runs, p, reps=reps)),

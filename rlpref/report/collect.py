@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
+
+from rlpref.artifacts import atomic_path
 
 __all__ = ["Collection", "collect", "find_run_dirs", "write_tables", "RUN_KEYS"]
 
@@ -138,26 +139,15 @@ def collect(root: Path) -> Collection:
     return Collection(runs=runs, curves=curve_df, incomplete=incomplete, errors=errors)
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_tables(col: Collection, out_dir: Path) -> dict[str, Path]:
     """runs.csv/.parquet and curves.csv/.parquet in out_dir (atomic writes)."""
     out_dir = Path(out_dir)
     paths = {}
     for name, df in (("runs", col.runs), ("curves", col.curves)):
         csv_p, pq_p = out_dir / f"{name}.csv", out_dir / f"{name}.parquet"
-        _atomic(csv_p, lambda t, df=df: df.to_csv(t, index=False))
-        _atomic(pq_p, lambda t, df=df: df.to_parquet(t, index=False))
+        with atomic_path(csv_p) as tmp:
+            df.to_csv(tmp, index=False)
+        with atomic_path(pq_p) as tmp:
+            df.to_parquet(tmp, index=False)
         paths[f"{name}_csv"], paths[f"{name}_parquet"] = csv_p, pq_p
     return paths

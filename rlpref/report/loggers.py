@@ -21,30 +21,14 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from rlpref.artifacts import atomic_write_text
 
 __all__ = ["Logger", "CsvLogger", "WandbLogger", "make_logger", "flatten", "CURVE_COLUMNS"]
 
 CURVE_COLUMNS = ("step", "true_return_mean", "true_return_std", "n_episodes")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _append_line(path: Path, line: str, header: Optional[str] = None) -> None:
@@ -129,7 +113,7 @@ class Logger:
     def log_curve_point(self, step: int, mean: float, std: float, n: int) -> None:
         self._curve.append((int(step), float(mean), float(std), int(n)))
         lines = [",".join(CURVE_COLUMNS)] + [f"{s},{m!r},{sd!r},{k}" for s, m, sd, k in self._curve]
-        _atomic_write_text(self.curve_path, "\n".join(lines) + "\n")
+        atomic_write_text(self.curve_path, "\n".join(lines) + "\n")
         self.log_metrics({"eval/true_return_mean": mean, "eval/true_return_std": std, "eval/n_episodes": n}, step)
 
     def log_summary(self, results: Mapping[str, Any]) -> None:
@@ -140,7 +124,7 @@ class Logger:
                 flat[k] = s
             elif isinstance(v, str):
                 flat[k] = v
-        _atomic_write_text(self.summary_path, json.dumps(flat, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.summary_path, json.dumps(flat, indent=2, sort_keys=True) + "\n")
         self.log_metrics({f"summary/{k}": v for k, v in flat.items() if not isinstance(v, str)})
 
     def log_video(self, path: Path) -> None:

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
+from rlpref.artifacts import atomic_path
 from rlpref.report.stats import mean_with_ci
 
 __all__ = ["data_efficiency", "markdown_report", "plot_summary", "summarise"]
@@ -132,8 +132,7 @@ def plot_summary(summary: pd.DataFrame, path: Path, metrics: Sequence[str] = ("p
     fig.suptitle("Synthetic utility recovery: mean and 95 % CI over trials")
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
     return path
