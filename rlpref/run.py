@@ -263,6 +263,10 @@ def main(cfg: DictConfig) -> Optional[float]:
     from rlpref.report.loggers import make_logger
 
     torch.set_num_threads(int(cfg.torch_threads))
+    if cfg.video:
+        from rlpref.video import headless_gl
+
+        headless_gl()  # before any env imports MuJoCo
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     logger = make_logger(resolved["logger"], run_dir, resolved)
@@ -271,7 +275,7 @@ def main(cfg: DictConfig) -> Optional[float]:
         if cfg.video:
             from rlpref.video import render_run
 
-            for path in render_run(run_dir):
+            for path in render_run(run_dir, **resolved["render"]):
                 logger.log_video(path)
     finally:
         logger.close()

@@ -47,6 +47,17 @@ def test_smoke_pipeline_learns_on_pendulum(tmp_path, monkeypatch):
     assert saved["final_return"] == res["final_return"] and saved["reward"] == "learned"
     assert saved["timings"]["total"] > 0
 
+    # The final policy renders to an mp4 that decodes and shows motion, with both returns in its name.
+    import imageio.v2 as imageio
+
+    from rlpref.video import render_run
+
+    (video,) = render_run(out, max_steps=40, width=160, height=120)
+    assert video.suffix == ".mp4" and "_true" in video.name and "_learned" in video.name, video.name
+    frames = imageio.mimread(video)
+    assert len(frames) == 41 and frames[0].ndim == 3
+    assert np.abs(frames[-1].astype(float) - frames[0].astype(float)).mean() > 1.0  # the pendulum moved
+
     # bt with the same env/seed/teacher reuses the source agent, segments and feedback.
     res_bt = run_mod.run_pipeline(_cfg(tmp_path, "loss=bt", "seed=0"), tmp_path / "run_bt")
     assert res_bt["reused_stages"] == {
