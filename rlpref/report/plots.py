@@ -83,8 +83,13 @@ def _legend(fig, axes) -> None:
             if key not in handles:
                 handles[key], labels[key] = hnd, lab
     if handles:
-        fig.legend(list(handles.values()), list(labels.values()), loc="outside upper center",
-                   ncol=min(4, len(handles)), frameon=False)
+        # Below the panels: above them it would collide with the suptitle.
+        fig.legend(list(handles.values()), list(labels.values()), loc="outside lower center",
+                   ncol=min(2, len(handles)) if len(axes.ravel()) == 1 else min(4, len(handles)), frameon=False)
+
+
+def _title(fig, text: str) -> None:
+    fig.suptitle(text, fontsize="medium", wrap=True)
 
 
 _STEPS = FuncFormatter(lambda v, _: f"{v / 1e6:g}M" if abs(v) >= 1e6 else (f"{v / 1e3:g}k" if abs(v) >= 1e3 else f"{v:g}"))
@@ -139,7 +144,7 @@ def sample_efficiency(runs: pd.DataFrame, out: Path, reps: int = 2000) -> Option
             ax.set_ylabel("final true return (IQM, 95 % CI)")
             ax.grid(alpha=0.3)
     _legend(fig, axes)
-    fig.suptitle("Sample efficiency: final true episode return vs feedback budget")
+    _title(fig, "Sample efficiency: final true episode return vs feedback budget")
     return _save(fig, Path(out))
 
 
@@ -200,7 +205,7 @@ def learning_curves(curves: pd.DataFrame, out: Path) -> Optional[Path]:
             ax.xaxis.set_major_formatter(_STEPS)
             ax.grid(alpha=0.3)
     _legend(fig, axes)
-    fig.suptitle("Learning curves of agents trained on the learned reward, evaluated on the true reward")
+    _title(fig, "Learning curves of agents trained on the learned reward, evaluated on the true reward")
     return _save(fig, Path(out))
 
 
@@ -234,5 +239,5 @@ def rm_quality_vs_sigma(runs: pd.DataFrame, out: Path) -> Optional[Path]:
             ax.set_xticks(sorted(sub["sigma"].unique()))
             ax.grid(alpha=0.3)
     _legend(fig, axes)
-    fig.suptitle("Reward-model quality on held-out comparisons vs teacher noise")
+    _title(fig, "Reward-model quality on held-out comparisons vs teacher noise")
     return _save(fig, Path(out))

@@ -10,6 +10,7 @@ and ``BACKEND`` says so; the report prints it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Mapping
 
 import numpy as np
@@ -76,10 +77,12 @@ def iqm_with_ci(score_dict: Mapping[str, np.ndarray], reps: int = 2000, size: fl
     if not clean:
         return out
     if _rly is not None:
-        point, ci = _rly.get_interval_estimates(
-            clean, lambda x: np.array([_rly_metrics.aggregate_iqm(x)]), reps=reps,
-            confidence_interval_size=size, random_state=np.random.RandomState(seed),
-        )
+        with warnings.catch_warnings():  # arch (under rliable) deprecates the RandomState rliable passes
+            warnings.simplefilter("ignore", FutureWarning)
+            point, ci = _rly.get_interval_estimates(
+                clean, lambda x: np.array([_rly_metrics.aggregate_iqm(x)]), reps=reps,
+                confidence_interval_size=size, random_state=np.random.RandomState(seed),
+            )
         for name in clean:
             out[name] = (float(point[name][0]), float(ci[name][0, 0]), float(ci[name][1, 0]))
     else:
