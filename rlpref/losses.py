@@ -13,7 +13,6 @@ All losses are pure and vectorised: no Python loop per comparison or per stratum
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -205,26 +204,18 @@ def rr_loss(
     elif plan.n != n:
         raise ValueError(f"rank plan was built for {plan.n} comparisons, got {n}")
     d = u_chosen - u_rejected
-    # One host sync gives both the finiteness check and the choice of the fast path.
-    max_abs = float(d.detach().abs().max())
-    if not math.isfinite(max_abs):
-        if not _all_finite(u_chosen, u_rejected):
-            _check_utilities(u_chosen, u_rejected)  # raises the NaN/inf message
-        raise ValueError("u_chosen - u_rejected overflows to inf; the utilities are far too large")
     rev_index = plan.rev_index if plan.rev_index is not None else plan.index.flip(1)
-    fast = max_abs <= _fast_rr_limit(d.dtype, rev_index.shape[1])
-    return (_rr_log_denominators(d, rev_index, fast).sum() - d.sum()) / n
-
-
-def _fast_rr_limit(dtype: torch.dtype, width: int) -> float:
-    """Largest |d| for which plain exp/cumsum cannot overflow or lose the anchor's 1 to underflow.
-
-    With |d| <= 0.5·log(max) - log(width + 1), every suffix sum stays below sqrt(max) and every
-    exp(d) stays far above the smallest normal number, so log1p(Σ exp d) is accurate.
-    """
-    if dtype not in (torch.float32, torch.float64):
-        return -1.0  # half precision: always take the logsumexp path
-    return 0.5 * math.log(torch.finfo(dtype).max) - math.log(width + 1)
+    # The exp/cumsum path is accurate whenever it stays finite (an underflowing exp only drops terms far
+    # below the anchor's 1), so it runs first and one check of the scalar decides: only an overflow
+    # (|d| in the hundreds) or bad input pays for the logcumsumexp path.
+    loss = (_rr_log_denominators(d, rev_index, fast=True).sum() - d.sum()) / n
+    if bool(torch.isfinite(loss)):
+        return loss
+    if not _all_finite(u_chosen, u_rejected):
+        _check_utilities(u_chosen, u_rejected)  # raises the NaN/inf message
+    if not bool(torch.isfinite(d).all()):
+        raise ValueError("u_chosen - u_rejected overflows to inf; the utilities are far too large")
+    return (_rr_log_denominators(d, rev_index, fast=False).sum() - d.sum()) / n
 
 
 def _rr_log_denominators(d: Tensor, rev_index: Tensor, fast: bool) -> Tensor:
@@ -232,13 +223,16 @@ def _rr_log_denominators(d: Tensor, rev_index: Tensor, fast: bool) -> Tensor:
 
     Rows are reversed (weakest first), so the suffix sums of the ranking are prefix sums. The sum
     of these terms minus Σ d is the summed NLL; layout does not matter for a sum.
-    ``fast``: exp + cumsum + log1p (a few cheap kernels); otherwise a logcumsumexp, stable for any d
-    but an order of magnitude slower on CPU.
+    ``fast``: exp + cumsum + log1p (a few cheap kernels), which overflows to inf for large d;
+    otherwise a logcumsumexp, stable for any finite d but an order of magnitude slower on CPU.
     """
+    # index_select on the flat index, not x[rev_index]: its backward is an index_add, whereas advanced
+    # indexing backpropagates through a much slower accumulating index_put on CPU.
+    flat = rev_index.reshape(-1)
     if fast:
-        worth = torch.cat([d.exp(), d.new_zeros(1)])[rev_index]  # padding has worth 0
+        worth = torch.cat([d.exp(), d.new_zeros(1)]).index_select(0, flat).view(rev_index.shape)  # pads: 0
         return torch.log1p(torch.cumsum(worth, dim=1))
-    padded = torch.cat([d, d.new_full((1,), float("-inf"))])[rev_index]
+    padded = torch.cat([d, d.new_full((1,), float("-inf"))]).index_select(0, flat).view(rev_index.shape)
     suffix = torch.logcumsumexp(padded, dim=1)
     return torch.logaddexp(suffix, torch.zeros_like(suffix))  # log(1 + e^x), exact; pads -> 0
 
