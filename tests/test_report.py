@@ -128,3 +128,22 @@ def test_report_single_budget_and_no_runs(tmp_path):
     with pytest.raises(SystemExit, match="no results.json"):
         build_report(tmp_path / "empty_dir_that_exists" if (tmp_path / "empty_dir_that_exists").mkdir() is None
                      else None, quiet=True)
+
+
+def test_wandb_logger_runs_offline_and_writes_the_same_local_files(tmp_path, monkeypatch):
+    """logger=wandb needs no account or network: an offline run beside the csv logger's files."""
+    from rlpref.report.loggers import make_logger
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "")  # no credentials anywhere
+    logger = make_logger({"name": "wandb", "mode": "offline", "project": "rlpref-test", "dir": "."}, tmp_path,
+                         {"env": {"id": "Pendulum-v1"}, "loss": {"name": "rr"}})
+    logger.log_metrics({"reward_model/val_accuracy": 0.9})
+    for step, mean in ((100, -900.0), (200, -400.0)):
+        logger.log_curve_point(step, mean, 10.0, 5)
+    logger.log_summary({"final_return": -400.0, "reward_model": {"pdc": 0.8}})
+    logger.close()
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb")), list(tmp_path.rglob("*"))
+    curve = (tmp_path / "curve.csv").read_text().splitlines()
+    assert curve[0] == "step,true_return_mean,true_return_std,n_episodes" and len(curve) == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["reward_model/pdc"] == 0.8
