@@ -178,3 +178,36 @@ def test_offline_default_runs_end_to_end_and_learns(tmp_path, monkeypatch):
         assert res["accuracy_true"] > 0.6, (exp, res["accuracy_true"])
         assert res["accuracy"] > 0.55, (exp, res["accuracy"])
     assert res["n_strata"] > 1 and res["strength"] == "agreement"
+
+
+def test_finetune_path_takes_optimiser_steps_on_cpu(tmp_path, monkeypatch):
+    """model=finetune (any AutoModelForSequenceClassification; here MiniLM with a fresh head) trains with rr
+    on a MultiPref-schema file. The same code path takes a hub id and device=cuda on a GPU machine."""
+    import math
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rlpref.llm.train import run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rng = np.random.default_rng(0)
+    labels = ["A-is-clearly-better", "A-is-slightly-better", "B-is-slightly-better", "B-is-clearly-better"]
+    rows = [
+        {"comparison_id": f"c{i}", "prompt_id": f"p{i}", "text": f"Question number {i}?", "completion_a": f"Answer {i}a.",
+         "completion_b": f"Reply {i}b.", "source": "fixture",
+         "normal_worker_annotations": [_annotation(f"n{j}", labels[rng.integers(4)], 10.0 + j) for j in range(3)],
+         "expert_worker_annotations": []}
+        for i in range(30)
+    ]
+    path = tmp_path / "mp.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    conf = str(Path(__file__).resolve().parents[1] / "conf" / "llm")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = OmegaConf.create(OmegaConf.to_container(compose("config", overrides=[
+            "experiment=rr_agree", "model=finetune", "data.source=file", f"data.path={path}", "model.max_steps=3",
+            "model.batch_size=4", "model.max_length=32", "progress=false", "threads=2", f"cache_dir={tmp_path}",
+            "data.test_fraction=0.3"]), resolve=True))
+    res = run(cfg)
+    assert res["steps"] == 3 and math.isfinite(res["final_loss"]) and res["model"] == "finetune:minilm"
+    assert 0.0 <= res["accuracy"] <= 1.0 and res["n_test"] > 0 and not res["simulated"]
