@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "LOSSES",
@@ -128,7 +129,8 @@ class RankPlan:
     ``index``: long [S, M], row s lists stratum s's comparisons, strongest first, padded with ``N``
     (an index one past the data, which points at a padding slot). ``valid``: bool [S, M].
     ``rev_index``: ``index`` with each row reversed (weakest first, padding first), cached because
-    the loss needs suffix sums, i.e. prefix sums of the reversed rows.
+    the loss needs suffix sums, i.e. prefix sums of the reversed rows. ``rev_pos``: long [N], where
+    comparison i sits in ``rev_index`` flattened (each sits in exactly one slot), for the backward pass.
     The plan depends only on ``strength`` and ``stratum``, so a training loop may build it once.
     """
 
@@ -136,6 +138,7 @@ class RankPlan:
     valid: Tensor
     n: int
     rev_index: Optional[Tensor] = None
+    rev_pos: Optional[Tensor] = None
 
 
 def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_ties: bool = True) -> RankPlan:
@@ -175,7 +178,17 @@ def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_
         index = torch.full((n_strata, width), n, dtype=torch.long, device=order.device)
         index[row, col] = order
         valid = index < n
-    return RankPlan(index=index, valid=valid, n=n, rev_index=index.flip(1).contiguous())
+        rev_index = index.flip(1).contiguous()
+    return RankPlan(index=index, valid=valid, n=n, rev_index=rev_index, rev_pos=_slot_positions(rev_index, n))
+
+
+def _slot_positions(rev_index: Tensor, n: int) -> Tensor:
+    """long [N]: the flat slot of each comparison in ``rev_index`` (padding slots hold N)."""
+    flat = rev_index.reshape(-1)
+    slots = torch.nonzero(flat < n).squeeze(1)
+    pos = torch.empty(n, dtype=torch.long, device=flat.device)
+    pos[flat[slots]] = slots
+    return pos
 
 
 def rr_loss(
@@ -208,30 +221,61 @@ def rr_loss(
     # The exp/cumsum path is accurate whenever it stays finite (an underflowing exp only drops terms far
     # below the anchor's 1), so it runs first and one check of the scalar decides: only an overflow
     # (|d| in the hundreds) or bad input pays for the logcumsumexp path.
-    loss = (_rr_log_denominators(d, rev_index, fast=True).sum() - d.sum()) / n
+    rev_pos = plan.rev_pos if plan.rev_pos is not None else _slot_positions(rev_index, n)
+    loss = _FastRR.apply(d, rev_index, rev_pos)
     if bool(torch.isfinite(loss)):
         return loss
     if not _all_finite(u_chosen, u_rejected):
         _check_utilities(u_chosen, u_rejected)  # raises the NaN/inf message
     if not bool(torch.isfinite(d).all()):
         raise ValueError("u_chosen - u_rejected overflows to inf; the utilities are far too large")
-    return (_rr_log_denominators(d, rev_index, fast=False).sum() - d.sum()) / n
+    return (_rr_log_denominators_stable(d, rev_index).sum() - d.sum()) / n
 
 
-def _rr_log_denominators(d: Tensor, rev_index: Tensor, fast: bool) -> Tensor:
-    """[S, M] values log(1 + Σ_{j≥k} exp d_(j)) in reversed row layout; padding slots are exactly 0.
+class _FastRR(torch.autograd.Function):
+    """The rr loss by exp + cumsum, with a hand-written backward (one graph node instead of ~10).
 
-    Rows are reversed (weakest first), so the suffix sums of the ranking are prefix sums. The sum
-    of these terms minus Σ d is the summed NLL; layout does not matter for a sum.
-    ``fast``: exp + cumsum + log1p (a few cheap kernels), which overflows to inf for large d;
-    otherwise a logcumsumexp, stable for any finite d but an order of magnitude slower on CPU.
+    Forward: W = exp(d) laid out weakest-first per stratum (pads 0), C = cumsum(W) along rows,
+    L = (Σ log(1 + C) − Σ d) / N. Backward: g = 1/(N·(1 + C)); dL/dW is the row-wise suffix sum of g;
+    every comparison sits in exactly one slot, so gathering at ``rev_pos`` replaces a scatter;
+    dL/dd = exp(d)·dL/dW − 1/N.
     """
-    # index_select on the flat index, not x[rev_index]: its backward is an index_add, whereas advanced
-    # indexing backpropagates through a much slower accumulating index_put on CPU.
+
+    @staticmethod
+    def forward(ctx, d: Tensor, rev_index: Tensor, rev_pos: Tensor) -> Tensor:
+        n = d.shape[0]
+        w = d.exp()
+        c = _rr_prefix_sums(w, rev_index)
+        ctx.save_for_backward(w, c, rev_pos)
+        return (torch.log1p(c).sum() - d.sum()) / n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        w, c, rev_pos = ctx.saved_tensors
+        n = w.shape[0]
+        g = (grad / n) / (1.0 + c)
+        # Exact suffix sums: total − prefix would cancel catastrophically, since g falls steeply along a
+        # row and is then multiplied by exp(d), which can be huge.
+        suffix = g.flip(1).cumsum(1).flip(1)
+        return suffix.reshape(-1).index_select(0, rev_pos) * w - grad / n, None, None
+
+
+def _rr_prefix_sums(w: Tensor, rev_index: Tensor) -> Tensor:
+    """[S, M] prefix sums of the worths in weakest-first row layout; padding slots add 0."""
     flat = rev_index.reshape(-1)
-    if fast:
-        worth = torch.cat([d.exp(), d.new_zeros(1)]).index_select(0, flat).view(rev_index.shape)  # pads: 0
-        return torch.log1p(torch.cumsum(worth, dim=1))
+    return torch.cumsum(torch.cat([w, w.new_zeros(1)]).index_select(0, flat).view(rev_index.shape), dim=1)
+
+
+def _rr_log_denominators_stable(d: Tensor, rev_index: Tensor) -> Tensor:
+    """[S, M] values log(1 + Σ_{j≥k} exp d_(j)) in reversed row layout by logcumsumexp; pads are exactly 0.
+
+    Rows are reversed (weakest first), so the suffix sums of the ranking are prefix sums; the sum of
+    these terms minus Σ d is the summed NLL. Stable for any finite d, but an order of magnitude slower
+    on CPU than :class:`_FastRR`, so it only runs when that one overflows. ``index_select`` on the flat
+    index (not ``x[rev_index]``): its backward is an index_add, not a slow accumulating index_put.
+    """
+    flat = rev_index.reshape(-1)
     padded = torch.cat([d, d.new_full((1,), float("-inf"))]).index_select(0, flat).view(rev_index.shape)
     suffix = torch.logcumsumexp(padded, dim=1)
     return torch.logaddexp(suffix, torch.zeros_like(suffix))  # log(1 + e^x), exact; pads -> 0

@@ -372,3 +372,20 @@ def test_get_loss_and_registry():
     assert USES_STRENGTH <= set(LOSSES)
     assert "bt" not in USES_STRENGTH and "clf" not in USES_STRENGTH
     assert math.isfinite(LOSSES["bt"](t([1.0]), t([0.0]), strength=t([1.0]), stratum=lt([0])).item())
+
+
+def test_rr_overflow_fallback_matches_float64():
+    """float32 exp overflows near d = 89: the loss must fall back to logcumsumexp and agree with float64."""
+    g = torch.Generator().manual_seed(3)
+    d64 = (torch.rand(40, generator=g, dtype=torch.float64) - 0.3) * 400  # up to ~280: exp overflows in f32
+    strength = torch.randperm(40, generator=g).double()
+    stratum = torch.arange(40) % 5
+    rr = LOSSES["rr"]
+    u32 = d64.float().requires_grad_()
+    u64 = d64.clone().requires_grad_()
+    l32 = rr(u32, torch.zeros(40), strength, stratum)
+    l64 = rr(u64, torch.zeros(40, dtype=torch.float64), strength, stratum)
+    assert torch.isfinite(l32) and l32.item() == pytest.approx(l64.item(), rel=1e-5)
+    l32.backward()
+    l64.backward()
+    torch.testing.assert_close(u32.grad.double(), u64.grad, rtol=1e-4, atol=1e-6)
