@@ -60,7 +60,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path``: renamed onto ``path`` if the block succeeds, removed if it fails.
 
     Readers only ever see complete files. The temporary name ends with ``path``'s suffix, for writers
-    that pick the format from it (numpy, pandas, matplotlib, imageio).
+    that pick the format from it (numpy, pandas, matplotlib, imageio). The file gets the usual umask
+    permissions (mkstemp's 0600 would hide a shared cache from the rest of a group).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,10 +69,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -88,8 +96,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Atomic ``np.savez`` (no pickle: object arrays are refused when loading)."""
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a handle: savez would append ".npz" to a name
+        np.savez(f, **arrays)
 
 
 def load_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
@@ -176,7 +184,12 @@ class ArtifactStore:
                 return Artifact(stage, key, final, self.load_manifest(stage, key), built=False)
             if final.exists():  # leftover without manifest: an interrupted build from an old layout
                 shutil.rmtree(final)
+            # Under the lock no one else builds this key: folders left by killed builds (SIGKILL,
+            # preemption) are garbage.
+            for stale in final.parent.glob(f".{key}.building.*"):
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.building."))
+            os.chmod(tmp, 0o777 & ~_umask())
             try:
                 start = time.perf_counter()
                 extra = build(tmp) or {}
@@ -189,7 +202,15 @@ class ArtifactStore:
                     **extra,
                 }
                 atomic_write_json(tmp / MANIFEST, manifest)
-                os.replace(tmp, final)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    # Lost a race that the lock should have prevented (node-local locks on some
+                    # cluster file systems): the winner's artefact is as good as ours.
+                    if not (final / MANIFEST).is_file():
+                        raise
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return Artifact(stage, key, final, self.load_manifest(stage, key), built=False)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -149,3 +149,24 @@ def test_stage_keys_depend_only_on_own_config():
     assert store.key("s", {"a": 1, "b": 2.0}) == store.key("s", {"b": 2, "a": 1})
     assert store.key("s", {"a": 1}) != store.key("s", {"a": 2})
     assert store.key("s", {"a": 1}, ["x"]) != store.key("s", {"a": 1}, ["y"])
+
+
+def test_artifacts_are_readable_by_the_group_and_stale_builds_are_cleared(tmp_path):
+    import os
+    import stat
+
+    from rlpref.artifacts import atomic_write_text, save_npz
+
+    old = os.umask(0o002)
+    try:
+        store = ArtifactStore(tmp_path / "cache")
+        stale = tmp_path / "cache" / "s" / f".{store.key('s', {'a': 1})}.building.x1"
+        stale.mkdir(parents=True)  # what a SIGKILLed build leaves behind
+        art = store.get_or_build("s", {"a": 1}, [], lambda d: save_npz(d / "x.npz", {"x": np.arange(3)}))
+        assert not stale.exists()
+        assert stat.S_IMODE(art.path.stat().st_mode) == 0o775
+        assert stat.S_IMODE((art.path / "x.npz").stat().st_mode) == 0o664
+        atomic_write_text(tmp_path / "r.md", "x")
+        assert stat.S_IMODE((tmp_path / "r.md").stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
