@@ -4,7 +4,8 @@ Each output line is the Hydra overrides of one run of ``python -m rlpref.run``, 
 basic sweeper would launch them (the cartesian product of ``hydra.sweeper.params``, last key fastest).
 ``scripts/slurm_array.sh`` runs row ``$SLURM_ARRAY_TASK_ID`` of such a table, for clusters where users
 prefer plain ``sbatch`` arrays over ``hydra/launcher=slurm``. Extra arguments are overrides added to
-every row (``python -m rlpref.sweep paper cache_dir=/shared/cache``).
+every row (``python -m rlpref.sweep paper cache_dir=/shared/cache``); one naming a swept key replaces
+that axis, as on Hydra's command line (``python -m rlpref.sweep paper seed=0``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def sweep_rows(preset: str, extra: Sequence[str] = ()) -> list[str]:
         cfg = compose("config", overrides=[f"sweep={preset}", *extra], return_hydra_config=True)
     params = dict(cfg.hydra.sweeper.params or {})
     parser = OverridesParser.create()
+    fixed = {parser.parse_override(e).key_or_group for e in extra}
+    params = {k: v for k, v in params.items() if k not in fixed}  # an extra override replaces that axis
     axes = []
     for key, values in params.items():
         override = parser.parse_override(f"{key}={values}")

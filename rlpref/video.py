@@ -45,9 +45,13 @@ def headless_gl() -> str:
             "MuJoCo was imported before an off-screen GL was chosen; set MUJOCO_GL=egl or MUJOCO_GL=osmesa "
             "in the environment before starting Python"
         )
-    probe = subprocess.run([sys.executable, "-c", _EGL_PROBE], env={**os.environ, "MUJOCO_GL": "egl"},
-                           capture_output=True, timeout=60)
-    os.environ["MUJOCO_GL"] = "egl" if probe.returncode == 0 else "osmesa"
+    try:
+        probe = subprocess.run([sys.executable, "-c", _EGL_PROBE], env={**os.environ, "MUJOCO_GL": "egl"},
+                               capture_output=True, timeout=60)
+        egl_works = probe.returncode == 0
+    except subprocess.TimeoutExpired:
+        egl_works = False
+    os.environ["MUJOCO_GL"] = "egl" if egl_works else "osmesa"
     if os.environ["MUJOCO_GL"] == "osmesa":
         os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
     return os.environ["MUJOCO_GL"]
@@ -113,10 +117,11 @@ def play_episode(run_dir: Path, seed: int, max_steps: int, width: int, height: i
     while steps < max_steps:
         raw = np.asarray(obs, dtype=np.float32)[None]
         action = policy(obs_norm(raw) if obs_norm is not None else raw)
+        obs, r, term, trunc, _ = env.step(action[0])
         if reward_model is not None:
             act_vec = one_hot_actions(np.asarray(action).reshape(1, -1), env.action_space)
-            learned_ret += float(reward_model.predict(raw.reshape(1, -1), act_vec)[0])
-        obs, r, term, trunc, _ = env.step(action[0])
+            nxt = np.asarray(obs, dtype=np.float32).reshape(1, -1) if reward_model.use_next_obs else None
+            learned_ret += float(reward_model.predict(raw.reshape(1, -1), act_vec, nxt)[0])
         true_ret += float(r)
         steps += 1
         snap(steps)
@@ -148,8 +153,12 @@ def _fps(env_id: str) -> int:
     return int(fps)
 
 
+def _method(results: dict) -> str:
+    return results["loss"] if results["reward"] == "learned" else "oracle"
+
+
 def _tag(results: dict) -> str:
-    return f"{results['env']}_{results['loss'] if results['reward'] == 'learned' else 'oracle'}_seed{results['seed']}"
+    return f"{results['env']}_{_method(results)}_seed{results['seed']}"
 
 
 def render_run(
@@ -176,17 +185,17 @@ def render_run(
     fps = _fps(results["env"])
     paths = []
     for ep in range(episodes):
-        a = play_episode(run_dir, seed + ep, max_steps, width, height, label=f"{_tag(results).split('_')[1]}  ")
+        a = play_episode(run_dir, seed + ep, max_steps, width, height, label=f"{_method(results)}  ")
         name = f"{_tag(results)}_ep{ep}_true{a.true_return:.0f}"
         if a.learned_return is not None:
             name += f"_learned{a.learned_return:.0f}"
         frames = a.frames
         if other is not None:
-            b = play_episode(Path(compare), seed + ep, max_steps, width, height, label=f"{_tag(other).split('_')[1]}  ")
+            b = play_episode(Path(compare), seed + ep, max_steps, width, height, label=f"{_method(other)}  ")
             t = max(len(a.frames), len(b.frames))
             pad = lambda f: np.concatenate([f, np.repeat(f[-1:], t - len(f), axis=0)])  # noqa: E731
             frames = np.concatenate([pad(a.frames), pad(b.frames)], axis=2)
-            name += f"_vs_{_tag(other).split('_')[1]}_true{b.true_return:.0f}"
+            name += f"_vs_{_method(other)}_true{b.true_return:.0f}"
         paths.append(write_mp4(out_dir / f"{name}.mp4", frames, fps))
     return paths
 

@@ -16,6 +16,7 @@
 #SBATCH --requeue
 #SBATCH --open-mode=append
 set -euo pipefail
+set -f  # a row's overrides (e.g. hidden=[64,64]) must not be glob-expanded
 table=${RLPREF_SWEEP_TABLE:?set RLPREF_SWEEP_TABLE to a file with one row of overrides per task}
 task=${SLURM_ARRAY_TASK_ID:?run this script as a SLURM array job (sbatch --array=...)}
 [ -f "$table" ] || { echo "slurm_array: sweep table $table not found" >&2; exit 2; }

@@ -98,3 +98,8 @@ def test_sweep_table_rows():
     assert len(set(paper)) == len(paper)
     with pytest.raises(ValueError, match="unknown sweep preset 'nope'; choose one of: efficiency, paper, smoke"):
         sweep_rows("nope")
+
+
+def test_sweep_table_extra_override_replaces_an_axis():
+    rows = sweep_rows("smoke", ["seed=5"])
+    assert rows == ["sweep=smoke seed=5 loss=bt", "sweep=smoke seed=5 loss=rr"]

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from rlpref.artifacts import atomic_path
@@ -22,7 +23,8 @@ def summarise(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
     across trials) and ``n_trials``."""
     rows = []
     for (dataset, learner, fraction), g in results.groupby(["dataset", "learner", "fraction"], sort=False):
-        row = {"dataset": dataset, "learner": learner, "fraction": float(fraction), "n_trials": int(g["trial"].nunique())}
+        finite = np.isfinite(g[list(metrics)].to_numpy(dtype=float)).all(axis=1)
+        row = {"dataset": dataset, "learner": learner, "fraction": float(fraction), "n_trials": int(finite.sum())}
         for m in metrics:
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = mean_with_ci(g[m].to_numpy())
         rows.append(row)
@@ -125,7 +127,7 @@ def plot_summary(summary: pd.DataFrame, path: Path, metrics: Sequence[str] = ("p
             if c == 0:
                 ax.set_ylabel(METRIC_LABELS[metric])
             if r == len(metrics) - 1:
-                ax.set_xlabel("training data used (% of 50 pairs)")
+                ax.set_xlabel("training data used (% of the training pairs)")
             ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(learners), frameon=False)
