@@ -216,17 +216,17 @@ def rr_loss(
         plan = make_rank_plan(_check_strength(strength, n, "rr", check_finite=False), stratum)
     elif plan.n != n:
         raise ValueError(f"rank plan was built for {plan.n} comparisons, got {n}")
-    d = u_chosen - u_rejected
     rev_index = plan.rev_index if plan.rev_index is not None else plan.index.flip(1)
     # The exp/cumsum path is accurate whenever it stays finite (an underflowing exp only drops terms far
     # below the anchor's 1), so it runs first and one check of the scalar decides: only an overflow
     # (|d| in the hundreds) or bad input pays for the logcumsumexp path.
     rev_pos = plan.rev_pos if plan.rev_pos is not None else _slot_positions(rev_index, n)
-    loss = _FastRR.apply(d, rev_index, rev_pos)
+    loss = _FastRR.apply(u_chosen, u_rejected, rev_index, rev_pos)
     if bool(torch.isfinite(loss)):
         return loss
     if not _all_finite(u_chosen, u_rejected):
         _check_utilities(u_chosen, u_rejected)  # raises the NaN/inf message
+    d = u_chosen - u_rejected
     if not bool(torch.isfinite(d).all()):
         raise ValueError("u_chosen - u_rejected overflows to inf; the utilities are far too large")
     return (_rr_log_denominators_stable(d, rev_index).sum() - d.sum()) / n
@@ -238,12 +238,13 @@ class _FastRR(torch.autograd.Function):
     Forward: W = exp(d) laid out weakest-first per stratum (pads 0), C = cumsum(W) along rows,
     L = (Σ log(1 + C) − Σ d) / N. Backward: g = 1/(N·(1 + C)); dL/dW is the row-wise suffix sum of g;
     every comparison sits in exactly one slot, so gathering at ``rev_pos`` replaces a scatter;
-    dL/dd = exp(d)·dL/dW − 1/N.
+    dL/dd = exp(d)·dL/dW − 1/N, and dL/du_rejected = −dL/du_chosen.
     """
 
     @staticmethod
-    def forward(ctx, d: Tensor, rev_index: Tensor, rev_pos: Tensor) -> Tensor:
-        n = d.shape[0]
+    def forward(ctx, u_chosen: Tensor, u_rejected: Tensor, rev_index: Tensor, rev_pos: Tensor) -> Tensor:
+        n = u_chosen.shape[0]
+        d = u_chosen - u_rejected
         w = d.exp()
         c = _rr_prefix_sums(w, rev_index)
         ctx.save_for_backward(w, c, rev_pos)
@@ -254,11 +255,13 @@ class _FastRR(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         w, c, rev_pos = ctx.saved_tensors
         n = w.shape[0]
-        g = (grad / n) / (1.0 + c)
+        scale = grad / n
+        g = torch.reciprocal(c.add(1.0)).mul_(scale)
         # Exact suffix sums: total − prefix would cancel catastrophically, since g falls steeply along a
         # row and is then multiplied by exp(d), which can be huge.
         suffix = g.flip(1).cumsum(1).flip(1)
-        return suffix.reshape(-1).index_select(0, rev_pos) * w - grad / n, None, None
+        gd = suffix.reshape(-1).index_select(0, rev_pos).mul_(w).sub_(scale)
+        return gd, gd.neg(), None, None
 
 
 def _rr_prefix_sums(w: Tensor, rev_index: Tensor) -> Tensor:
