@@ -241,3 +241,27 @@ def test_unknown_group_choice_lists_options():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         with pytest.raises(MissingConfigException, match="Available options"):
             compose("config", overrides=["loss=hinge"])
+
+
+def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches():
+    from rlpref.control.reward_net import RewardTrainConfig, _Data, _pair_loss
+
+    rng = np.random.default_rng(0)
+    m, length = 8, 3
+    segs = Segments(
+        obs=rng.normal(size=(m, length, 2)).astype(np.float32), acts=rng.normal(size=(m, length, 1)).astype(np.float32),
+        next_obs=rng.normal(size=(m, length, 2)).astype(np.float32), rewards=np.zeros((m, length), np.float32),
+        returns=np.arange(m, dtype=np.float64), batch=np.repeat([0, 1], 4),
+    )
+    prefs = Preferences(
+        chosen=np.array([1, 3, 5, 7]), rejected=np.array([0, 2, 4, 6]),
+        strength=np.array([-1.0, -2.0, -1.0, -2.0]),  # ties only across rollout batches
+        batch=np.array([0, 0, 1, 1]), return_chosen=np.ones(4), return_rejected=np.zeros(4),
+    )
+    model = RewardModel(2, 1, (8,))
+    data, idx, stratum = _Data(model, segs), np.arange(4), prefs.batch.copy()
+    cfg = RewardTrainConfig(hidden=(8,))
+    pooled = _pair_loss(model, data, prefs, idx, stratum, "rr_pooled", cfg)
+    by_batch = _pair_loss(model, data, prefs, idx, stratum, "rr", cfg)
+    assert torch.isfinite(pooled) and torch.isfinite(by_batch) and pooled.item() != by_batch.item()
+    pooled.backward()

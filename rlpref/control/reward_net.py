@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from rlpref import metrics
 from rlpref.artifacts import atomic_path, atomic_write_json
 from rlpref.control.records import Preferences, Segments
-from rlpref.losses import USES_STRENGTH, get_loss, make_rank_plan
+from rlpref.losses import USES_STRENGTH, get_loss, make_rank_plan, rr_loss
 from rlpref.progress import progress_enabled
 from rlpref.strata import stratify
 
@@ -175,8 +175,12 @@ def _pair_loss(model, data, prefs: Preferences, idx: np.ndarray, stratum: np.nda
         kwargs["label_smoothing"] = cfg.label_smoothing
     strength = torch.as_tensor(prefs.strength[idx])
     strat = torch.as_tensor(stratum[idx])
-    if loss_name == "rr":
-        kwargs["plan"] = make_rank_plan(strength, strat)
+    if loss_name in ("rr", "rr_pooled"):
+        # rr_pooled ranks the whole mini-batch as one stratum: equal strengths from different rollout
+        # batches keep a stable, arbitrary order (as in the reference) instead of aborting training.
+        pooled = loss_name == "rr_pooled"
+        kwargs["plan"] = make_rank_plan(strength, None if pooled else strat, check_ties=not pooled)
+        loss_fn = rr_loss
     total = u.new_zeros(())
     for e in range(u.shape[0]):
         uc, ur = u[e, inv[:n]], u[e, inv[n:]]
