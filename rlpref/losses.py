@@ -19,7 +19,6 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 __all__ = [
     "LOSSES",
@@ -248,15 +247,18 @@ class _FastRR(torch.autograd.Function):
         w = d.exp()
         c = _rr_prefix_sums(w, rev_index)
         ctx.save_for_backward(w, c, rev_pos)
-        return (torch.log1p(c).sum() - d.sum()) / n
+        return torch.log1p(c).sum().sub_(d.sum()).div_(n)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
+        # Grad mode is on here only under create_graph=True; this backward is not differentiable
+        # (a cheaper guard than @once_differentiable, which wraps every call).
+        if torch.is_grad_enabled():
+            raise RuntimeError("rr does not support double backward (create_graph=True)")
         w, c, rev_pos = ctx.saved_tensors
         n = w.shape[0]
         scale = grad / n
-        g = torch.reciprocal(c.add(1.0)).mul_(scale)
+        g = torch.add(c, 1.0).reciprocal_().mul_(scale)
         # Exact suffix sums: total − prefix would cancel catastrophically, since g falls steeply along a
         # row and is then multiplied by exp(d), which can be huge.
         suffix = g.flip(1).cumsum(1).flip(1)

@@ -389,3 +389,10 @@ def test_rr_overflow_fallback_matches_float64():
     l32.backward()
     l64.backward()
     torch.testing.assert_close(u32.grad.double(), u64.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_rr_refuses_double_backward_instead_of_returning_wrong_second_derivatives():
+    u = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    loss = LOSSES["rr"](u, torch.zeros(6, dtype=torch.float64), torch.arange(6.0), torch.zeros(6, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, u, create_graph=True)
