@@ -265,3 +265,14 @@ def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches():
     by_batch = _pair_loss(model, data, prefs, idx, stratum, "rr", cfg)
     assert torch.isfinite(pooled) and torch.isfinite(by_batch) and pooled.item() != by_batch.item()
     pooled.backward()
+
+
+def test_state_only_reward_ignores_actions_and_roundtrips(tmp_path):
+    model = RewardModel(3, 2, (8,), use_actions=False)
+    obs = torch.randn(5, 3)
+    a1, a2 = torch.randn(5, 2), torch.randn(5, 2)
+    torch.testing.assert_close(model(obs, a1), model(obs, a2))
+    save_reward_model(model, tmp_path)
+    back = load_reward_model(tmp_path)
+    assert not back.use_actions and back.members[0].net[0].in_features == 3
+    torch.testing.assert_close(back(obs, a1), model(obs, a1))

@@ -41,6 +41,7 @@ __all__ = [
 class RewardTrainConfig:
     hidden: Sequence[int] = (256, 256, 256, 256, 256)
     use_next_obs: bool = False
+    use_actions: bool = True  # false: a state-only reward r(s) or r(s, s'), blind to the action
     ensemble: int = 1
     lr: float = 3e-4
     weight_decay: float = 0.0
@@ -88,11 +89,19 @@ class RewardModel(nn.Module):
     """Per-step reward r(s, a[, s']) averaged over ensemble members; inputs standardised with
     statistics of the feedback set (stored as buffers, so they travel with the weights)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], use_next_obs: bool = False, ensemble: int = 1):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        use_next_obs: bool = False,
+        ensemble: int = 1,
+        use_actions: bool = True,
+    ):
         super().__init__()
-        self.obs_dim, self.act_dim, self.use_next_obs = obs_dim, act_dim, use_next_obs
+        self.obs_dim, self.act_dim, self.use_next_obs, self.use_actions = obs_dim, act_dim, use_next_obs, use_actions
         self.hidden = tuple(hidden)
-        in_dim = obs_dim * (2 if use_next_obs else 1) + act_dim
+        in_dim = obs_dim * (2 if use_next_obs else 1) + (act_dim if use_actions else 0)
         self.members = nn.ModuleList([_MLP(in_dim, hidden) for _ in range(ensemble)])
         self.register_buffer("in_mean", torch.zeros(in_dim))
         self.register_buffer("in_std", torch.ones(in_dim))
@@ -103,11 +112,12 @@ class RewardModel(nn.Module):
             "act_dim": self.act_dim,
             "hidden": list(self.hidden),
             "use_next_obs": self.use_next_obs,
+            "use_actions": self.use_actions,
             "ensemble": len(self.members),
         }
 
     def features(self, obs: torch.Tensor, act: torch.Tensor, next_obs: Optional[torch.Tensor] = None) -> torch.Tensor:
-        parts = [obs, act] + ([next_obs] if self.use_next_obs else [])
+        parts = [obs] + ([act] if self.use_actions else []) + ([next_obs] if self.use_next_obs else [])
         if self.use_next_obs and next_obs is None:
             raise ValueError("this reward model uses s' (use_next_obs=true); pass next_obs")
         return torch.cat(parts, dim=-1)
@@ -212,7 +222,8 @@ def train_reward_model(
     stratum = _strata_for(prefs, train_idx, loss_name, cfg, rng)
     val_stratum = _strata_for(prefs, val_idx, loss_name, cfg, rng) if n_val else None
 
-    model = RewardModel(segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs, cfg.ensemble)
+    model = RewardModel(segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs, cfg.ensemble,
+                        cfg.use_actions)
     data = _Data(model, segments)
     train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
     model.set_input_stats(data.x[torch.as_tensor(train_segs)])
@@ -296,7 +307,8 @@ def load_reward_model(directory: Path) -> RewardModel:
     spec_path, weights = directory / "reward_net.json", directory / "reward_net.pt"
     try:
         spec = json.loads(spec_path.read_text())
-        model = RewardModel(spec["obs_dim"], spec["act_dim"], spec["hidden"], spec["use_next_obs"], spec["ensemble"])
+        model = RewardModel(spec["obs_dim"], spec["act_dim"], spec["hidden"], spec["use_next_obs"], spec["ensemble"],
+                            spec.get("use_actions", True))
         model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
     except FileNotFoundError:
         raise
