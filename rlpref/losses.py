@@ -128,8 +128,9 @@ class RankPlan:
     ``index``: long [S, M], row s lists stratum s's comparisons, strongest first, padded with ``N``
     (an index one past the data, which points at a padding slot). ``valid``: bool [S, M].
     ``rev_index``: ``index`` with each row reversed (weakest first, padding first), cached because
-    the loss needs suffix sums, i.e. prefix sums of the reversed rows. ``rev_pos``: long [N], where
-    comparison i sits in ``rev_index`` flattened (each sits in exactly one slot), for the backward pass.
+    the loss needs suffix sums, i.e. prefix sums of the reversed rows. ``pos``: long [N], where
+    comparison i sits in ``index`` flattened (each sits in exactly one slot), for the backward pass.
+    ``padded``: whether any row has padding (equal-sized strata, e.g. random_k, have none).
     The plan depends only on ``strength`` and ``stratum``, so a training loop may build it once.
     """
 
@@ -137,7 +138,8 @@ class RankPlan:
     valid: Tensor
     n: int
     rev_index: Optional[Tensor] = None
-    rev_pos: Optional[Tensor] = None
+    pos: Optional[Tensor] = None
+    padded: bool = True
 
 
 def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_ties: bool = True) -> RankPlan:
@@ -178,12 +180,13 @@ def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_
         index[row, col] = order
         valid = index < n
         rev_index = index.flip(1).contiguous()
-    return RankPlan(index=index, valid=valid, n=n, rev_index=rev_index, rev_pos=_slot_positions(rev_index, n))
+    return RankPlan(index=index, valid=valid, n=n, rev_index=rev_index, pos=_slot_positions(index, n),
+                    padded=n_strata * width != n)
 
 
-def _slot_positions(rev_index: Tensor, n: int) -> Tensor:
-    """long [N]: the flat slot of each comparison in ``rev_index`` (padding slots hold N)."""
-    flat = rev_index.reshape(-1)
+def _slot_positions(index: Tensor, n: int) -> Tensor:
+    """long [N]: the flat slot of each comparison in ``index`` (padding slots hold N)."""
+    flat = index.reshape(-1)
     slots = torch.nonzero(flat < n).squeeze(1)
     pos = torch.empty(n, dtype=torch.long, device=flat.device)
     pos[flat[slots]] = slots
@@ -219,8 +222,8 @@ def rr_loss(
     # The exp/cumsum path is accurate whenever it stays finite (an underflowing exp only drops terms far
     # below the anchor's 1), so it runs first and one check of the scalar decides: only an overflow
     # (|d| in the hundreds) or bad input pays for the logcumsumexp path.
-    rev_pos = plan.rev_pos if plan.rev_pos is not None else _slot_positions(rev_index, n)
-    loss = _FastRR.apply(u_chosen, u_rejected, rev_index, rev_pos)
+    pos = plan.pos if plan.pos is not None else _slot_positions(plan.index, n)
+    loss = _FastRR.apply(u_chosen, u_rejected, rev_index, pos, plan.padded)
     if bool(torch.isfinite(loss)):
         return loss
     if not _all_finite(u_chosen, u_rejected):
@@ -235,18 +238,19 @@ class _FastRR(torch.autograd.Function):
     """The rr loss by exp + cumsum, with a hand-written backward (one graph node instead of ~10).
 
     Forward: W = exp(d) laid out weakest-first per stratum (pads 0), C = cumsum(W) along rows,
-    L = (Σ log(1 + C) − Σ d) / N. Backward: g = 1/(N·(1 + C)); dL/dW is the row-wise suffix sum of g;
-    every comparison sits in exactly one slot, so gathering at ``rev_pos`` replaces a scatter;
-    dL/dd = exp(d)·dL/dW − 1/N, and dL/du_rejected = −dL/du_chosen.
+    L = (Σ log(1 + C) − Σ d) / N. Backward: g = 1/(N·(1 + C)); dL/dW is the row-wise suffix sum of g,
+    i.e. a plain prefix sum once g is flipped to the strongest-first layout; every comparison sits in
+    exactly one slot of it, so gathering at ``pos`` replaces a scatter; dL/dd = exp(d)·dL/dW − 1/N, and
+    dL/du_rejected = −dL/du_chosen.
     """
 
     @staticmethod
-    def forward(ctx, u_chosen: Tensor, u_rejected: Tensor, rev_index: Tensor, rev_pos: Tensor) -> Tensor:
+    def forward(ctx, u_chosen: Tensor, u_rejected: Tensor, rev_index: Tensor, pos: Tensor, padded: bool) -> Tensor:
         n = u_chosen.shape[0]
         d = u_chosen - u_rejected
         w = d.exp()
-        c = _rr_prefix_sums(w, rev_index)
-        ctx.save_for_backward(w, c, rev_pos)
+        c = _rr_prefix_sums(w, rev_index, padded)
+        ctx.save_for_backward(w, c, pos)
         return torch.log1p(c).sum().sub_(d.sum()).div_(n)
 
     @staticmethod
@@ -255,21 +259,21 @@ class _FastRR(torch.autograd.Function):
         # (a cheaper guard than @once_differentiable, which wraps every call).
         if torch.is_grad_enabled():
             raise RuntimeError("rr does not support double backward (create_graph=True)")
-        w, c, rev_pos = ctx.saved_tensors
+        w, c, pos = ctx.saved_tensors
         n = w.shape[0]
         scale = grad / n
-        g = torch.add(c, 1.0).reciprocal_().mul_(scale)
-        # Exact suffix sums: total − prefix would cancel catastrophically, since g falls steeply along a
-        # row and is then multiplied by exp(d), which can be huge.
-        suffix = g.flip(1).cumsum(1).flip(1)
-        gd = suffix.reshape(-1).index_select(0, rev_pos).mul_(w).sub_(scale)
-        return gd, gd.neg(), None, None
+        # Exact suffix sums as prefix sums of the flipped rows (total − prefix would cancel
+        # catastrophically: g falls steeply along a row and is then multiplied by exp(d)).
+        g = c.flip(1).add_(1.0).reciprocal_().mul_(scale)
+        gd = g.cumsum(1).view(-1).index_select(0, pos).mul_(w).sub_(scale)
+        return gd, gd.neg(), None, None, None
 
 
-def _rr_prefix_sums(w: Tensor, rev_index: Tensor) -> Tensor:
+def _rr_prefix_sums(w: Tensor, rev_index: Tensor, padded: bool = True) -> Tensor:
     """[S, M] prefix sums of the worths in weakest-first row layout; padding slots add 0."""
     flat = rev_index.reshape(-1)
-    return torch.cumsum(torch.cat([w, w.new_zeros(1)]).index_select(0, flat).view(rev_index.shape), dim=1)
+    source = torch.cat([w, w.new_zeros(1)]) if padded else w  # padding indexes slot N, a zero
+    return torch.cumsum(source.index_select(0, flat).view(rev_index.shape), dim=1)
 
 
 def _rr_log_denominators_stable(d: Tensor, rev_index: Tensor) -> Tensor:

@@ -396,3 +396,25 @@ def test_rr_refuses_double_backward_instead_of_returning_wrong_second_derivative
     loss = LOSSES["rr"](u, torch.zeros(6, dtype=torch.float64), torch.arange(6.0), torch.zeros(6, dtype=torch.long))
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(loss, u, create_graph=True)
+
+
+def test_rr_equal_sized_strata_skip_padding_and_agree_with_the_padded_path():
+    import dataclasses
+
+    from rlpref.losses import make_rank_plan, rr_loss
+
+    g = torch.Generator().manual_seed(5)
+    n = 48
+    strength = torch.randperm(n, generator=g).double()
+    stratum = (torch.arange(n) // 8)[torch.randperm(n, generator=g)]
+    plan = make_rank_plan(strength, stratum)
+    assert not plan.padded and make_rank_plan(strength[:-1], stratum[:-1]).padded
+    grads = []
+    for p in (plan, dataclasses.replace(plan, padded=True)):
+        u = torch.randn(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64).requires_grad_()
+        loss = rr_loss(u, torch.zeros(n, dtype=torch.float64), plan=p)
+        loss.backward()
+        grads.append((loss.detach(), u.grad))
+    torch.testing.assert_close(grads[0], grads[1])
+    u = torch.randn(n, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: rr_loss(x, torch.zeros(n, dtype=torch.float64), plan=plan), (u,))
