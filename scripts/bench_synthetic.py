@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from rlpref.synthetic.grid import GridConfig, run_grid
-from rlpref.synthetic.learners import LEARNERS, TrainConfig, fit_data, fit_single, init_learner, permutation_rng
+from rlpref.synthetic.grid import GridConfig, _Fit, _fit_input, run_grid
+from rlpref.synthetic.learners import LEARNERS, TrainConfig, fit_single, init_learner
 from rlpref.synthetic.trials import DatasetSpec, generate_dataset
 
 FULL_GRID_FITS = 6 * 6 * 100 * len(LEARNERS)
@@ -43,10 +43,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for i in range(args.single):
         lr, trial = learners[i % len(learners)], i // len(learners)
-        perm = permutation_rng(0, trial, n) if lr.permute else None
-        data = fit_data(lr, batch.x1[trial, :n], batch.x2[trial, :n], batch.y[trial, :n], batch.rt[trial, :n],
-                        batch.stratum[trial, :n], perm)
-        fit_single(lr, data, init_learner(0, trial, spec.n_features, train), train)
+        data = _fit_input(_Fit(batch, trial, lr, 1.0, n), grid.seed)  # the very input the grid stacks
+        fit_single(lr, data, init_learner(grid.seed, trial, spec.n_features, train), train)
     single = (time.perf_counter() - t0) / args.single
 
     print(f"threads={args.threads}; {len(results)} stacked fits, {args.single} single fits (200 epochs each)")
