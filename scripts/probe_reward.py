@@ -26,8 +26,9 @@ from scipy.stats import spearmanr
 
 from envs import make_env
 from rlpref.artifacts import load_npz, save_npz
-from rlpref.control.algos import load_agent
+from rlpref.control.algos import load_agent, random_policy, sb3_policy
 from rlpref.control.reward_net import load_reward_model
+from rlpref.control.segments import collect_stream
 
 
 def _policies(caches: list[Path]) -> list[tuple[str, Path, str]]:
@@ -45,61 +46,39 @@ def _policies(caches: list[Path]) -> list[tuple[str, Path, str]]:
     return found
 
 
-def _rollout(env_id: str, act_fn, episodes: int, seed: int, max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """obs [E, T, D], actions [E, T, A], true returns [E] of ``episodes`` full episodes."""
-    all_obs, all_act, rets = [], [], []
-    for ep in range(episodes):
-        env = make_env(env_id, max_episode_steps=max_steps)
-        obs, _ = env.reset(seed=seed + ep)
-        o_list, a_list, ret = [], [], 0.0
-        for _ in range(max_steps):
-            a = np.asarray(act_fn(obs), dtype=np.float32)
-            o_list.append(obs.astype(np.float32))
-            a_list.append(a)
-            obs, r, term, trunc, _ = env.step(a)
-            ret += float(r)
-            if term or trunc:
-                break
-        env.close()
-        all_obs.append(np.stack(o_list))
-        all_act.append(np.stack(a_list))
-        rets.append(ret)
-    return np.stack(all_obs), np.stack(all_act), np.asarray(rets)
-
-
 def collect(caches: list[Path], env_id: str, episodes: int, seed: int, max_steps: int) -> dict[str, np.ndarray]:
-    names, obs, acts, rets = [], [], [], []
+    """Roll every probe policy out in ``episodes`` envs for ``max_steps`` steps each (the rollout code of
+    the segments stage); a probe's true return is the summed reward over those steps."""
+    env_cfg = {"id": env_id, "max_episode_steps": max_steps}
     env = make_env(env_id, max_episode_steps=max_steps)
     space = env.action_space
     env.close()
-    rng = np.random.default_rng(seed)
-    probes = [("random", lambda o: rng.uniform(space.low, space.high).astype(np.float32)),
-              ("zero", lambda o: np.zeros(space.shape, np.float32))]
+    probes = [("random", random_policy(space, seed), None),
+              ("zero", lambda o: np.zeros((o.shape[0],) + space.shape, np.float32), None)]
     for name, directory, algo in _policies(caches):
         model, norm = load_agent(algo, directory)
-
-        def act(o, model=model, norm=norm):
-            x = norm(o[None]) if norm is not None else o[None]
-            return model.predict(x, deterministic=True)[0][0]
-
-        probes.append((name, act))
-    for name, act_fn in probes:
-        o, a, r = _rollout(env_id, act_fn, episodes, seed, max_steps)
+        probes.append((name, sb3_policy(model), norm))
+    names, obs, acts, next_obs, rets = [], [], [], [], []
+    for name, policy, norm in probes:
+        stream = collect_stream(env_cfg, policy, episodes * max_steps, episodes, seed, norm, desc=name)
+        r = stream["rewards"].astype(np.float64).sum(-1)
         print(f"{name:50s} true return {r.mean():9.1f}", flush=True)
         names.append(name)
-        obs.append(o)
-        acts.append(a)
+        obs.append(stream["obs"])
+        acts.append(stream["acts"])
+        next_obs.append(stream["next_obs"])
         rets.append(r)
-    return {"names": np.asarray(names), "obs": np.stack(obs), "acts": np.stack(acts), "returns": np.stack(rets)}
+    return {"names": np.asarray(names), "obs": np.stack(obs), "acts": np.stack(acts), "next_obs": np.stack(next_obs),
+            "returns": np.stack(rets)}
 
 
 def score(model_dir: Path, probes: dict[str, np.ndarray]) -> dict:
     model = load_reward_model(model_dir)
     obs, acts = probes["obs"], probes["acts"]
     with torch.no_grad():
-        r = model(torch.as_tensor(obs), torch.as_tensor(acts), torch.as_tensor(np.roll(obs, -1, axis=2))
-                  if model.use_next_obs else None).numpy()
-    learned = r.sum(-1).mean(-1)  # per probe: mean over episodes of the summed reward
+        r = model(torch.as_tensor(obs), torch.as_tensor(acts),
+                  torch.as_tensor(probes["next_obs"]) if model.use_next_obs else None).numpy()
+    learned = r.sum(-1).mean(-1)  # per probe: mean over its envs of the summed learned reward
     true = probes["returns"].mean(-1)
     names = list(probes["names"])
     rand = learned[names.index("random")]
@@ -128,7 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.rollouts.is_file():
-        probes = load_npz(args.rollouts, required=("names", "obs", "acts", "returns"))
+        probes = load_npz(args.rollouts, required=("names", "obs", "acts", "next_obs", "returns"))
     else:
         if not args.cache:
             ap.error(f"{args.rollouts} does not exist: pass --cache to build it")
@@ -136,7 +115,8 @@ def main() -> None:
         save_npz(args.rollouts, probes)
     for m in args.models:
         res = score(m, probes)
-        print(f"{m}: spearman {res['spearman']:.3f}  worst degenerate {res['degenerate_score']:.3f}  "
+        worst = "n/a (no degenerate probe)" if res["degenerate_score"] is None else f"{res['degenerate_score']:.3f}"
+        print(f"{m}: spearman {res['spearman']:.3f}  worst degenerate {worst}  "
               f"best-true probe {res['best_true_probe_score']:.3f}")
         if args.verbose:
             for name, (t, s) in sorted(res["per_probe"].items(), key=lambda kv: kv[1][0]):
