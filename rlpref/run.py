@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlpref.artifacts import ArtifactStore, atomic_write_json, atomic_write_text
 from rlpref.control.agent import train_agent
 from rlpref.control.algos import hyperparams, resolve_algo
+from rlpref.control.online import OnlineCallback, OnlineConfig, OnlineFeedback
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import (
     RewardTrainConfig,
@@ -63,6 +64,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"budget.{key} must be >= 1, got {b[key]}")
     TeacherConfig.from_mapping(cfg["teacher"])
     RewardTrainConfig.from_mapping(cfg["reward_model"])
+    OnlineConfig.from_mapping(cfg.get("online"))
     max_len = cfg["env"].get("max_episode_steps")
     if max_len and int(cfg["segments"]["length"]) > int(max_len):
         raise ValueError(
@@ -174,6 +176,12 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     agent_cfg = {"env": env_cfg, "algo": algo, "hyperparams": hp, "steps": budget["agent_steps"],
                  "eval_every": budget["eval_every"], "eval_episodes": int(budget["eval_episodes"]),
                  "reward": cfg["reward"], "seed": seed}
+    online_cfg = OnlineConfig.from_mapping(cfg.get("online"))
+    online = learned and online_cfg.rounds > 0
+    if online:
+        # The loop labels and refits inside the agent stage, so everything it uses keys the agent artefact.
+        agent_cfg["online"] = {**dict(cfg["online"]), "teacher": fb_cfg, "reward_model": rm_cfg_map, "loss": loss_name,
+                               "segments": seg_cfg}
 
     def on_eval(point: dict) -> None:
         if logger is not None:
@@ -182,15 +190,32 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
 
     def build_agent(d: Path) -> dict:
         model = load_reward_model(store.path("reward_model", reward_key[0])) if learned else None
+        callbacks, loop = [], None
+        if online:
+            loop = OnlineFeedback(
+                env_cfg=env_cfg, cfg=online_cfg, teacher=teacher_cfg, reward_cfg=rm_cfg, loss_name=loss_name,
+                gamma=gamma, length=int(cfg["segments"]["length"]), oversample=float(cfg["segments"]["oversample"]),
+                seed=seed, segments=segments, prefs=prefs, model=model,
+            )
+            callbacks.append(OnlineCallback(loop, budget["agent_steps"]))
         result = train_agent(
             env_cfg, algo, reward_model=model, total_steps=budget["agent_steps"], eval_every=budget["eval_every"],
             eval_episodes=int(budget["eval_episodes"]), seed=seed + 100, out_dir=d / "agent",
-            hp_overrides=cfg["agent"].get("overrides"), on_eval=on_eval,
+            hp_overrides=cfg["agent"].get("overrides"), on_eval=on_eval, callbacks=callbacks,
         )
         _write_curve(d / "curve.csv", result.curve)
         atomic_write_json(d / "train_episodes.json", result.train_episode_returns)
-        return {"final_return": result.final_return, "max_return": result.max_return, "auc": result.auc,
-                "steps_per_second": result.steps_per_second}
+        out = {"final_return": result.final_return, "max_return": result.max_return, "auc": result.auc,
+               "steps_per_second": result.steps_per_second}
+        if loop is not None:
+            # The reward the agent finished on, and what each round added (new batches only; the
+            # offline segments and pairs are the earlier stages' artefacts).
+            save_reward_model(loop.model, d / "online_reward")
+            n_off = len(segments)
+            loop.segments.subset(np.arange(n_off, len(loop.segments))).save(d / "online_segments.npz")
+            loop.prefs.subset(np.arange(len(prefs), len(loop.prefs))).save(d / "online_preferences.npz")
+            out["online_rounds"] = loop.rounds_log
+        return out
 
     ag = stage("agent", agent_cfg, reward_key, build_agent)
 
@@ -202,6 +227,9 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     if learned:
         for name in ("reward_net.pt", "reward_net.json", "history.json"):
             shutil.copy2(store.path("reward_model", reward_key[0]) / name, run_dir / name)
+        if online:  # the agent ended on the refined reward: that is the run's reward model
+            for name in ("reward_net.pt", "reward_net.json"):
+                shutil.copy2(ag.path / "online_reward" / name, run_dir / name)
     timings["total"] = time.perf_counter() - t_start
     curve = _read_curve(run_dir / "curve.csv")
     teacher = cfg["teacher"]
@@ -223,6 +251,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         "auc": ag.manifest["auc"],
         "agent_steps_per_second": ag.manifest["steps_per_second"],
         "reward_model": reward_metrics,
+        "online_rounds": ag.manifest.get("online_rounds"),
         "feedback": feedback_info or None,
         "timings": timings,
         "reused_stages": reused,
@@ -249,6 +278,12 @@ def _summary_table(results: dict) -> None:
     for key in ("val_accuracy", "val_true_accuracy", "pearson", "spearman", "pdc"):
         if key in rm and rm[key] is not None and not (isinstance(rm[key], float) and math.isnan(rm[key])):
             table.add_row(f"reward model {key}", f"{rm[key]:.3f}")
+    rounds = results.get("online_rounds") or []
+    if rounds:
+        last = rounds[-1]
+        table.add_row("online rounds (pairs in all)", f"{len(rounds)} ({last['n_pairs_total']})")
+        if "val_accuracy" in last:
+            table.add_row("online reward val_accuracy", f"{last['val_accuracy']:.3f}")
     for stage_name, sec in results["timings"].items():
         tag = " (cached)" if results["reused_stages"].get(stage_name) else ""
         table.add_row(f"time {stage_name}{tag}", f"{sec:.1f} s")

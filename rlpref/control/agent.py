@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from rlpref.control.algos import (
     build_model,
@@ -103,8 +103,12 @@ def train_agent(
     out_dir: Optional[Path] = None,
     hp_overrides: Optional[Mapping[str, Any]] = None,
     on_eval=None,
+    callbacks: Sequence[BaseCallback] = (),
 ) -> AgentResult:
-    """Train on r_θ (``reward_model``) or on the true reward (``None``: the oracle upper bound)."""
+    """Train on r_θ (``reward_model``) or on the true reward (``None``: the oracle upper bound).
+
+    ``callbacks`` run beside the evaluator (e.g. the online loop's, which refines r_θ mid-training).
+    """
     hp = hyperparams(env_cfg, algo, hp_overrides)
     norm = env_cfg.get("normalize", {})
     wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model)) if reward_model is not None else None
@@ -122,10 +126,12 @@ def train_agent(
     label = "learned" if reward_model is not None else "oracle"
     with StepProgress(total_steps, f"agent {algo} on {label} reward") as progress:
         cb = _Evaluator(env_cfg, eval_every, eval_episodes, seed, result, progress, on_eval)
-        model.learn(total_timesteps=total_steps, callback=cb)
+        model.learn(total_timesteps=total_steps, callback=CallbackList([cb, *callbacks]) if callbacks else cb)
         if not result.curve or result.curve[-1]["step"] < model.num_timesteps:
             cb.evaluate()  # the final policy is always evaluated
-    result.steps_per_second = model.num_timesteps / max(cb.train_time, 1e-9)
+    # Time a callback spent outside training (e.g. online feedback rounds) is not agent throughput.
+    busy = sum(float(getattr(c, "seconds_outside_training", 0.0)) for c in callbacks)
+    result.steps_per_second = model.num_timesteps / max(cb.train_time - busy, 1e-9)
     if out_dir is not None:
         save_agent(model, obs_norm_of(venv), Path(out_dir))
     venv.close()

@@ -44,6 +44,9 @@ class Segments:
     def length(self) -> int:
         return int(self.rewards.shape[1])
 
+    def subset(self, idx: np.ndarray) -> "Segments":
+        return Segments(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
     def save(self, path: Path) -> None:
         save_npz(path, {f.name: getattr(self, f.name) for f in fields(self)})
 

@@ -34,6 +34,7 @@ __all__ = [
     "save_reward_model",
     "stratum_batches",
     "train_reward_model",
+    "validation_mask",
 ]
 
 
@@ -208,25 +209,58 @@ def _strata_for(prefs: Preferences, idx: np.ndarray, loss_name: str, cfg: Reward
     return out
 
 
+def validation_mask(n: int, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """bool [n]: a random ``val_fraction`` of the comparisons (none when n < 4) held out for early stopping."""
+    perm = rng.permutation(n)
+    n_val = max(1, int(round(val_fraction * n))) if n >= 4 else 0
+    mask = np.zeros(n, dtype=bool)
+    mask[perm[:n_val]] = True
+    return mask
+
+
 def train_reward_model(
-    segments: Segments, prefs: Preferences, loss_name: str, cfg: RewardTrainConfig, seed: int
+    segments: Segments,
+    prefs: Preferences,
+    loss_name: str,
+    cfg: RewardTrainConfig,
+    seed: int,
+    *,
+    init: Optional[RewardModel] = None,
+    val_mask: Optional[np.ndarray] = None,
 ) -> tuple[RewardModel, dict, list[dict]]:
-    """Fit a reward model; early stopping on validation loss. Returns (model, metrics, history)."""
+    """Fit a reward model; early stopping on validation loss. Returns (model, metrics, history).
+
+    ``init``: fine-tune a copy of this model (its input normalisation is kept, so training starts
+    from the reward the agent already sees) instead of a fresh one. ``val_mask`` (bool [P]): a fixed
+    validation split, so repeated fine-tuning never validates on pairs it trained on earlier.
+    """
     get_loss(loss_name)  # unknown names fail before any work
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     n = len(prefs)
-    perm = rng.permutation(n)
-    n_val = max(1, int(round(cfg.val_fraction * n))) if n >= 4 else 0
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    # The default split is drawn even when a mask is given, so the rest of the random stream (strata,
+    # batch order) is the same either way: a mask equal to the default split trains the same model.
+    default_split = validation_mask(n, cfg.val_fraction, rng)
+    if val_mask is None:
+        val_mask = default_split
+    elif val_mask.shape != (n,) or val_mask.dtype != np.bool_:
+        raise ValueError(f"val_mask must be a bool array [{n}], got {val_mask.dtype} {val_mask.shape}")
+    val_idx, train_idx = np.flatnonzero(val_mask), np.flatnonzero(~val_mask)
+    n_val = val_idx.size
+    if train_idx.size == 0:
+        raise ValueError("no training comparisons: val_mask holds out all of them")
     stratum = _strata_for(prefs, train_idx, loss_name, cfg, rng)
     val_stratum = _strata_for(prefs, val_idx, loss_name, cfg, rng) if n_val else None
 
-    model = RewardModel(segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs, cfg.ensemble,
-                        cfg.use_actions)
-    data = _Data(model, segments)
-    train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
-    model.set_input_stats(data.x[torch.as_tensor(train_segs)])
+    if init is not None:
+        model = copy.deepcopy(init)
+        data = _Data(model, segments)
+    else:
+        model = RewardModel(segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs,
+                            cfg.ensemble, cfg.use_actions)
+        data = _Data(model, segments)
+        train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
+        model.set_input_stats(data.x[torch.as_tensor(train_segs)])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     best_state, best_val, bad_epochs, history = copy.deepcopy(model.state_dict()), math.inf, 0, []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -85,15 +85,33 @@ def _candidate_pairs(pool_a: np.ndarray, pool_b: np.ndarray, n: int, rng: np.ran
 
 
 def sample_pairs(
-    segments: Segments, n_feedback: int, cfg: TeacherConfig, rng: np.random.Generator
+    segments: Segments,
+    n_feedback: int,
+    cfg: TeacherConfig,
+    rng: np.random.Generator,
+    batches: Optional[Sequence[int]] = None,
+    strict: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw n_feedback distinct pairs spread evenly over rollout batches; returns (pairs [P, 2], batch [P])."""
+    """Draw n_feedback distinct pairs spread evenly over rollout batches; returns (pairs [P, 2], batch [P]).
+
+    ``batches`` restricts the pairs to those rollout batches (the online loop labels only its new
+    batch); the tie gap and thresholds still use the returns of *all* segments, so every round
+    judges on one scale. ``strict=False`` returns fewer pairs where a batch has too few distinct
+    non-tied ones (a converged agent's batch can be nearly uniform) instead of raising.
+    """
     if n_feedback < 2:
         raise ValueError(f"n_feedback must be >= 2, got {n_feedback}")
     returns = segments.returns
     d_range = float(returns.max() - returns.min())
     tie_gap = cfg.near_tie * float(returns.std())
-    batches = np.unique(segments.batch)
+    present = np.unique(segments.batch)
+    if batches is None:
+        batches = present
+    else:
+        batches = np.unique(np.asarray(batches, dtype=np.int64))
+        missing = np.setdiff1d(batches, present)
+        if missing.size:
+            raise ValueError(f"rollout batches {missing.tolist()} have no segments; present: {present.tolist()}")
     wanted = _split_evenly(n_feedback, batches.size)
     all_idx = np.arange(len(segments))
     out_pairs, out_batch = [], []
@@ -123,7 +141,7 @@ def sample_pairs(
             chosen = cand[np.sort(first)][: int(need)]
             if len(chosen) >= need:
                 break
-        if len(chosen) < need:
+        if len(chosen) < need and strict:
             raise ValueError(
                 f"rollout batch {b}: only {len(chosen)} of {need} distinct non-tied pairs exist; lower "
                 "n_feedback, raise segments.oversample, or relax teacher.near_tie / skip / equal thresholds"
@@ -157,10 +175,20 @@ def teacher_returns(segments: Segments, cfg: TeacherConfig, gamma: float) -> np.
 
 
 def label_pairs(
-    segments: Segments, n_feedback: int, cfg: TeacherConfig, gamma: float, rng: np.random.Generator
+    segments: Segments,
+    n_feedback: int,
+    cfg: TeacherConfig,
+    gamma: float,
+    rng: np.random.Generator,
+    batches: Optional[Sequence[int]] = None,
+    strict: bool = True,
 ) -> Preferences:
-    """Sample pairs and label them: choice, strength rank key, and the clean returns for oracle metrics."""
-    pairs, batch = sample_pairs(segments, n_feedback, cfg, rng)
+    """Sample pairs and label them: choice, strength rank key, and the clean returns for oracle metrics.
+
+    ``batches``: only pair segments of these rollout batches (default: all); the range noise model's
+    D still spans every segment.
+    """
+    pairs, batch = sample_pairs(segments, n_feedback, cfg, rng, batches, strict)
     r_true = segments.returns
     r_judge = teacher_returns(segments, cfg, gamma)
     lo, hi = float(r_judge.min()), float(r_judge.max())

@@ -1,0 +1,164 @@
+"""Optional online loop: while the agent trains on r_θ, label its own behaviour and refine r_θ.
+
+The offline protocol labels only the source agent's checkpoints, so r_θ is never told about behaviour
+the source agent never showed (on HalfCheetah: running backwards, which a reward in |v_x| ranks as
+well as running forwards). With ``rounds`` R > 0, at R points of the agent's training (``schedule=even``:
+after each (R+1)-th; ``early``: packed toward the start, where a reward hack is still cheap to unlearn)
+the current agent (stochastic, as it trains) is rolled out as a new rollout batch; the teacher
+labels ``n_feedback`` pairs inside that batch (a new stratum, as the paper's stratification by
+rollout batch asks); r_θ is fine-tuned on all feedback so far; and the agent continues on the
+refined reward. This is the iterative scheme of imitation's preference comparisons, grafted onto
+the offline feedback of the earlier stages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from rlpref.control.algos import obs_norm_of, sb3_policy
+from rlpref.control.learned_reward import LearnedRewardVecEnv
+from rlpref.control.records import Preferences, Segments
+from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
+from rlpref.control.segments import collect_stream, concat_segments, cut_segments, rollout_plan
+from rlpref.control.teacher import TeacherConfig, label_pairs
+
+__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "SCHEDULES", "concat_preferences"]
+
+SCHEDULES = ("even", "early")
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    rounds: int = 0  # 0: the offline protocol; R > 0: R feedback rounds during agent training
+    n_feedback: int = 100  # comparisons labelled per round
+    deterministic: bool = False  # roll the agent out as it trains (stochastic) or with its mean action
+    n_envs: int = 8
+    schedule: str = "even"  # even: after each (R+1)-th of training; early: at T·(i/(R+1))^1.5, denser at the start
+
+    def due_steps(self, total_steps: int) -> list[int]:
+        """Agent steps after which each round runs."""
+        power = 1.0 if self.schedule == "even" else 1.5
+        return [int(round(total_steps * ((i + 1) / (self.rounds + 1)) ** power)) for i in range(self.rounds)]
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ValueError(f"online.rounds must be >= 0 (0 = offline), got {self.rounds}")
+        if self.rounds and self.n_feedback < 2:
+            raise ValueError(f"online.n_feedback must be >= 2 comparisons per round, got {self.n_feedback}")
+        if self.n_envs < 1:
+            raise ValueError(f"online.n_envs must be >= 1, got {self.n_envs}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown online.schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
+
+    @classmethod
+    def from_mapping(cls, cfg: Optional[Mapping[str, Any]]) -> "OnlineConfig":
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise ValueError(f"unknown online keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
+        return cls(**cfg)
+
+
+def concat_preferences(a: Preferences, b: Preferences) -> Preferences:
+    """``a`` followed by ``b`` (both index the same segments)."""
+    return Preferences(**{f.name: np.concatenate([getattr(a, f.name), getattr(b, f.name)]) for f in fields(Preferences)})
+
+
+def _learned_reward_env(venv: VecEnv) -> LearnedRewardVecEnv:
+    env = venv
+    while isinstance(env, VecEnvWrapper):
+        if isinstance(env, LearnedRewardVecEnv):
+            return env
+        env = env.venv
+    raise TypeError("the online loop needs an agent trained on a learned reward (LearnedRewardVecEnv not found)")
+
+
+@dataclass
+class OnlineFeedback:
+    """State of the loop: all segments and preferences so far, the fixed validation split, the model.
+
+    ``rounds_log`` holds one dict per round (agent step, new segments' mean true return, the
+    fine-tuned model's validation metrics), for ``results.json``.
+    """
+
+    env_cfg: Mapping[str, Any]
+    cfg: OnlineConfig
+    teacher: TeacherConfig
+    reward_cfg: RewardTrainConfig
+    loss_name: str
+    gamma: float
+    length: int
+    oversample: float
+    seed: int
+    segments: Segments
+    prefs: Preferences
+    model: RewardModel
+    val_mask: np.ndarray = field(default=None)  # type: ignore[assignment]
+    rounds_log: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.val_mask is None:
+            # The offline stage's split, rebuilt from the same seed, so its validation pairs stay unseen.
+            self.val_mask = validation_mask(len(self.prefs), self.reward_cfg.val_fraction,
+                                            np.random.default_rng(self.seed))
+
+    def round(self, agent, step: int) -> RewardModel:
+        """Label the agent's current behaviour as a new rollout batch and fine-tune r_θ on all feedback."""
+        r = len(self.rounds_log)
+        batch_id = int(self.segments.batch.max()) + 1
+        steps, n_seg = rollout_plan(self.cfg.n_feedback, 1, self.length, self.oversample)
+        n_envs = max(1, min(self.cfg.n_envs, steps // self.length))
+        stream = collect_stream(self.env_cfg, sb3_policy(agent, deterministic=self.cfg.deterministic), steps, n_envs,
+                                self.seed + 50_000 + 1000 * r, obs_norm_of(agent.get_env()), desc=f"online round {r + 1}")
+        rng = np.random.default_rng([self.seed, r, 11])
+        new = cut_segments(stream, n_seg, self.length, self.gamma, batch_id, rng)
+        self.segments = concat_segments([self.segments, new])
+        # A nearly converged agent's batch may hold fewer distinct non-tied pairs than asked: take what exists.
+        labelled = label_pairs(self.segments, self.cfg.n_feedback, self.teacher, self.gamma, rng, batches=[batch_id],
+                               strict=False)
+        log = {"round": r + 1, "agent_step": int(step), "batch": batch_id, "n_new_segments": len(new),
+               "n_new_pairs": len(labelled), "new_segments_mean_return": float(new.returns.mean()),
+               "new_segments_min_return": float(new.returns.min())}
+        if len(labelled) >= 2:
+            self.prefs = concat_preferences(self.prefs, labelled)
+            new_val = validation_mask(len(labelled), self.reward_cfg.val_fraction, rng)
+            self.val_mask = np.concatenate([self.val_mask, new_val])
+            self.model, metrics, history = train_reward_model(
+                self.segments, self.prefs, self.loss_name, self.reward_cfg, self.seed + 1 + r,
+                init=self.model, val_mask=self.val_mask,
+            )
+            log.update({"epochs": len(history), **{k: metrics[k] for k in ("val_accuracy", "val_true_accuracy",
+                                                                            "pearson", "spearman") if k in metrics}})
+        log["n_pairs_total"] = len(self.prefs)
+        self.rounds_log.append(log)
+        return self.model
+
+
+class OnlineCallback(BaseCallback):
+    """Runs :meth:`OnlineFeedback.round` at evenly spaced agent steps, between rollouts, and swaps r_θ."""
+
+    def __init__(self, loop: OnlineFeedback, total_steps: int):
+        super().__init__()
+        self.loop = loop
+        self.due = loop.cfg.due_steps(total_steps)
+        self.seconds_outside_training = 0.0
+
+    def _on_rollout_start(self) -> None:
+        # Between rollouts, so one rollout buffer never mixes rewards from two models.
+        if self.due and self.num_timesteps >= self.due[0]:
+            self.due.pop(0)
+            t0 = time.perf_counter()
+            model = self.loop.round(self.model, self.num_timesteps)
+            _learned_reward_env(self.model.get_env()).model = model.eval()
+            self.seconds_outside_training += time.perf_counter() - t0
+            self.loop.rounds_log[-1]["seconds"] = time.perf_counter() - t0
+
+    def _on_step(self) -> bool:
+        return True

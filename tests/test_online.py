@@ -1,0 +1,130 @@
+"""The optional online loop: batch-restricted labelling, fine-tuning with a fixed split, and the loop end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import rlpref.run as run_mod
+from rlpref.control.online import OnlineConfig, concat_preferences
+from rlpref.control.records import Preferences, Segments
+from rlpref.control.reward_net import RewardTrainConfig, load_reward_model, train_reward_model, validation_mask
+from rlpref.control.segments import discounted_returns
+from rlpref.control.teacher import TeacherConfig, label_pairs
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def _segments(m: int = 240, length: int = 6, batches: int = 3, seed: int = 0) -> Segments:
+    """Per-step reward = obs[0], so the true return is learnable from observations."""
+    rng = np.random.default_rng(seed)
+    obs = (rng.normal(size=(m, length, 3)) + np.repeat(np.arange(batches), m // batches)[:, None, None]).astype(np.float32)
+    rewards = obs[..., 0].copy()
+    return Segments(obs=obs, acts=rng.normal(size=(m, length, 2)).astype(np.float32), next_obs=obs, rewards=rewards,
+                    returns=discounted_returns(rewards, 0.99),
+                    batch=np.repeat(np.arange(batches), m // batches).astype(np.int64))
+
+
+def test_labelling_one_batch_pairs_only_inside_it():
+    segs = _segments()
+    prefs = label_pairs(segs, 50, TeacherConfig(), 0.99, np.random.default_rng(0), batches=[2])
+    assert len(prefs) == 50
+    assert np.all(prefs.batch == 2)
+    assert np.all(segs.batch[prefs.chosen] == 2) and np.all(segs.batch[prefs.rejected] == 2)
+    with pytest.raises(ValueError, match=r"rollout batches \[7\] have no segments"):
+        label_pairs(segs, 10, TeacherConfig(), 0.99, np.random.default_rng(0), batches=[7])
+
+
+def test_non_strict_labelling_returns_what_exists_instead_of_raising():
+    segs = _segments(m=12, batches=3)  # 4 segments per batch: at most 6 distinct pairs
+    with pytest.raises(ValueError, match="distinct non-tied pairs"):
+        label_pairs(segs, 30, TeacherConfig(near_tie=0.0), 0.99, np.random.default_rng(0), batches=[1])
+    prefs = label_pairs(segs, 30, TeacherConfig(near_tie=0.0), 0.99, np.random.default_rng(0), batches=[1], strict=False)
+    assert len(prefs) == 6 and np.all(prefs.batch == 1)
+
+
+def test_explicit_validation_mask_reproduces_the_default_split():
+    """The online loop rebuilds the offline split from the seed: it must be the very split training used."""
+    segs = _segments()
+    prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
+    cfg = RewardTrainConfig(hidden=(16,), max_epochs=3)
+    m_default, res_default, _ = train_reward_model(segs, prefs, "bt", cfg, seed=5)
+    mask = validation_mask(len(prefs), cfg.val_fraction, np.random.default_rng(5))
+    assert mask.sum() == round(0.15 * 120)
+    m_mask, res_mask, _ = train_reward_model(segs, prefs, "bt", cfg, seed=5, val_mask=mask)
+    for a, b in zip(m_default.state_dict().values(), m_mask.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert res_default == res_mask
+    with pytest.raises(ValueError, match="val_mask must be a bool array"):
+        train_reward_model(segs, prefs, "bt", cfg, seed=5, val_mask=mask.astype(int))
+
+
+def test_fine_tuning_starts_from_init_and_leaves_it_untouched():
+    segs = _segments()
+    prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
+    cfg = RewardTrainConfig(hidden=(16,), max_epochs=30, lr=1e-2)
+    base, res_base, _ = train_reward_model(segs, prefs, "rr", cfg, seed=0)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    more = concat_preferences(prefs, label_pairs(segs, 60, TeacherConfig(), 0.99, np.random.default_rng(2), batches=[0]))
+    tuned, res_tuned, hist = train_reward_model(segs, more, "rr", cfg, seed=1, init=base)
+    for k, v in base.state_dict().items():  # the model the agent uses is never trained in place
+        torch.testing.assert_close(v, before[k])
+    # Input normalisation is inherited, not refitted, so the reward shifts only by training.
+    torch.testing.assert_close(tuned.in_mean, base.in_mean)
+    torch.testing.assert_close(tuned.in_std, base.in_std)
+    assert res_tuned["val_accuracy"] > 0.8 and len(hist) >= 1
+
+
+def test_online_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="online.rounds must be >= 0"):
+        OnlineConfig(rounds=-1)
+    with pytest.raises(ValueError, match="unknown online keys"):
+        OnlineConfig.from_mapping({"round": 2})
+    with pytest.raises(ValueError, match="unknown online.schedule 'late'; choose one of: even, early"):
+        OnlineConfig(rounds=2, schedule="late")
+    assert OnlineConfig.from_mapping(None).rounds == 0
+
+
+def test_round_schedules():
+    assert OnlineConfig(rounds=4).due_steps(250_000) == [50_000, 100_000, 150_000, 200_000]
+    early = OnlineConfig(rounds=9, schedule="early").due_steps(250_000)
+    assert early[0] == 7906 and early[-1] == 213454  # 250k·(0.1)^1.5, 250k·(0.9)^1.5
+    assert all(b > a for a, b in zip(early, early[1:]))
+    gaps = np.diff([0, *early])
+    assert gaps[0] < gaps[-1]  # denser at the start
+    assert OnlineConfig(rounds=0).due_steps(1000) == []
+
+
+@pytest.mark.slow
+def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLPREF_QUIET", "1")
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", "loss=rr", "budget.source_steps=1500",
+            "budget.agent_steps=1500", "budget.eval_every=500", "budget.eval_episodes=2", "budget.n_feedback=60",
+            "budget.n_checkpoints=2", "budget.online_rounds=2", "budget.online_feedback=20",
+        ])
+    res = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run")
+    rounds = res["online_rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert [r["batch"] for r in rounds] == [3, 4]  # after random (0) and 2 checkpoints
+    assert [r["agent_step"] for r in rounds] == [500, 1000]  # evenly spaced, between rollouts
+    assert all(r["n_new_pairs"] == 20 for r in rounds) and rounds[-1]["n_pairs_total"] == 60 + 40
+    agent_dir = Path(cfg.cache_dir) / "agent" / res["artifacts"]["agent"]
+    new_prefs = Preferences.load(agent_dir / "online_preferences.npz")
+    assert sorted(set(new_prefs.batch.tolist())) == [3, 4]
+    # The run's reward model is the refined one the agent finished on, not the offline one.
+    offline = load_reward_model(Path(cfg.cache_dir) / "reward_model" / res["artifacts"]["reward_model"])
+    final = load_reward_model(tmp_path / "run")
+    x = torch.randn(64, 3), torch.randn(64, 1)
+    assert not torch.allclose(offline(*x), final(*x))
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["online_rounds"] == rounds
+    # The same config again reuses the online agent; offline (rounds=0) is a different artefact.
+    again = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run2")
+    assert again["reused_stages"]["agent"] and again["online_rounds"] == rounds
