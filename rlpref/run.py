@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import shutil
 import time
@@ -38,6 +39,8 @@ from rlpref.control.teacher import TeacherConfig, label_pairs
 from rlpref.losses import LOSSES
 
 __all__ = ["main", "run_pipeline"]
+
+log = logging.getLogger(__name__)
 
 REWARDS = ("learned", "oracle")
 
@@ -214,6 +217,16 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
             n_off = len(segments)
             loop.segments.subset(np.arange(n_off, len(loop.segments))).save(d / "online_segments.npz")
             loop.prefs.subset(np.arange(len(prefs), len(loop.prefs))).save(d / "online_preferences.npz")
+            atomic_write_json(d / "online.json", {
+                "rounds": loop.rounds_log, "rounds_planned": online_cfg.rounds,
+                "index_note": "online_preferences index the offline segments (segments stage, "
+                              f"{n_off} of them) followed by online_segments",
+                "n_offline_segments": n_off,
+            })
+            if len(loop.rounds_log) < online_cfg.rounds:
+                log.warning("only %d of %d online rounds ran: rounds fell less than one rollout apart or after the "
+                            "last rollout; lower online.rounds or raise budget.agent_steps",
+                            len(loop.rounds_log), online_cfg.rounds)
             out["online_rounds"] = loop.rounds_log
         return out
 
@@ -227,9 +240,8 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     if learned:
         for name in ("reward_net.pt", "reward_net.json", "history.json"):
             shutil.copy2(store.path("reward_model", reward_key[0]) / name, run_dir / name)
-        if online:  # the agent ended on the refined reward: that is the run's reward model
-            for name in ("reward_net.pt", "reward_net.json"):
-                shutil.copy2(ag.path / "online_reward" / name, run_dir / name)
+        if online:  # the reward the agent ended on; reward_net.pt and the metrics stay the offline model's
+            shutil.copytree(ag.path / "online_reward", run_dir / "online_reward", dirs_exist_ok=True)
     timings["total"] = time.perf_counter() - t_start
     curve = _read_curve(run_dir / "curve.csv")
     teacher = cfg["teacher"]
@@ -242,6 +254,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         "gamma": gamma,
         "budget": cfg["budget"]["name"],
         "n_feedback": int(budget["n_feedback"]),
+        "n_feedback_total": int(budget["n_feedback"]) + sum(r["n_new_pairs"] for r in ag.manifest.get("online_rounds") or []),
         "sigma": float(teacher["sigma"]),
         "noise": teacher["noise"],
         "strength_source": teacher["strength"],

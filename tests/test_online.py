@@ -49,7 +49,7 @@ def test_non_strict_labelling_returns_what_exists_instead_of_raising():
     assert len(prefs) == 6 and np.all(prefs.batch == 1)
 
 
-def test_explicit_validation_mask_reproduces_the_default_split():
+def test_explicit_validation_mask_reproduces_the_default_split_and_is_obeyed():
     """The online loop rebuilds the offline split from the seed: it must be the very split training used."""
     segs = _segments()
     prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
@@ -61,6 +61,10 @@ def test_explicit_validation_mask_reproduces_the_default_split():
     for a, b in zip(m_default.state_dict().values(), m_mask.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert res_default == res_mask
+    other = np.zeros(len(prefs), dtype=bool)
+    other[:40] = True
+    _, res_other, _ = train_reward_model(segs, prefs, "bt", cfg, seed=5, val_mask=other)
+    assert res_other["n_val"] == 40 and res_other["n_train"] == 80
     with pytest.raises(ValueError, match="val_mask must be a bool array"):
         train_reward_model(segs, prefs, "bt", cfg, seed=5, val_mask=mask.astype(int))
 
@@ -79,6 +83,40 @@ def test_fine_tuning_starts_from_init_and_leaves_it_untouched():
     torch.testing.assert_close(tuned.in_mean, base.in_mean)
     torch.testing.assert_close(tuned.in_std, base.in_std)
     assert res_tuned["val_accuracy"] > 0.8 and len(hist) >= 1
+    # With a zero learning rate nothing can beat the starting model, so fine-tuning returns it unchanged.
+    frozen, _, _ = train_reward_model(segs, more, "rr", RewardTrainConfig(hidden=(16,), max_epochs=3, lr=0.0),
+                                      seed=1, init=base)
+    for k, v in base.state_dict().items():
+        torch.testing.assert_close(frozen.state_dict()[k], v)
+
+
+def test_relabel_replay_buffer_rescores_with_unscaled_actions():
+    import gymnasium as gym
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from rlpref.control.online import relabel_replay_buffer
+    from rlpref.control.reward_net import RewardModel
+
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    act_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    buf = ReplayBuffer(50, obs_space, act_space, device="cpu", n_envs=2)
+    rng = np.random.default_rng(0)
+    for _ in range(7):
+        buf.add(rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), rng.uniform(-1, 1, size=(2, 1)),
+                np.zeros(2), np.zeros(2), [{}, {}])
+
+    class _Policy:
+        action_space = act_space
+
+        def unscale_action(self, a):
+            return -2.0 + 0.5 * (a + 1.0) * 4.0
+
+    model = RewardModel(3, 1, (8,))
+    relabel_replay_buffer(buf, model, _Policy(), chunk=5)
+    obs, acts = buf.observations[:7].reshape(14, 3), buf.actions[:7].reshape(14, 1)
+    expected = model.predict(obs, 2.0 * acts).reshape(7, 2)  # [-1, 1] -> [-2, 2]
+    np.testing.assert_allclose(buf.rewards[:7], expected, rtol=1e-6)
+    assert np.all(buf.rewards[7:] == 0)  # unused slots untouched
 
 
 def test_online_config_rejects_bad_values():
@@ -121,10 +159,20 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     assert sorted(set(new_prefs.batch.tolist())) == [3, 4]
     # The run's reward model is the refined one the agent finished on, not the offline one.
     offline = load_reward_model(Path(cfg.cache_dir) / "reward_model" / res["artifacts"]["reward_model"])
-    final = load_reward_model(tmp_path / "run")
+    final = load_reward_model(tmp_path / "run" / "online_reward")
     x = torch.randn(64, 3), torch.randn(64, 1)
     assert not torch.allclose(offline(*x), final(*x))
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["online_rounds"] == rounds
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["online_rounds"] == rounds and saved["n_feedback_total"] == 100
+    # Saved online pairs index the offline segments followed by the online ones.
+    meta = json.loads((agent_dir / "online.json").read_text())
+    segs_on = Segments.load(agent_dir / "online_segments.npz")
+    local = new_prefs.chosen - meta["n_offline_segments"]
+    assert local.min() >= 0 and local.max() < len(segs_on)
+    np.testing.assert_allclose(segs_on.returns[local], new_prefs.return_chosen)
     # The same config again reuses the online agent; offline (rounds=0) is a different artefact.
     again = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run2")
     assert again["reused_stages"]["agent"] and again["online_rounds"] == rounds
+    off = OmegaConf.to_container(cfg, resolve=True)
+    off["online"]["rounds"] = 0
+    assert run_mod.run_pipeline(off, tmp_path / "run3")["artifacts"]["agent"] != res["artifacts"]["agent"]

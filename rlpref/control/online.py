@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
+import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
@@ -25,10 +27,11 @@ from rlpref.control.algos import obs_norm_of, sb3_policy
 from rlpref.control.learned_reward import LearnedRewardVecEnv
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
-from rlpref.control.segments import collect_stream, concat_segments, cut_segments, rollout_plan
+from rlpref.control.segments import collect_stream, concat_segments, cut_segments, one_hot_actions, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
-__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "SCHEDULES", "concat_preferences"]
+__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "SCHEDULES", "concat_preferences",
+           "relabel_replay_buffer"]
 
 SCHEDULES = ("even", "early")
 
@@ -141,6 +144,30 @@ class OnlineFeedback:
         return self.model
 
 
+@torch.no_grad()
+def relabel_replay_buffer(buffer, model: RewardModel, policy, chunk: int = 4096) -> None:
+    """Re-score every stored transition with the new r_θ (off-policy agents keep old rewards otherwise).
+
+    SB3 stores raw observations (before VecNormalize) and the raw wrapper reward, but actions of a Box
+    space scaled to [-1, 1]; r_θ was trained on env actions, so they are unscaled first.
+    """
+    size = buffer.buffer_size if buffer.full else buffer.pos
+    if size == 0:
+        return
+    obs = buffer.observations[:size].reshape(size * buffer.n_envs, -1)
+    nxt = (buffer.next_observations if not buffer.optimize_memory_usage
+           else np.roll(buffer.observations, -1, axis=0))[:size].reshape(size * buffer.n_envs, -1)
+    acts = buffer.actions[:size].reshape(size * buffer.n_envs, -1)
+    if isinstance(policy.action_space, gym.spaces.Box):  # off-policy SB3 always stores scaled Box actions
+        acts = policy.unscale_action(acts)
+    acts = one_hot_actions(acts, policy.action_space)
+    out = np.empty(size * buffer.n_envs, dtype=np.float32)
+    for start in range(0, out.size, chunk):
+        sl = slice(start, start + chunk)
+        out[sl] = model.predict(obs[sl], acts[sl], nxt[sl] if model.use_next_obs else None)
+    buffer.rewards[:size] = out.reshape(size, buffer.n_envs)
+
+
 class OnlineCallback(BaseCallback):
     """Runs :meth:`OnlineFeedback.round` at evenly spaced agent steps, between rollouts, and swaps r_θ."""
 
@@ -151,14 +178,21 @@ class OnlineCallback(BaseCallback):
         self.seconds_outside_training = 0.0
 
     def _on_rollout_start(self) -> None:
-        # Between rollouts, so one rollout buffer never mixes rewards from two models.
-        if self.due and self.num_timesteps >= self.due[0]:
+        # Between rollouts, so PPO's rollout buffer never mixes rewards from two models.
+        if not self.due or self.num_timesteps < self.due[0]:
+            return
+        while self.due and self.num_timesteps >= self.due[0]:  # rounds due within one rollout run once
             self.due.pop(0)
-            t0 = time.perf_counter()
-            model = self.loop.round(self.model, self.num_timesteps)
-            _learned_reward_env(self.model.get_env()).model = model.eval()
-            self.seconds_outside_training += time.perf_counter() - t0
-            self.loop.rounds_log[-1]["seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # The round seeds torch for its fine-tuning; the agent's own random stream must not notice.
+        with torch.random.fork_rng():
+            model = self.loop.round(self.model, self.num_timesteps).eval()
+        _learned_reward_env(self.model.get_env()).model = model
+        replay = getattr(self.model, "replay_buffer", None)
+        if replay is not None:
+            relabel_replay_buffer(replay, model, self.model.policy)
+        self.seconds_outside_training += time.perf_counter() - t0
+        self.loop.rounds_log[-1]["seconds"] = time.perf_counter() - t0
 
     def _on_step(self) -> bool:
         return True

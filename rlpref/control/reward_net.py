@@ -264,6 +264,11 @@ def train_reward_model(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     best_state, best_val, bad_epochs, history = copy.deepcopy(model.state_dict()), math.inf, 0, []
+    if init is not None and n_val:
+        # Fine-tuning must beat the starting model on validation, or the starting model is kept.
+        model.eval()
+        with torch.no_grad():
+            best_val = float(_pair_loss(model, data, prefs, val_idx, val_stratum, loss_name, cfg))
     bar = tqdm(range(cfg.max_epochs), desc=f"reward model ({loss_name})", unit="epoch", disable=not progress_enabled())
     for epoch in bar:
         model.train()

@@ -105,6 +105,7 @@ def sample_pairs(
     d_range = float(returns.max() - returns.min())
     tie_gap = cfg.near_tie * float(returns.std())
     present = np.unique(segments.batch)
+    requested = batches
     if batches is None:
         batches = present
     else:
@@ -121,8 +122,8 @@ def sample_pairs(
             pool_a, pool_b = own, own
         elif cfg.pairing == "across_batches":
             pool_a, pool_b = own, np.flatnonzero(segments.batch != b)
-        else:
-            pool_a, pool_b = all_idx, all_idx
+        else:  # random pairing, among the requested batches only
+            pool_a = pool_b = all_idx if requested is None else np.flatnonzero(np.isin(segments.batch, batches))
         if pool_a.size < 1 or pool_b.size < 1 or (pool_a.size < 2 and cfg.pairing == "within_batch"):
             raise ValueError(f"rollout batch {b} has too few segments to form pairs")
         chosen: np.ndarray = np.zeros((0, 2), dtype=np.int64)

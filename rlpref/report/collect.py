@@ -83,8 +83,12 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row[f"rm_{k}"] = _float(rm.get(k))
     for k, v in (res.get("timings") or {}).items():
         row[f"time_{k}"] = _float(v)
-    # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise
-    row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"])
+    rounds = res.get("online_rounds") or []
+    row["online_rounds"] = len(rounds)
+    row["n_feedback_total"] = int(res.get("n_feedback_total") or row["n_feedback"])
+    # "method" is what a plot legend shows: the loss for learned-reward runs ("+online" when the agent's
+    # own rollouts were labelled too, so sweeps never average them with offline runs), "oracle" otherwise
+    row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + ("+online" if rounds else "")
     return row
 
 
