@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import rlpref.run as run_mod
-from rlpref.control.online import OnlineConfig, concat_preferences
+from rlpref.control.online import OnlineConfig
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardTrainConfig, load_reward_model, train_reward_model, validation_mask
 from rlpref.control.segments import discounted_returns
@@ -75,7 +75,7 @@ def test_fine_tuning_starts_from_init_and_leaves_it_untouched():
     cfg = RewardTrainConfig(hidden=(16,), max_epochs=30, lr=1e-2)
     base, res_base, _ = train_reward_model(segs, prefs, "rr", cfg, seed=0)
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    more = concat_preferences(prefs, label_pairs(segs, 60, TeacherConfig(), 0.99, np.random.default_rng(2), batches=[0]))
+    more = Preferences.concat([prefs, label_pairs(segs, 60, TeacherConfig(), 0.99, np.random.default_rng(2), batches=[0])])
     tuned, res_tuned, hist = train_reward_model(segs, more, "rr", cfg, seed=1, init=base)
     for k, v in base.state_dict().items():  # the model the agent uses is never trained in place
         torch.testing.assert_close(v, before[k])

@@ -27,11 +27,10 @@ from rlpref.control.algos import obs_norm_of, sb3_policy
 from rlpref.control.learned_reward import LearnedRewardVecEnv
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
-from rlpref.control.segments import collect_stream, concat_segments, cut_segments, one_hot_actions, rollout_plan
+from rlpref.control.segments import one_hot_actions, rollout_batch, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
-__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "SCHEDULES", "concat_preferences",
-           "relabel_replay_buffer"]
+__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "SCHEDULES", "relabel_replay_buffer"]
 
 SCHEDULES = ("even", "early")
 
@@ -67,11 +66,6 @@ class OnlineConfig:
         if unknown:
             raise ValueError(f"unknown online keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
         return cls(**cfg)
-
-
-def concat_preferences(a: Preferences, b: Preferences) -> Preferences:
-    """``a`` followed by ``b`` (both index the same segments)."""
-    return Preferences(**{f.name: np.concatenate([getattr(a, f.name), getattr(b, f.name)]) for f in fields(Preferences)})
 
 
 def _learned_reward_env(venv: VecEnv) -> LearnedRewardVecEnv:
@@ -117,12 +111,12 @@ class OnlineFeedback:
         r = len(self.rounds_log)
         batch_id = int(self.segments.batch.max()) + 1
         steps, n_seg = rollout_plan(self.cfg.n_feedback, 1, self.length, self.oversample)
-        n_envs = max(1, min(self.cfg.n_envs, steps // self.length))
-        stream = collect_stream(self.env_cfg, sb3_policy(agent, deterministic=self.cfg.deterministic), steps, n_envs,
-                                self.seed + 50_000 + 1000 * r, obs_norm_of(agent.get_env()), desc=f"online round {r + 1}")
         rng = np.random.default_rng([self.seed, r, 11])
-        new = cut_segments(stream, n_seg, self.length, self.gamma, batch_id, rng)
-        self.segments = concat_segments([self.segments, new])
+        new = rollout_batch(self.env_cfg, sb3_policy(agent, deterministic=self.cfg.deterministic),
+                            obs_norm_of(agent.get_env()), steps=steps, n_segments=n_seg, length=self.length,
+                            gamma=self.gamma, n_envs=self.cfg.n_envs, batch=batch_id, seed=self.seed + 50_000 + 1000 * r,
+                            rng=rng, desc=f"online round {r + 1}")
+        self.segments = Segments.concat([self.segments, new])
         # A nearly converged agent's batch may hold fewer distinct non-tied pairs than asked: take what exists.
         labelled = label_pairs(self.segments, self.cfg.n_feedback, self.teacher, self.gamma, rng, batches=[batch_id],
                                strict=False)
@@ -130,7 +124,7 @@ class OnlineFeedback:
                "n_new_pairs": len(labelled), "new_segments_mean_return": float(new.returns.mean()),
                "new_segments_min_return": float(new.returns.min())}
         if len(labelled) >= 2:
-            self.prefs = concat_preferences(self.prefs, labelled)
+            self.prefs = Preferences.concat([self.prefs, labelled])
             new_val = validation_mask(len(labelled), self.reward_cfg.val_fraction, rng)
             self.val_mask = np.concatenate([self.val_mask, new_val])
             self.model, metrics, history = train_reward_model(
@@ -191,8 +185,9 @@ class OnlineCallback(BaseCallback):
         replay = getattr(self.model, "replay_buffer", None)
         if replay is not None:
             relabel_replay_buffer(replay, model, self.model.policy)
-        self.seconds_outside_training += time.perf_counter() - t0
-        self.loop.rounds_log[-1]["seconds"] = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.seconds_outside_training += seconds
+        self.loop.rounds_log[-1]["seconds"] = seconds
 
     def _on_step(self) -> bool:
         return True

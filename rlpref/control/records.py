@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Sequence, TypeVar
 
 import numpy as np
 
@@ -11,9 +12,32 @@ from rlpref.artifacts import load_npz, save_npz
 
 __all__ = ["Preferences", "Segments"]
 
+R = TypeVar("R", bound="_ArrayRecord")
+
+
+class _ArrayRecord:
+    """A frozen dataclass of numpy arrays sharing a leading axis: row selection, concatenation, npz I/O."""
+
+    def subset(self: R, idx: np.ndarray) -> R:
+        return type(self)(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    @classmethod
+    def concat(cls: type[R], parts: Sequence[R]) -> R:
+        """The parts' rows one after another (indices they hold, e.g. into segments, are not shifted)."""
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+    def save(self, path: Path) -> None:
+        save_npz(path, {f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls: type[R], path: Path) -> R:
+        names = tuple(f.name for f in fields(cls))
+        arrays = load_npz(path, names)
+        return cls(**{k: arrays[k] for k in names})
+
 
 @dataclass(frozen=True)
-class Segments:
+class Segments(_ArrayRecord):
     """Fixed-length pieces of rollouts, M segments of L steps.
 
     obs: float32 [M, L, obs_dim]; acts: float32 [M, L, act_dim] (discrete actions one-hot);
@@ -44,21 +68,9 @@ class Segments:
     def length(self) -> int:
         return int(self.rewards.shape[1])
 
-    def subset(self, idx: np.ndarray) -> "Segments":
-        return Segments(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
-
-    def save(self, path: Path) -> None:
-        save_npz(path, {f.name: getattr(self, f.name) for f in fields(self)})
-
-    @classmethod
-    def load(cls, path: Path) -> "Segments":
-        names = tuple(f.name for f in fields(cls))
-        arrays = load_npz(path, names)
-        return cls(**{k: arrays[k] for k in names})
-
 
 @dataclass(frozen=True)
-class Preferences:
+class Preferences(_ArrayRecord):
     """P labelled comparisons between segments (indices into a :class:`Segments`).
 
     chosen, rejected: int64 [P]; strength: float64 [P], rank key, lower = stronger (−|ΔR|);
@@ -85,15 +97,3 @@ class Preferences:
     def label_accuracy(self) -> float:
         """Fraction of labels that agree with the true returns (1.0 for a noise-free teacher)."""
         return float(np.mean(self.return_chosen >= self.return_rejected))
-
-    def subset(self, idx: np.ndarray) -> "Preferences":
-        return Preferences(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
-
-    def save(self, path: Path) -> None:
-        save_npz(path, {f.name: getattr(self, f.name) for f in fields(self)})
-
-    @classmethod
-    def load(cls, path: Path) -> "Preferences":
-        names = tuple(f.name for f in fields(cls))
-        arrays = load_npz(path, names)
-        return cls(**{k: arrays[k] for k in names})

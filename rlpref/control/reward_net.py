@@ -254,11 +254,11 @@ def train_reward_model(
 
     if init is not None:
         model = copy.deepcopy(init)
-        data = _Data(model, segments)
     else:
         model = RewardModel(segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs,
                             cfg.ensemble, cfg.use_actions)
-        data = _Data(model, segments)
+    data = _Data(model, segments)
+    if init is None:
         train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
         model.set_input_stats(data.x[torch.as_tensor(train_segs)])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

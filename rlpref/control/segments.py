@@ -19,7 +19,7 @@ from rlpref.control.algos import ObsNorm, random_policy, sb3_policy
 from rlpref.control.records import Segments
 from rlpref.progress import progress_enabled
 
-__all__ = ["collect_stream", "cut_segments", "discounted_returns", "one_hot_actions", "rollout_plan"]
+__all__ = ["collect_stream", "cut_segments", "discounted_returns", "one_hot_actions", "rollout_batch", "rollout_plan"]
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -120,15 +120,25 @@ def cut_segments(
     )
 
 
-def concat_segments(parts: list[Segments]) -> Segments:
-    return Segments(
-        obs=np.concatenate([p.obs for p in parts]),
-        acts=np.concatenate([p.acts for p in parts]),
-        next_obs=np.concatenate([p.next_obs for p in parts]),
-        rewards=np.concatenate([p.rewards for p in parts]),
-        returns=np.concatenate([p.returns for p in parts]),
-        batch=np.concatenate([p.batch for p in parts]),
-    )
+def rollout_batch(
+    env_cfg: Mapping[str, Any],
+    policy: Policy,
+    obs_norm: Optional[ObsNorm],
+    *,
+    steps: int,
+    n_segments: int,
+    length: int,
+    gamma: float,
+    n_envs: int,
+    batch: int,
+    seed: int,
+    rng: np.random.Generator,
+    desc: str,
+) -> Segments:
+    """One rollout batch: ``steps`` steps of ``policy`` over up to ``n_envs`` envs, cut into ``n_segments``."""
+    n_envs = max(1, min(n_envs, steps // length))  # every env's stream must hold a whole segment
+    stream = collect_stream(env_cfg, policy, steps, n_envs, seed, obs_norm, desc=desc)
+    return cut_segments(stream, n_segments, length, gamma, batch, rng)
 
 
 def policy_for_batch(batch: int, algo: str, ckpt_dirs: list, action_space: gym.Space, seed: int, deterministic: bool):
@@ -168,7 +178,6 @@ def collect_segments(
     parts = []
     for b in range(n_batches):
         policy, obs_norm = policy_for_batch(b, algo, ckpt_dirs, action_space, seed + b, deterministic)
-        n_envs_b = max(1, min(n_envs, steps // length))
-        stream = collect_stream(env_cfg, policy, steps, n_envs_b, seed + 1000 * b, obs_norm, desc=f"rollout batch {b}")
-        parts.append(cut_segments(stream, n_seg, length, gamma, b, rng))
-    return concat_segments(parts)
+        parts.append(rollout_batch(env_cfg, policy, obs_norm, steps=steps, n_segments=n_seg, length=length, gamma=gamma,
+                                   n_envs=n_envs, batch=b, seed=seed + 1000 * b, rng=rng, desc=f"rollout batch {b}"))
+    return Segments.concat(parts)

@@ -105,16 +105,15 @@ def sample_pairs(
     d_range = float(returns.max() - returns.min())
     tie_gap = cfg.near_tie * float(returns.std())
     present = np.unique(segments.batch)
-    requested = batches
     if batches is None:
-        batches = present
+        batches, in_scope = present, np.arange(len(segments))
     else:
         batches = np.unique(np.asarray(batches, dtype=np.int64))
         missing = np.setdiff1d(batches, present)
         if missing.size:
             raise ValueError(f"rollout batches {missing.tolist()} have no segments; present: {present.tolist()}")
+        in_scope = np.flatnonzero(np.isin(segments.batch, batches))
     wanted = _split_evenly(n_feedback, batches.size)
-    all_idx = np.arange(len(segments))
     out_pairs, out_batch = [], []
     for b, need in zip(batches, wanted):
         own = np.flatnonzero(segments.batch == b)
@@ -123,7 +122,7 @@ def sample_pairs(
         elif cfg.pairing == "across_batches":
             pool_a, pool_b = own, np.flatnonzero(segments.batch != b)
         else:  # random pairing, among the requested batches only
-            pool_a = pool_b = all_idx if requested is None else np.flatnonzero(np.isin(segments.batch, batches))
+            pool_a, pool_b = in_scope, in_scope
         if pool_a.size < 1 or pool_b.size < 1 or (pool_a.size < 2 and cfg.pairing == "within_batch"):
             raise ValueError(f"rollout batch {b} has too few segments to form pairs")
         chosen: np.ndarray = np.zeros((0, 2), dtype=np.int64)
