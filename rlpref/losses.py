@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlpref import kernels
+
 __all__ = [
     "LOSSES",
     "RankPlan",
@@ -201,6 +203,7 @@ def rr_loss(
     stratum: Optional[Tensor] = None,
     *,
     plan: Optional[RankPlan] = None,
+    use_kernel: Optional[bool] = None,
 ) -> Tensor:
     """ResponseRank: Plackett–Luce over each stratum's strongest-first ranking plus a d = 0 anchor.
 
@@ -211,6 +214,10 @@ def rr_loss(
     (the anchor's own term is 0). Returns the summed NLL over all strata divided by N. A stratum
     of size 1 contributes -log σ(d), exactly Bradley–Terry. Pass a precomputed ``plan``
     (:func:`make_rank_plan`) to skip the sort when strength and strata are fixed across steps.
+
+    On CPU the compiled kernel of :mod:`rlpref.kernels` computes the same values and gradients when it
+    is built (``use_kernel=None``: whenever available; ``False``: always the eager path; ``True``: the
+    kernel or an error).
     """
     _check_utilities(u_chosen, u_rejected, check_finite=False)
     n = u_chosen.shape[0]
@@ -223,8 +230,12 @@ def rr_loss(
     # The exp/cumsum path is accurate whenever it stays finite (an underflowing exp only drops terms far
     # below the anchor's 1), so it runs first and one check of the scalar decides: only an overflow
     # (|d| in the hundreds) or bad input pays for the logcumsumexp path.
-    pos = plan.pos if plan.pos is not None else _slot_positions(plan.index, n)
-    loss = _FastRR.apply(u_chosen, u_rejected, rev_index, pos, plan.padded)
+    kernel = _cpu_kernel(u_chosen, u_rejected, use_kernel)
+    if kernel is not None:
+        loss = kernel.rr_loss(u_chosen, u_rejected, rev_index)
+    else:
+        pos = plan.pos if plan.pos is not None else _slot_positions(plan.index, n)
+        loss = _FastRR.apply(u_chosen, u_rejected, rev_index, pos, plan.padded)
     if math.isfinite(loss.item()):
         return loss
     if not _all_finite(u_chosen, u_rejected):
@@ -233,6 +244,22 @@ def rr_loss(
     if not bool(torch.isfinite(d).all()):
         raise ValueError("u_chosen - u_rejected overflows to inf; the utilities are far too large")
     return (_rr_log_denominators_stable(d, rev_index).sum() - d.sum()) / n
+
+
+def _cpu_kernel(u_chosen: Tensor, u_rejected: Tensor, use_kernel: Optional[bool]):
+    """The compiled rr module when it applies (CPU, float32/float64, one dtype), else None for the eager path."""
+    if use_kernel is False:
+        return None
+    module = kernels.load()
+    fits = (u_chosen.device.type == "cpu" and u_chosen.dtype == u_rejected.dtype
+            and u_chosen.dtype in (torch.float32, torch.float64) and u_rejected.device.type == "cpu")
+    if use_kernel and (module is None or not fits):
+        raise RuntimeError(
+            "use_kernel=True but the compiled rr kernel "
+            + ("is not built: run `python -m rlpref.kernels build`" if module is None
+               else "only takes CPU float32/float64 utilities of one dtype")
+        )
+    return module if fits else None
 
 
 class _FastRR(torch.autograd.Function):

@@ -3,7 +3,9 @@
 
 Not a test: prints a table (median time per forward+backward) and the rr/bt ratio. ``rr+plan`` uses a
 precomputed :func:`rlpref.losses.make_rank_plan`, as a training loop does (strength and strata are
-fixed across epochs), so it measures the loss alone; ``rr`` also builds the plan on every call.
+fixed across epochs), so it measures the loss alone; ``rr`` also builds the plan on every call. ``rr+plan`` runs whatever a user gets by default: the
+compiled CPU kernel when ``python -m rlpref.kernels build`` has run, else the eager path, which is
+also timed on its own as ``rr eager``.
 
     nice -n 10 python scripts/bench_losses.py [--threads 1] [--json out.json]
 """
@@ -18,6 +20,7 @@ import time
 
 import torch
 
+from rlpref import kernels
 from rlpref.losses import LOSSES, make_rank_plan, rr_loss
 
 
@@ -73,6 +76,7 @@ def main() -> None:
                 "bt": lambda: LOSSES["bt"](uc, ur),
                 "rr": lambda: rr_loss(uc, ur, strength, stratum),
                 "rr+plan": lambda: rr_loss(uc, ur, plan=plan),
+                "rr_eager": lambda: rr_loss(uc, ur, plan=plan, use_kernel=False),
                 "clf": lambda: LOSSES["clf"](uc, ur),
             }
             t = {name: time_fn(fn, uc, ur, args.block, args.repeats) for name, fn in fns.items()}
@@ -81,23 +85,26 @@ def main() -> None:
                 make_rank_plan(strength, stratum)
             t["plan_only"] = (time.perf_counter() - t0) / 5
             rows.append({"n": n, "k": k, **{f"{name}_s": v for name, v in t.items()},
-                         "rr/bt": t["rr"] / t["bt"], "rr+plan/bt": t["rr+plan"] / t["bt"]})
+                         "rr/bt": t["rr"] / t["bt"], "rr+plan/bt": t["rr+plan"] / t["bt"],
+                         "rr_eager/bt": t["rr_eager"] / t["bt"]})
 
-    head = f"{'N':>7} {'k':>3} | {'bt':>9} {'rr':>9} {'rr+plan':>9} {'clf':>9} {'plan':>9} | {'rr/bt':>6} {'rr+plan/bt':>10}"
+    kernel = "compiled CPU kernel" if kernels.load() is not None else "eager (kernel not built)"
+    head = (f"{'N':>7} {'k':>3} | {'bt':>9} {'rr':>9} {'rr+plan':>9} {'rr eager':>9} {'clf':>9} {'plan':>9} | "
+            f"{'rr/bt':>6} {'rr+plan/bt':>10} {'eager/bt':>8}")
     print(f"forward+backward, median of {args.repeats}, torch {torch.__version__}, threads={args.threads}, "
-          f"{platform.processor() or platform.machine()}; times in microseconds")
+          f"{platform.processor() or platform.machine()}; times in microseconds; rr path: {kernel}")
     print(head)
     print("-" * len(head))
     for r in rows:
         us = lambda key: f"{r[key] * 1e6:9.1f}"  # noqa: E731
-        print(f"{r['n']:>7} {r['k']:>3} | {us('bt_s')} {us('rr_s')} {us('rr+plan_s')} {us('clf_s')} "
-              f"{us('plan_only_s')} | {r['rr/bt']:6.2f} {r['rr+plan/bt']:10.2f}")
+        print(f"{r['n']:>7} {r['k']:>3} | {us('bt_s')} {us('rr_s')} {us('rr+plan_s')} {us('rr_eager_s')} {us('clf_s')} "
+              f"{us('plan_only_s')} | {r['rr/bt']:6.2f} {r['rr+plan/bt']:10.2f} {r['rr_eager/bt']:8.2f}")
     target = [r for r in rows if r["n"] == 10_000]
     if target:
         worst = max(r["rr+plan/bt"] for r in target)
         print(f"target rr+plan <= 1.5x bt at N=10k: worst {worst:.2f}x -> {'met' if worst <= 1.5 else 'NOT met'}")
     if args.json:
-        meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats,
+        meta = {"torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rr_path": kernel,
                 "machine": platform.machine(), "units": "seconds per forward+backward"}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
