@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# System packages: headless rendering (MuJoCo via EGL/OSMesa) and a local SLURM for the cluster-route tests.
+# System packages: headless rendering (MuJoCo via EGL/OSMesa), a local SLURM for the cluster-route tests and
+# g++ for the optional rr CPU kernel.
 # Best effort: skipped without root/apt.
 set -u
 need=()
-for pkg in libegl1 libgl1 libosmesa6 slurm-wlm munge; do
+for pkg in libegl1 libgl1 libosmesa6 slurm-wlm munge g++; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
