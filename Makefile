@@ -17,7 +17,7 @@ install: sysdeps
 	$(PIP) install -q -e ".[dev,llm]"
 	# imitation 1.0.1 pins gymnasium 0.29 / SB3 2.2; it runs with the newer stack, so skip its pins.
 	$(PIP) install -q --no-deps "imitation==1.0.1"
-	# Optional C++ kernel for the rr loss on CPU (about 2x faster; needs a C++ compiler, built once, cached).
+	# Optional C++ kernel for the rr loss on CPU (faster; needs a C++ compiler; built once, then cached).
 	$(PYTHON) -m rlpref.kernels build --optional
 
 run: install

@@ -144,6 +144,29 @@ class RankPlan:
     pos: Optional[Tensor] = None
     padded: bool = True
 
+    def __post_init__(self) -> None:
+        """Check the layout once per plan, so the loss (and its C++ kernel) can trust every index."""
+        index, n = self.index, self.n
+        if not isinstance(index, Tensor) or index.dtype != torch.long or index.dim() != 2:
+            raise TypeError("RankPlan.index must be a long tensor [S, M]; build plans with make_rank_plan")
+        with torch.no_grad():
+            valid = index < n
+            problem = None
+            if bool((index < 0).any()) or bool((index > n).any()):
+                problem = f"indices outside [0, {n}]"
+            elif bool((valid[:, 1:] & ~valid[:, :-1]).any()):
+                problem = "padding before an item in a row (padding must come last, strongest first)"
+            elif not bool((torch.bincount(index[valid], minlength=n) == 1).all()):
+                problem = f"not every comparison 0..{n - 1} appears exactly once"
+            elif self.valid.shape != index.shape or not bool((self.valid == valid).all()):
+                problem = "valid != (index < n)"
+            elif self.rev_index is not None and not torch.equal(self.rev_index, index.flip(1)):
+                problem = "rev_index is not index with its rows reversed"
+            elif self.pos is not None and not torch.equal(index.reshape(-1)[self.pos], torch.arange(n, device=index.device)):
+                problem = "pos does not point at each comparison's slot"
+        if problem:
+            raise ValueError(f"invalid RankPlan: {problem}; build plans with make_rank_plan")
+
 
 def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_ties: bool = True) -> RankPlan:
     """Sort comparisons by (stratum, strength) and lay each stratum out as a padded row."""
@@ -253,12 +276,11 @@ def _cpu_kernel(u_chosen: Tensor, u_rejected: Tensor, use_kernel: Optional[bool]
     module = kernels.load()
     fits = (u_chosen.device.type == "cpu" and u_chosen.dtype == u_rejected.dtype
             and u_chosen.dtype in (torch.float32, torch.float64) and u_rejected.device.type == "cpu")
-    if use_kernel and (module is None or not fits):
-        raise RuntimeError(
-            "use_kernel=True but the compiled rr kernel "
-            + ("is not built: run `python -m rlpref.kernels build`" if module is None
-               else "only takes CPU float32/float64 utilities of one dtype")
-        )
+    if use_kernel and module is None:
+        raise RuntimeError(f"use_kernel=True but the compiled rr kernel is {kernels.load_error()}")
+    if use_kernel and not fits:
+        raise RuntimeError("use_kernel=True but the compiled rr kernel only takes CPU float32/float64 utilities "
+                           "of one dtype; pass use_kernel=None to fall back to the eager path")
     return module if fits else None
 
 

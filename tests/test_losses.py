@@ -418,3 +418,24 @@ def test_rr_equal_sized_strata_skip_padding_and_agree_with_the_padded_path():
     torch.testing.assert_close(grads[0], grads[1])
     u = torch.randn(n, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: rr_loss(x, torch.zeros(n, dtype=torch.float64), plan=plan), (u,))
+
+
+def test_hand_built_rank_plans_are_validated():
+    from rlpref.losses import RankPlan
+
+    good = make_rank_plan(t([3.0, 1.0, 2.0, 0.5]), lt([0, 0, 0, 1]))
+    n = good.n
+    bad_layouts = {
+        "outside": good.index.masked_fill(good.index == 0, -1),
+        "padding before an item": good.index.flip(1),
+        "exactly once": good.index.masked_fill(good.index == 1, 2),
+    }
+    for problem, index in bad_layouts.items():
+        with pytest.raises(ValueError, match=problem):
+            RankPlan(index=index, valid=index < n, n=n)
+    with pytest.raises(ValueError, match="rev_index"):
+        RankPlan(index=good.index, valid=good.valid, n=n, rev_index=good.index)
+    with pytest.raises(ValueError, match="pos"):
+        RankPlan(index=good.index, valid=good.valid, n=n, pos=good.pos.flip(0))
+    with pytest.raises(TypeError, match="long tensor"):
+        RankPlan(index=good.index.float(), valid=good.valid, n=n)

@@ -99,11 +99,59 @@ def test_use_kernel_true_explains_what_is_wrong(kernel):
 
 def test_kernel_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("RLPREF_RR_KERNEL", "0")
-    kernels.load.cache_clear()
+    kernels.clear_cache()
     try:
         assert kernels.load() is None
-        with pytest.raises(RuntimeError, match="not built"):
+        with pytest.raises(RuntimeError, match="disabled by RLPREF_RR_KERNEL"):
             rr_loss(torch.randn(3), torch.zeros(3), torch.arange(3.0), use_kernel=True)
     finally:
         monkeypatch.delenv("RLPREF_RR_KERNEL")
-        kernels.load.cache_clear()
+        kernels.clear_cache()
+
+
+def test_kernel_with_only_one_input_requiring_grad(kernel):
+    uc, ur, strength, stratum = random_problem(8)
+    plan = make_rank_plan(strength, stratum)
+    fixed = ur.detach()
+    (g_fast,) = torch.autograd.grad(rr_loss(uc, fixed, plan=plan, use_kernel=True), uc)
+    (g_eager,) = torch.autograd.grad(rr_loss(uc, fixed, plan=plan, use_kernel=False), uc)
+    torch.testing.assert_close(g_fast, g_eager, rtol=1e-12, atol=1e-15)
+
+
+def test_kernel_threaded_rows_match_eager(kernel):
+    # more rows than the kernel's parallel grain (2048), so two threads split them
+    g = torch.Generator().manual_seed(9)
+    n = 12_000
+    uc = torch.randn(n, generator=g, dtype=D64, requires_grad=True)
+    ur = torch.randn(n, generator=g, dtype=D64)
+    plan = make_rank_plan(torch.randperm(n, generator=g).to(D64), torch.arange(n) // 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fast = rr_loss(uc, ur, plan=plan, use_kernel=True)
+        (g_fast,) = torch.autograd.grad(fast, uc)
+    finally:
+        torch.set_num_threads(threads)
+    eager = rr_loss(uc, ur, plan=plan, use_kernel=False)
+    (g_eager,) = torch.autograd.grad(eager, uc)
+    torch.testing.assert_close(fast, eager, rtol=1e-13, atol=0)
+    torch.testing.assert_close(g_fast, g_eager, rtol=1e-12, atol=1e-18)
+
+
+def test_kernel_float32_long_stratum_is_as_accurate_as_eager(kernel):
+    # One stratum of 100k (rr_pooled). Float32 running sums would put the gradient's suffix sums ~5e-6 off
+    # (relative); the kernel accumulates in double, as torch's cumsum does for the eager path (~1e-7).
+    g = torch.Generator().manual_seed(10)
+    n = 100_000
+    d64 = torch.randn(n, generator=g, dtype=D64)
+    plan = make_rank_plan(torch.randperm(n, generator=g).to(D64))
+
+    def grad(d, use_kernel):
+        d = d.clone().requires_grad_()
+        return torch.autograd.grad(rr_loss(d, torch.zeros_like(d), plan=plan, use_kernel=use_kernel), d)[0].double()
+
+    ref = grad(d64, False)
+    scale = float(ref.abs().max())
+    err_fast = float((grad(d64.float(), True) - ref).abs().max()) / scale
+    err_eager = float((grad(d64.float(), False) - ref).abs().max()) / scale
+    assert err_fast <= 2 * err_eager + 1e-7, (err_fast, err_eager)

@@ -1,7 +1,7 @@
 """Optional compiled CPU kernel for the rr loss (``rr_cpu.cpp``), built once at install time.
 
 On CPU the eager rr loss (:class:`rlpref.losses._FastRR`) costs about 1.6–1.75× bt at N = 10k, mostly
-per-op dispatch, a Python backward callback and layout copies. The C++ version is one autograd node
+per-op dispatch, a Python backward callback and layout copies (scripts/bench_losses.py). The C++ version is one autograd node
 whose forward and backward are single passes over the strata, with the same values and gradients.
 
 Building needs a C++ compiler and takes a minute or more, so it never happens on import:
@@ -16,6 +16,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import platform
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +24,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["build", "kernel_dir", "load", "module_name"]
+__all__ = ["build", "clear_cache", "kernel_dir", "load", "load_error", "module_name"]
 
 SOURCE = Path(__file__).with_name("rr_cpu.cpp")
 
@@ -34,9 +35,10 @@ def module_name() -> str:
 
 
 def kernel_dir() -> Path:
-    """Build folder: per torch version and Python, since the library links against both."""
+    """Build folder: per torch version and C++ ABI, Python ABI and machine, since the library links against all."""
     root = Path(os.environ.get("RLPREF_KERNEL_DIR") or Path.home() / ".cache" / "rlpref" / "kernels")
-    tag = f"torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+    abi = f"cxx11abi{int(torch.compiled_with_cxx11_abi())}"
+    tag = f"torch{torch.__version__}-{abi}-{sys.implementation.cache_tag}-{platform.machine()}"
     return root / tag / module_name()
 
 
@@ -52,32 +54,54 @@ def _import(path: Path) -> ModuleType:
     return module
 
 
+def _disabled() -> bool:
+    return os.environ.get("RLPREF_RR_KERNEL", "1").lower() in ("0", "false", "off", "no")
+
+
 @functools.lru_cache(maxsize=None)
+def _load() -> tuple[Optional[ModuleType], str]:
+    if _disabled():
+        return None, "disabled by RLPREF_RR_KERNEL=0"
+    try:
+        path = _built_library()
+        if path is None:
+            return None, "not built: run `python -m rlpref.kernels build`"
+        return _import(path), ""
+    except Exception as exc:  # never let the optional kernel break rr: the eager path always works
+        return None, f"failed to load ({type(exc).__name__}: {exc}); rebuild with `python -m rlpref.kernels build`"
+
+
 def load() -> Optional[ModuleType]:
     """The built kernel module, or None (not built, disabled, or unloadable: then rr runs eagerly)."""
-    if os.environ.get("RLPREF_RR_KERNEL", "1").lower() in ("0", "false", "off", "no"):
-        return None
-    path = _built_library()
-    if path is None:
-        return None
-    try:
-        return _import(path)
-    except (ImportError, OSError):  # e.g. built against another libtorch ABI: rebuild with `build`
-        return None
+    return _load()[0]
+
+
+def load_error() -> str:
+    """Why :func:`load` returned None ('' when the kernel is in use)."""
+    return _load()[1]
+
+
+def clear_cache() -> None:
+    """Forget the loaded state, e.g. after changing RLPREF_RR_KERNEL or building."""
+    _load.cache_clear()
 
 
 def build(verbose: bool = False) -> Path:
-    """Compile the kernel into :func:`kernel_dir` (a no-op when an up-to-date build exists)."""
+    """Compile the kernel into :func:`kernel_dir`; an existing build is reused only if it imports."""
     from torch.utils.cpp_extension import load as cpp_load
 
     existing = _built_library()
     if existing is not None:
-        return existing
+        try:
+            _import(existing)
+            return existing
+        except Exception:  # a truncated link or foreign ABI: build again over it
+            existing.unlink()
     out = kernel_dir()
     out.mkdir(parents=True, exist_ok=True)
     cpp_load(name=module_name(), sources=[str(SOURCE)], build_directory=str(out), extra_cflags=["-O3"],
              verbose=verbose)
-    load.cache_clear()
+    _load.cache_clear()
     path = _built_library()
     if path is None:
         raise RuntimeError(f"the kernel build finished but left no library in {out}")

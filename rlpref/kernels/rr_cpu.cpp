@@ -5,6 +5,7 @@
 // time in per-op dispatch, the Python backward callback and layout copies (cat, flip); here the
 // gather + prefix sum and the whole backward are single passes over the rows, and exp / log1p stay
 // torch's vectorised kernels.
+#include <ATen/AccumulateType.h>
 #include <torch/extension.h>
 
 #include <vector>
@@ -15,37 +16,40 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Sums accumulate in double for float, as torch's CPU cumsum does.
+template <typename T>
+using acc_t = at::acc_type<T, /*is_cuda=*/false>;
+
 // Row prefix sums of w gathered through rev_index (padding index n adds 0).
 template <typename T>
 void prefix_sums(const T* w, const int64_t* idx, T* c, int64_t rows, int64_t width, int64_t n) {
   at::parallel_for(0, rows, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      T s = 0;
+      acc_t<T> s = 0;
       const int64_t* ir = idx + r * width;
       T* cr = c + r * width;
       for (int64_t m = 0; m < width; ++m) {
         const int64_t i = ir[m];
         if (i < n) s += w[i];
-        cr[m] = s;
+        cr[m] = static_cast<T>(s);
       }
     }
   });
 }
 
 // dL/dd_i = scale * (w_i * sum_{k >= slot(i)} 1 / (1 + C_k) - 1): a suffix sum per row, strongest first,
-// so the smallest terms are added first.
+// so the smallest terms are added first. RankPlan validates that every item has exactly one slot.
 template <typename T>
-void grad_d(const T* w, const T* c, const int64_t* idx, T* gd, int64_t rows, int64_t width, int64_t n, T scale) {
+void grad_d(const T* w, const T* c, const int64_t* idx, T* gd, int64_t rows, int64_t width, int64_t n, double scale) {
   at::parallel_for(0, rows, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      T acc = 0;
+      acc_t<T> acc = 0;
       const int64_t* ir = idx + r * width;
       const T* cr = c + r * width;
       for (int64_t m = width - 1; m >= 0; --m) {
+        acc += acc_t<T>(1) / (acc_t<T>(1) + cr[m]);
         const int64_t i = ir[m];
-        if (i >= n) break;  // padding sits before the weakest item: nothing left in this row
-        acc += T(1) / (T(1) + cr[m]);
-        gd[i] = scale * (w[i] * acc - T(1));
+        if (i < n) gd[i] = static_cast<T>(scale * (w[i] * acc - 1));
       }
     }
   });
@@ -75,13 +79,13 @@ class RRFunction : public torch::autograd::Function<RRFunction> {
     const Tensor& c = saved[1];
     const Tensor& rev_index = saved[2];
     const int64_t n = w.size(0);
-    Tensor gd = at::empty_like(w);
+    Tensor gd = at::zeros_like(w);
     const double scale = grad_outputs[0].item<double>() / static_cast<double>(n);
     AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "rr_grad", [&] {
       grad_d<scalar_t>(w.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), rev_index.data_ptr<int64_t>(),
-                       gd.data_ptr<scalar_t>(), c.size(0), c.size(1), n, static_cast<scalar_t>(scale));
+                       gd.data_ptr<scalar_t>(), c.size(0), c.size(1), n, scale);
     });
-    return {gd, gd.neg(), Tensor()};
+    return {gd, ctx->needs_input_grad(1) ? gd.neg() : Tensor(), Tensor()};
   }
 };
 
