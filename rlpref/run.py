@@ -209,7 +209,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         _write_curve(d / "curve.csv", result.curve)
         atomic_write_json(d / "train_episodes.json", result.train_episode_returns)
         out = {"final_return": result.final_return, "max_return": result.max_return, "auc": result.auc,
-               "steps_per_second": result.steps_per_second}
+               "steps_per_second": result.steps_per_second, "final_behaviour": result.behaviour}
         if loop is not None:
             # The reward the agent finished on, and what each round added (new batches only; the
             # offline segments and pairs are the earlier stages' artefacts).
@@ -263,6 +263,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         "max_return": ag.manifest["max_return"],
         "auc": ag.manifest["auc"],
         "agent_steps_per_second": ag.manifest["steps_per_second"],
+        "final_behaviour": ag.manifest.get("final_behaviour"),
         "reward_model": reward_metrics,
         "online_rounds": ag.manifest.get("online_rounds"),
         "feedback": feedback_info or None,
@@ -287,6 +288,8 @@ def _summary_table(results: dict) -> None:
     table.add_column("value", justify="right")
     table.add_row("final true return", f"{results['final_return']:.1f}")
     table.add_row("max true return", f"{results['max_return']:.1f}")
+    for key, value in (results.get("final_behaviour") or {}).items():  # per step, final evaluation
+        table.add_row(f"final mean {key}", f"{value:.3f}")
     rm = results.get("reward_model") or {}
     for key in ("val_accuracy", "val_true_accuracy", "pearson", "spearman", "pdc"):
         if key in rm and rm[key] is not None and not (isinstance(rm[key], float) and math.isnan(rm[key])):

@@ -276,3 +276,18 @@ def test_state_only_reward_ignores_actions_and_roundtrips(tmp_path):
     back = load_reward_model(tmp_path)
     assert not back.use_actions and back.members[0].net[0].in_features == 3
     torch.testing.assert_close(back(obs, a1), model(obs, a1))
+
+
+def test_evaluation_behaviour_summary_known_values():
+    """A constant action of 0.5 on HalfCheetah: |a| = 0.5 and ctrl reward -0.1 * 6 * 0.25 per step, exactly."""
+    from rlpref.control.algos import evaluate_policy_true
+
+    behaviour: dict = {}
+    returns = evaluate_policy_true(lambda obs: np.full((obs.shape[0], 6), 0.5), {"id": "HalfCheetah-v4"}, 3, seed=0,
+                                   max_steps=20, behaviour=behaviour)
+    assert returns.shape == (3,)
+    assert behaviour["abs_action"] == pytest.approx(0.5)
+    assert behaviour["reward_ctrl"] == pytest.approx(-0.15)
+    assert np.isfinite(behaviour["x_velocity"])
+    # the true return is the forward term plus the ctrl term, summed over the 20 steps
+    assert returns.mean() / 20 == pytest.approx(behaviour["reward_run"] + behaviour["reward_ctrl"], rel=1e-6)  # v4 name

@@ -36,6 +36,7 @@ class AgentResult:
     curve: list[dict] = field(default_factory=list)  # step, true_return_mean, true_return_std, n_episodes
     train_episode_returns: list[tuple[int, float]] = field(default_factory=list)  # (step, true return)
     steps_per_second: float = 0.0
+    behaviour: dict = field(default_factory=dict)  # per-step means of the last evaluation (abs_action, x_velocity, ...)
 
     @property
     def final_return(self) -> float:
@@ -65,9 +66,12 @@ class _Evaluator(BaseCallback):
 
     def evaluate(self) -> None:
         self.train_time += time.perf_counter() - self._t0
+        behaviour: dict = {}
         returns = evaluate_policy_true(
-            sb3_policy(self.model), self.env_cfg, self.episodes, self.seed, obs_norm_of(self.model.get_env())
+            sb3_policy(self.model), self.env_cfg, self.episodes, self.seed, obs_norm_of(self.model.get_env()),
+            behaviour=behaviour,
         )
+        self.result.behaviour = behaviour
         point = {
             "step": int(self.num_timesteps),
             "true_return_mean": float(returns.mean()),
