@@ -22,7 +22,8 @@ from rlpref.report.tables import return_table, to_latex, to_markdown
 
 
 def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, sigma=0.0, n_feedback=1000,
-                   reward="learned", final=100.0, steps=(0, 1000, 2000, 3000), acc=0.9) -> Path:
+                   reward="learned", final=100.0, steps=(0, 1000, 2000, 3000), acc=0.9, agent_key=None,
+                   online=None) -> Path:
     """A run dir in the contract format, filled with made-up numbers (test data)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / ".hydra").mkdir(exist_ok=True)
@@ -38,6 +39,11 @@ def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, si
         "timings": {"source": 1.0, "segments": 0.5, "teacher": 0.1, "reward_model": 2.0, "agent": 3.0, "total": 6.6},
         "algo": "ppo", "gamma": 0.98, "config": {"env": {"id": env}, "loss": {"name": loss}, "seed": seed},
     }
+    if agent_key is not None:
+        res["artifacts"] = {"agent": agent_key}
+    if online is not None:  # (rounds, n per round, schedule)
+        res["config"]["online"] = {"rounds": online[0], "n_feedback": online[1], "schedule": online[2]}
+        res["online_rounds"] = [{"round": i + 1, "n_new_pairs": online[1]} for i in range(online[0])]
     (run_dir / "results.json").write_text(json.dumps(res))
     return run_dir
 
@@ -147,3 +153,27 @@ def test_wandb_logger_runs_offline_and_writes_the_same_local_files(tmp_path, mon
     curve = (tmp_path / "curve.csv").read_text().splitlines()
     assert curve[0] == "step,true_return_mean,true_return_std,n_episodes" and len(curve) == 3
     assert json.loads((tmp_path / "summary.json").read_text())["reward_model/pdc"] == 0.8
+
+
+def test_rerun_of_the_same_experiment_counts_once_newest_wins(tmp_path):
+    import os
+
+    old = write_fake_run(tmp_path / "old", seed=0, final=100.0, agent_key="k0")
+    new = write_fake_run(tmp_path / "new", seed=0, final=300.0, agent_key="k0")
+    write_fake_run(tmp_path / "other", seed=1, final=200.0, agent_key="k1")
+    os.utime(old / "results.json", (1_000, 1_000))
+    os.utime(new / "results.json", (2_000, 2_000))
+    col = collect(tmp_path)
+    assert col.repeats == ["old"]
+    assert sorted(col.runs["run_id"]) == ["new", "other"]
+    assert set(col.curves["run_id"]) == {"new", "other"}
+    row = return_table(col.runs).iloc[0]
+    assert row["n_seeds"] == 2 and row["final_mean"] == pytest.approx(250.0)
+
+
+def test_online_settings_are_separate_methods(tmp_path):
+    write_fake_run(tmp_path / "a", loss="rr", final=100.0, online=(9, 60, "early"))
+    write_fake_run(tmp_path / "b", loss="rr", final=300.0, online=(4, 100, "even"))
+    write_fake_run(tmp_path / "c", loss="rr", final=500.0)
+    methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
+    assert methods == {"a": "rr+online9x60-early", "b": "rr+online4x100", "c": "rr"}

@@ -34,6 +34,9 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
             say(f"    {p}")
     for e in col.errors:
         say(f"  unreadable: {e}")
+    if col.repeats:
+        say(f"  {len(col.repeats)} older run(s) of an experiment that was run again (same agent artefact key), "
+            f"left out in favour of the newest: {', '.join(col.repeats[:10])}")
     if col.runs.empty:
         raise SystemExit(f"rlpref.report: no results.json under {sweep_dir}")
     outputs: dict[str, Path] = dict(write_tables(col, out_dir))

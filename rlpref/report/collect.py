@@ -34,6 +34,7 @@ class Collection:
     curves: pd.DataFrame  # long: run_id, step, true_return_mean, true_return_std, n_episodes (+ run keys)
     incomplete: list[Path] = field(default_factory=list)  # run dirs without results.json
     errors: list[str] = field(default_factory=list)
+    repeats: list[str] = field(default_factory=list)  # older runs of an experiment run again (left out)
 
 
 def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
@@ -86,10 +87,32 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     rounds = res.get("online_rounds") or []
     row["online_rounds"] = len(rounds)
     row["n_feedback_total"] = int(res.get("n_feedback_total") or row["n_feedback"])
-    # "method" is what a plot legend shows: the loss for learned-reward runs ("+online" when the agent's
-    # own rollouts were labelled too, so sweeps never average them with offline runs), "oracle" otherwise
-    row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + ("+online" if rounds else "")
+    # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
+    # whose agent's own rollouts were labelled too get "+online<R>x<n>[-schedule]", so sweeps never
+    # average them with offline runs or with another online setting.
+    row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + _online_tag(res, len(rounds))
+    row["agent_key"] = str(((res.get("artifacts") or {}).get("agent")) or "")
     return row
+
+
+def _online_tag(res: dict, rounds_run: int) -> str:
+    if not rounds_run:
+        return ""
+    online = ((res.get("config") or {}).get("online")) or {}
+    planned, per_round = online.get("rounds", rounds_run), online.get("n_feedback")
+    tag = f"+online{planned}" + (f"x{per_round}" if per_round is not None else "")
+    schedule = online.get("schedule", "even")
+    return tag + ("" if schedule == "even" else f"-{schedule}")
+
+
+def _drop_repeats(runs: pd.DataFrame, mtimes: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the newest of runs that share an agent artefact key (the same experiment run again, e.g. after
+    the cache was cleared); otherwise a seed would count twice in a mean while n counts it once."""
+    keyed = runs["agent_key"] != ""
+    order = runs.assign(_mtime=runs["run_id"].map(mtimes)).sort_values("_mtime", kind="stable")
+    dup = keyed.loc[order.index] & order.duplicated("agent_key", keep="last")
+    dropped = sorted(order.loc[dup, "run_id"])
+    return runs.drop(index=order.index[dup]), dropped
 
 
 def _read_curve(path: Path) -> Optional[pd.DataFrame]:
@@ -112,12 +135,13 @@ def collect(root: Path) -> Collection:
     if not root.is_dir():
         raise FileNotFoundError(f"sweep directory {root} does not exist")
     done, incomplete = find_run_dirs(root)
-    rows, curves, errors = [], [], []
+    rows, curves, errors, mtimes = [], [], [], {}
     for run_dir in done:
         try:
             res = json.loads((run_dir / "results.json").read_text())
             row = _run_row(run_dir, root, res)
             curve = _read_curve(run_dir / "curve.csv")
+            mtimes[row["run_id"]] = (run_dir / "results.json").stat().st_mtime
         except (ValueError, KeyError, OSError) as exc:
             errors.append(f"{run_dir}: {exc}")
             continue
@@ -126,7 +150,10 @@ def collect(root: Path) -> Collection:
             curve.insert(0, "run_id", row["run_id"])
             curves.append(curve)
     runs = pd.DataFrame(rows)
+    repeats: list[str] = []
     if len(runs):
+        runs, repeats = _drop_repeats(runs, mtimes)
+        curves = [c for c in curves if c["run_id"].iat[0] not in set(repeats)]
         runs = runs.sort_values(["env", "method", "sigma", "n_feedback", "seed", "run_id"], kind="stable")
         runs = runs.reset_index(drop=True)
     if curves:
@@ -140,7 +167,7 @@ def collect(root: Path) -> Collection:
         )
     for e in errors:
         warnings.warn(f"skipped unreadable run {e}", stacklevel=2)
-    return Collection(runs=runs, curves=curve_df, incomplete=incomplete, errors=errors)
+    return Collection(runs=runs, curves=curve_df, incomplete=incomplete, errors=errors, repeats=repeats)
 
 
 def write_tables(col: Collection, out_dir: Path) -> dict[str, Path]:
