@@ -14,7 +14,7 @@ All losses are pure and vectorised: no Python loop per comparison or per stratum
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Callable, Optional
 
 import torch
@@ -143,9 +143,12 @@ class RankPlan:
     rev_index: Optional[Tensor] = None
     pos: Optional[Tensor] = None
     padded: bool = True
+    _trusted: InitVar[bool] = False  # set only by make_rank_plan, whose layout is valid by construction
 
-    def __post_init__(self) -> None:
-        """Check the layout once per plan, so the loss (and its C++ kernel) can trust every index."""
+    def __post_init__(self, _trusted: bool) -> None:
+        """Check a hand-built layout once, so the loss (and its C++ kernel) can trust every index."""
+        if _trusted:
+            return
         index, n = self.index, self.n
         if not isinstance(index, Tensor) or index.dtype != torch.long or index.dim() != 2:
             raise TypeError("RankPlan.index must be a long tensor [S, M]; build plans with make_rank_plan")
@@ -207,7 +210,7 @@ def make_rank_plan(strength: Tensor, stratum: Optional[Tensor] = None, *, check_
         valid = index < n
         rev_index = index.flip(1).contiguous()
     return RankPlan(index=index, valid=valid, n=n, rev_index=rev_index, pos=_slot_positions(index, n),
-                    padded=n_strata * width != n)
+                    padded=n_strata * width != n, _trusted=True)
 
 
 def _slot_positions(index: Tensor, n: int) -> Tensor:
