@@ -101,7 +101,7 @@ def build(verbose: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cpp_load(name=module_name(), sources=[str(SOURCE)], build_directory=str(out), extra_cflags=["-O3"],
              verbose=verbose)
-    _load.cache_clear()
+    clear_cache()
     path = _built_library()
     if path is None:
         raise RuntimeError(f"the kernel build finished but left no library in {out}")

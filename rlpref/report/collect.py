@@ -153,7 +153,8 @@ def collect(root: Path) -> Collection:
     repeats: list[str] = []
     if len(runs):
         runs, repeats = _drop_repeats(runs, mtimes)
-        curves = [c for c in curves if c["run_id"].iat[0] not in set(repeats)]
+        left_out = set(repeats)
+        curves = [c for c in curves if c["run_id"].iat[0] not in left_out]
         runs = runs.sort_values(["env", "method", "sigma", "n_feedback", "seed", "run_id"], kind="stable")
         runs = runs.reset_index(drop=True)
     if curves:
