@@ -16,6 +16,11 @@ return): the near-tie filter drops most of them, and under range noise, whose sd
 feedback set's spread, the rest are close to coin flips. An earlier segment is usually far away in
 return, so the teacher can say "this new behaviour is worse than that known gait".
 
+``scale`` picks the teacher's yardstick for within-round pairs: ``all`` judges them on the scale of
+every segment so far (D, clip bounds and near-tie gap from all returns, as the offline stage does);
+``round`` on the round's own spread, so a stumbling agent's clips are told apart by how they differ
+from each other, which is the local comparison ResponseRank is built on.
+
 This is the iterative scheme of imitation's preference comparisons, grafted onto the offline
 feedback of the earlier stages.
 """
@@ -43,6 +48,7 @@ __all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "PAIRINGS", "SCHE
 
 SCHEDULES = ("even", "early")
 PAIRINGS = ("within", "across", "mixed")
+SCALES = ("all", "round")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class OnlineConfig:
     n_envs: int = 8
     schedule: str = "even"  # even: after each (R+1)-th of training; early: at T·(i/(R+1))^1.5, denser at the start
     pairing: str = "within"  # within: new x new segments; across: new x earlier; mixed: half each
+    scale: str = "all"  # the teacher's yardstick for within pairs: all segments' returns, or the round's own
 
     def due_steps(self, total_steps: int) -> list[int]:
         """Agent steps after which each round runs."""
@@ -70,6 +77,8 @@ class OnlineConfig:
             raise ValueError(f"unknown online.schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
         if self.pairing not in PAIRINGS:
             raise ValueError(f"unknown online.pairing '{self.pairing}'; choose one of: {', '.join(PAIRINGS)}")
+        if self.scale not in SCALES:
+            raise ValueError(f"unknown online.scale '{self.scale}'; choose one of: {', '.join(SCALES)}")
 
     @classmethod
     def from_mapping(cls, cfg: Optional[Mapping[str, Any]]) -> "OnlineConfig":
@@ -156,7 +165,8 @@ class OnlineFeedback:
         parts = []
         for pairing, count in zip(("within_batch", "across_batches"), split):
             if count:
-                teacher = replace(self.teacher, pairing=pairing)
+                teacher = replace(self.teacher, pairing=pairing,
+                                  scale="scope" if self.cfg.scale == "round" else "all")
                 parts.append(label_pairs(self.segments, count, teacher, self.gamma, rng, batches=[batch_id],
                                          strict=False))
         return parts[0] if len(parts) == 1 else Preferences.concat(parts)

@@ -9,6 +9,12 @@ clean or the noisy returns. Two noise models (DESIGN.md §8):
 
 B-Pref's irrational teachers are options on top: Boltzmann rationality β, myopic discount, mistake
 probability ε, skip and equal thresholds (pairs the teacher would skip or call equal are dropped).
+
+``scale`` says which returns set the teacher's yardstick (D, the clip bounds, the near-tie gap and the
+skip/equal thresholds): ``all`` segments, or only those in ``scope`` (the requested rollout batches;
+across-batch pairs still use all, since their second segment lies outside the scope). ``scope`` is
+a teacher who judges a batch of similar clips against each other rather than against the best and
+worst behaviour ever shown: the online loop's default for its new batches.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import numpy as np
 
 from rlpref.control.records import Preferences, Segments
 
-__all__ = ["NOISE_MODELS", "PAIRINGS", "STRENGTH_SOURCES", "TeacherConfig", "label_pairs", "sample_pairs"]
+__all__ = ["NOISE_MODELS", "PAIRINGS", "SCALES", "STRENGTH_SOURCES", "TeacherConfig", "label_pairs", "sample_pairs"]
 
 NOISE_MODELS = ("range", "relative")
 PAIRINGS = ("within_batch", "across_batches", "random")
 STRENGTH_SOURCES = ("clean", "noisy")
+SCALES = ("all", "scope")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class TeacherConfig:
     eps_mistake: float = 0.0
     skip_threshold: float = 0.0  # skip pairs whose better return is below min R + skip·D
     equal_threshold: float = 0.0  # drop pairs with |ΔR| < equal·D (the teacher calls them equal)
+    scale: str = "all"  # all: D and tie gap from every segment; scope: from the requested batches only
 
     def __post_init__(self) -> None:
         if self.sigma < 0 or not math.isfinite(self.sigma):
@@ -48,6 +56,7 @@ class TeacherConfig:
             ("noise", self.noise, NOISE_MODELS),
             ("strength", self.strength, STRENGTH_SOURCES),
             ("pairing", self.pairing, PAIRINGS),
+            ("scale", self.scale, SCALES),
         ):
             if value not in choices:
                 raise ValueError(f"unknown teacher.{name} '{value}'; choose one of: {', '.join(choices)}")
@@ -84,6 +93,13 @@ def _candidate_pairs(pool_a: np.ndarray, pool_b: np.ndarray, n: int, rng: np.ran
     return np.stack([a[keep], b[keep]], axis=1)
 
 
+def _yardstick(segments: Segments, cfg: TeacherConfig, batches: Optional[Sequence[int]]) -> np.ndarray:
+    """Indices of the segments whose returns set D, the clip bounds and the tie gap (see ``scale``)."""
+    if cfg.scale == "all" or batches is None or cfg.pairing == "across_batches":
+        return np.arange(len(segments))
+    return np.flatnonzero(np.isin(segments.batch, np.asarray(batches, dtype=np.int64)))
+
+
 def sample_pairs(
     segments: Segments,
     n_feedback: int,
@@ -95,15 +111,13 @@ def sample_pairs(
     """Draw n_feedback distinct pairs spread evenly over rollout batches; returns (pairs [P, 2], batch [P]).
 
     ``batches`` restricts the pairs to those rollout batches (the online loop labels only its new
-    batch); the tie gap and thresholds still use the returns of *all* segments, so every round
-    judges on one scale. ``strict=False`` returns fewer pairs where a batch has too few distinct
+    batch); the tie gap and thresholds use the returns of all segments, or of the requested batches
+    only under ``cfg.scale="scope"``. ``strict=False`` returns fewer pairs where a batch has too few distinct
     non-tied ones (a converged agent's batch can be nearly uniform) instead of raising.
     """
     if n_feedback < 2:
         raise ValueError(f"n_feedback must be >= 2, got {n_feedback}")
     returns = segments.returns
-    d_range = float(returns.max() - returns.min())
-    tie_gap = cfg.near_tie * float(returns.std())
     present = np.unique(segments.batch)
     if batches is None:
         batches, in_scope = present, np.arange(len(segments))
@@ -113,6 +127,9 @@ def sample_pairs(
         if missing.size:
             raise ValueError(f"rollout batches {missing.tolist()} have no segments; present: {present.tolist()}")
         in_scope = np.flatnonzero(np.isin(segments.batch, batches))
+    yard = returns[_yardstick(segments, cfg, batches)]
+    r_min, d_range = float(yard.min()), float(yard.max() - yard.min())
+    tie_gap = cfg.near_tie * float(yard.std())
     wanted = _split_evenly(n_feedback, batches.size)
     out_pairs, out_batch = [], []
     for b, need in zip(batches, wanted):
@@ -132,7 +149,7 @@ def sample_pairs(
             keep = gap > tie_gap
             if cfg.skip_threshold > 0:
                 best = np.maximum(returns[cand[:, 0]], returns[cand[:, 1]])
-                keep &= best >= returns.min() + cfg.skip_threshold * d_range
+                keep &= best >= r_min + cfg.skip_threshold * d_range
             if cfg.equal_threshold > 0:
                 keep &= gap >= cfg.equal_threshold * d_range
             cand = np.concatenate([chosen, cand[keep]])
@@ -186,12 +203,13 @@ def label_pairs(
     """Sample pairs and label them: choice, strength rank key, and the clean returns for oracle metrics.
 
     ``batches``: only pair segments of these rollout batches (default: all); the range noise model's
-    D still spans every segment.
+    D spans every segment, or only these batches under ``cfg.scale="scope"``.
     """
     pairs, batch = sample_pairs(segments, n_feedback, cfg, rng, batches, strict)
     r_true = segments.returns
     r_judge = teacher_returns(segments, cfg, gamma)
-    lo, hi = float(r_judge.min()), float(r_judge.max())
+    yard = r_judge[_yardstick(segments, cfg, batches)]
+    lo, hi = float(yard.min()), float(yard.max())
     noisy = _noisy_returns(r_judge[pairs], cfg, hi - lo, lo, hi, rng)  # [P, 2], independent per pair
     diff = noisy[:, 0] - noisy[:, 1]
     if cfg.beta is None:
