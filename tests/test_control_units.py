@@ -130,7 +130,7 @@ def test_across_batches_pairing_mixes_batches():
 @pytest.mark.parametrize(
     "bad, match",
     [({"sigma": -0.1}, "sigma"), ({"noise": "gauss"}, "range, relative"), ({"pairing": "x"}, "within_batch"),
-     ({"eps_mistake": 0.7}, "eps_mistake"), ({"sigmaa": 0.1}, "unknown teacher keys")],
+     ({"eps_mistake": 0.7}, "eps_mistake"), ({"scale": "round"}, "all, scope"), ({"sigmaa": 0.1}, "unknown teacher keys")],
 )
 def test_teacher_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):

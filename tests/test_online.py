@@ -49,9 +49,10 @@ def test_non_strict_labelling_returns_what_exists_instead_of_raising():
     assert len(prefs) == 6 and np.all(prefs.batch == 1)
 
 
-def _loop(segs: Segments, pairing: str, n: int) -> OnlineFeedback:
+def _loop(segs: Segments, pairing: str, n: int, scale: str = "all", sigma: float = 0.0) -> OnlineFeedback:
     prefs = label_pairs(segs, 30, TeacherConfig(), 0.99, np.random.default_rng(0), batches=[0, 1])
-    return OnlineFeedback(env_cfg={}, cfg=OnlineConfig(rounds=1, n_feedback=n, pairing=pairing), teacher=TeacherConfig(),
+    return OnlineFeedback(env_cfg={}, cfg=OnlineConfig(rounds=1, n_feedback=n, pairing=pairing, scale=scale),
+                          teacher=TeacherConfig(sigma=sigma),
                           reward_cfg=RewardTrainConfig(hidden=(4,)), loss_name="rr", gamma=0.99, length=6, oversample=1.5,
                           seed=0, segments=segs, prefs=prefs, model=RewardModel(3, 2, (4,)))
 
@@ -79,6 +80,41 @@ def test_online_pairing_within_across_mixed(uniform):
     assert counts["mixed"] == ((0, 20) if uniform else (20, 20))
     with pytest.raises(ValueError, match="unknown online.pairing 'both'; choose one of: within, across, mixed"):
         OnlineConfig(rounds=1, pairing="both")
+
+
+def test_round_scale_judges_a_narrow_batch_on_its_own_spread():
+    """A stumbling agent's round spans a sliver of the feedback's return range. Range noise sized by the
+    whole range (scale=all) turns its pairs into near coin flips; sized by the round's own spread
+    (scale=round) the teacher still tells its clips apart."""
+    segs = _segments()
+    new = segs.batch == 2
+    segs.rewards[new] = 0.5 + 0.05 * np.random.default_rng(9).normal(size=segs.rewards[new].shape)
+    segs.returns[new] = discounted_returns(segs.rewards[new], 0.99)
+    assert np.ptp(segs.returns[new]) < 0.05 * np.ptp(segs.returns)
+    acc = {}
+    for scale in ("all", "round"):
+        prefs = _loop(segs, "within", 60, scale=scale, sigma=0.25)._label(2, np.random.default_rng(1))
+        assert len(prefs) == 60 and np.all(new[prefs.chosen] & new[prefs.rejected])
+        acc[scale] = prefs.label_accuracy()
+        clean = _loop(segs, "within", 60, scale=scale)._label(2, np.random.default_rng(1))
+        assert clean.label_accuracy() == 1.0  # the yardstick changes the noise, never a noise-free label
+    assert acc["all"] < 0.75 and acc["round"] > 0.85, acc
+    with pytest.raises(ValueError, match="unknown online.scale 'local'; choose one of: all, round"):
+        OnlineConfig(rounds=1, scale="local")
+
+
+def test_scope_scale_changes_nothing_without_a_batch_restriction_or_across_batches():
+    """Offline labelling (no batch restriction) and across-batch pairs always use every segment's scale."""
+    segs = _segments()
+    for kw in ({"batches": None}, {"batches": [1]}):
+        for pairing in (("within_batch", "across_batches", "random") if kw["batches"] is None else ("across_batches",)):
+            a, b = (label_pairs(segs, 50, TeacherConfig(sigma=0.5, pairing=pairing, scale=scale), 0.99,
+                                np.random.default_rng(4), **kw) for scale in ("all", "scope"))
+            np.testing.assert_array_equal(a.chosen, b.chosen)
+            np.testing.assert_array_equal(a.rejected, b.rejected)
+    within = [label_pairs(segs, 50, TeacherConfig(sigma=0.5, scale=scale), 0.99, np.random.default_rng(4), batches=[1])
+              for scale in ("all", "scope")]
+    assert not np.array_equal(within[0].chosen, within[1].chosen)  # ... while a restricted batch does differ
 
 
 def test_explicit_validation_mask_reproduces_the_default_split_and_is_obeyed():

@@ -41,10 +41,12 @@ def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, si
     }
     if agent_key is not None:
         res["artifacts"] = {"agent": agent_key}
-    if online is not None:  # (rounds, n per round, schedule[, pairing])
+    if online is not None:  # (rounds, n per round, schedule[, pairing[, scale]])
         res["config"]["online"] = {"rounds": online[0], "n_feedback": online[1], "schedule": online[2]}
         if len(online) > 3:
             res["config"]["online"]["pairing"] = online[3]
+        if len(online) > 4:
+            res["config"]["online"]["scale"] = online[4]
         res["online_rounds"] = [{"round": i + 1, "n_new_pairs": online[1]} for i in range(online[0])]
     (run_dir / "results.json").write_text(json.dumps(res))
     return run_dir
@@ -179,6 +181,8 @@ def test_online_settings_are_separate_methods(tmp_path):
     write_fake_run(tmp_path / "c", loss="rr", final=500.0)
     write_fake_run(tmp_path / "d", loss="rr", final=200.0, online=(9, 60, "early", "across"))
     write_fake_run(tmp_path / "e", loss="rr", final=200.0, online=(9, 60, "early", "within"))
+    write_fake_run(tmp_path / "f", loss="rr", final=200.0, online=(9, 60, "early", "within", "round"))
+    write_fake_run(tmp_path / "g", loss="rr", final=200.0, online=(9, 60, "early", "within", "all"))
     methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
     assert methods == {"a": "rr+online9x60-early", "b": "rr+online4x100", "c": "rr", "d": "rr+online9x60-early-across",
-                       "e": "rr+online9x60-early"}
+                       "e": "rr+online9x60-early", "f": "rr+online9x60-early-roundscale", "g": "rr+online9x60-early"}
