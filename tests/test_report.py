@@ -184,5 +184,7 @@ def test_online_settings_are_separate_methods(tmp_path):
     write_fake_run(tmp_path / "f", loss="rr", final=200.0, online=(9, 60, "early", "within", "round"))
     write_fake_run(tmp_path / "g", loss="rr", final=200.0, online=(9, 60, "early", "within", "all"))
     methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
-    assert methods == {"a": "rr+online9x60-early", "b": "rr+online4x100", "c": "rr", "d": "rr+online9x60-early-across",
-                       "e": "rr+online9x60-early", "f": "rr+online9x60-early-roundscale", "g": "rr+online9x60-early"}
+    # Runs without online.scale predate it and judged on every segment's scale: they are not the default.
+    assert methods == {"a": "rr+online9x60-early-allscale", "b": "rr+online4x100-allscale", "c": "rr",
+                       "d": "rr+online9x60-early-across-allscale", "e": "rr+online9x60-early-allscale",
+                       "f": "rr+online9x60-early", "g": "rr+online9x60-early-allscale"}

@@ -102,9 +102,9 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     planned, per_round = online.get("rounds", rounds_run), online.get("n_feedback")
     tag = f"+online{planned}" + (f"x{per_round}" if per_round is not None else "")
     schedule, pairing = online.get("schedule", "even"), online.get("pairing", "within")
-    scale = online.get("scale", "all")
+    scale = online.get("scale", "all")  # runs from before online.scale judged on every segment's scale
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
-            + ("" if scale == "all" else f"-{scale}scale"))
+            + ("" if scale == "round" else f"-{scale}scale"))
 
 
 def _drop_repeats(runs: pd.DataFrame, mtimes: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
