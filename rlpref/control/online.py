@@ -45,7 +45,7 @@ from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_rewa
 from rlpref.control.segments import one_hot_actions, rollout_batch, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
-__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "PAIRINGS", "SCHEDULES", "relabel_replay_buffer"]
+__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "PAIRINGS", "SCALES", "SCHEDULES", "relabel_replay_buffer"]
 
 SCHEDULES = ("even", "early")
 PAIRINGS = ("within", "across", "mixed")
