@@ -3,9 +3,9 @@
 #   HalfCheetah-v4, default budget, sigma in {0, 0.25} x {bt, rr}, plus the oracle, for each seed.
 # Stages are shared through the artefact cache, so bt/rr/oracle reuse one source agent per seed.
 # Usage: scripts/bench_control.sh OUT_DIR [SEEDS] [ENV] [BUDGET] [OVERRIDES...]
-#   e.g. scripts/bench_control.sh bench/hc 0,1,2
-#        scripts/bench_control.sh bench/hc_online 0,1,2 HalfCheetah-v4 default \
-#          budget.online_rounds=9 budget.online_feedback=60 budget.online_schedule=early   (learned runs only)
+#   e.g. scripts/bench_control.sh bench/hc 0,1,2                      (default budget: online loop on)
+#        scripts/bench_control.sh bench/hc_offline 0,1,2 HalfCheetah-v4 default budget.online_rounds=0
+#          (overrides apply to the learned runs only; the oracle has no feedback)
 # Then:  python -m rlpref.report OUT_DIR
 set -euo pipefail
 out=${1:?usage: $0 OUT_DIR [SEEDS] [ENV] [BUDGET]}

@@ -291,3 +291,27 @@ def test_evaluation_behaviour_summary_known_values():
     assert np.isfinite(behaviour["x_velocity"])
     # the true return is the forward term plus the ctrl term, summed over the 20 steps
     assert returns.mean() / 20 == pytest.approx(behaviour["reward_run"] + behaviour["reward_ctrl"], rel=1e-6)  # v4 name
+
+
+@pytest.mark.parametrize("env_name", KNOWN_ENV_IDS)
+def test_default_budget_rounds_fall_in_distinct_rollouts_and_paper_stays_offline(env_name):
+    """The default budget's online rounds must each get their own rollout boundary (a round due
+    within the same PPO rollout as the previous one is silently merged into it); budget=paper is the
+    paper's offline protocol."""
+    from rlpref.control.online import OnlineConfig
+    from rlpref.run import _scaled_budget
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        default = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}"]), resolve=True)
+        paper = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}", "budget=paper"]), resolve=True)
+    assert OnlineConfig.from_mapping(paper["online"]).rounds == 0
+    online = OnlineConfig.from_mapping(default["online"])
+    assert online.rounds > 0
+    env_cfg = default["env"]
+    steps = _scaled_budget(default["budget"], env_cfg)["agent_steps"]
+    algo = resolve_algo(default["agent"]["name"], env_cfg)
+    rollout = hyperparams(env_cfg, algo)["n_steps"] * int(env_cfg.get("n_envs", 1)) if algo == "ppo" else 1
+    due = online.due_steps(steps)
+    assert len(due) == online.rounds and due[-1] < steps
+    gaps = np.diff([0, *due])
+    assert gaps.min() >= rollout, f"rounds {due} closer than one rollout ({rollout} steps) of {steps}"
