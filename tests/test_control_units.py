@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 from envs import KNOWN_ENV_IDS, make_env
 from rlpref.control.algos import build_model, hyperparams, make_train_env, resolve_algo
 from rlpref.control.learned_reward import LearnedRewardVecEnv
+from rlpref.control.online import OnlineConfig
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model, stratum_batches
 from rlpref.control.segments import cut_segments, discounted_returns, one_hot_actions, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
-from rlpref.run import validate
+from rlpref.run import _scaled_budget, validate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -298,9 +299,6 @@ def test_default_budget_rounds_fall_in_distinct_rollouts_and_paper_stays_offline
     """The default budget's online rounds must each get their own rollout boundary (a round due
     within the same PPO rollout as the previous one is silently merged into it); budget=paper is the
     paper's offline protocol."""
-    from rlpref.control.online import OnlineConfig
-    from rlpref.run import _scaled_budget
-
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         default = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}"]), resolve=True)
         paper = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}", "budget=paper"]), resolve=True)
