@@ -43,6 +43,7 @@ __all__ = ["main", "run_pipeline"]
 log = logging.getLogger(__name__)
 
 REWARDS = ("learned", "oracle")
+_ONLINE_NEUTRAL = {"action_noise": 0.0}  # online keys left out of the agent key at these values
 
 
 def _scaled_budget(budget: Mapping[str, Any], env_cfg: Mapping[str, Any]) -> dict:
@@ -183,7 +184,9 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     online = learned and online_cfg.rounds > 0
     if online:
         # The loop labels and refits inside the agent stage, so everything it uses keys the agent artefact.
-        agent_cfg["online"] = {**dict(cfg["online"]), "teacher": fb_cfg, "reward_model": rm_cfg_map, "loss": loss_name,
+        # Knobs added after artefacts existed stay out of the key at their neutral value, so those stay valid.
+        online_key = {k: v for k, v in dict(cfg["online"]).items() if not (k in _ONLINE_NEUTRAL and v == _ONLINE_NEUTRAL[k])}
+        agent_cfg["online"] = {**online_key, "teacher": fb_cfg, "reward_model": rm_cfg_map, "loss": loss_name,
                                "segments": seg_cfg}
 
     def on_eval(point: dict) -> None:

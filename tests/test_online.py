@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import rlpref.run as run_mod
+from rlpref.control.algos import graded_noise_policy
 from rlpref.control.online import OnlineConfig, OnlineFeedback
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, RewardTrainConfig, load_reward_model, train_reward_model, validation_mask
@@ -194,7 +196,26 @@ def test_online_config_rejects_bad_values():
         OnlineConfig.from_mapping({"round": 2})
     with pytest.raises(ValueError, match="unknown online.schedule 'late'; choose one of: even, early"):
         OnlineConfig(rounds=2, schedule="late")
+    with pytest.raises(ValueError, match="online.action_noise must be >= 0"):
+        OnlineConfig(rounds=2, action_noise=-0.1)
     assert OnlineConfig.from_mapping(None).rounds == 0
+
+
+def test_graded_noise_grows_across_envs_and_respects_the_action_space():
+    box = gym.spaces.Box(-2.0, 2.0, shape=(3,), dtype=np.float32)
+    mean = np.full((8, 3), 0.5, np.float32)
+    act = graded_noise_policy(lambda obs: mean.copy(), box, 0.4, np.random.default_rng(0))
+    draws = np.stack([act(np.zeros((8, 1))) for _ in range(4000)])  # [draw, env, dim]
+    assert draws.dtype == np.float32 and draws.min() >= -2.0 and draws.max() <= 2.0
+    np.testing.assert_array_equal(draws[:, 0], 0.5)  # env 0 acts as the policy does
+    # sd grows linearly to 0.4 x the half-range (2.0); clipping at +-2 is rare at these scales
+    np.testing.assert_allclose(draws.std(axis=(0, 2))[1:], 0.8 * np.arange(1, 8) / 7, rtol=0.05)
+    disc = gym.spaces.Discrete(5)
+    act = graded_noise_policy(lambda obs: np.zeros(4, np.int64), disc, 1.0, np.random.default_rng(1))
+    draws = np.stack([act(np.zeros((4, 1))) for _ in range(4000)])
+    assert np.all(draws[:, 0] == 0) and draws.max() == 4
+    # the last env acts uniformly at random (P(action 0) = 1/5); env 1 keeps the policy's action 2/3 + 1/15
+    np.testing.assert_allclose((draws == 0).mean(axis=0)[1:], [2 / 3 + 1 / 15, 1 / 3 + 2 / 15, 0.2], atol=0.03)
 
 
 def test_round_schedules():

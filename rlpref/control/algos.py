@@ -27,6 +27,7 @@ __all__ = [
     "ObsNorm",
     "build_model",
     "evaluate_policy_true",
+    "graded_noise_policy",
     "load_agent",
     "make_train_env",
     "resolve_algo",
@@ -252,5 +253,35 @@ def random_policy(action_space: gym.Space, seed: int) -> Callable[[np.ndarray], 
 
     def act(obs: np.ndarray) -> np.ndarray:
         return np.stack([space.sample() for _ in range(obs.shape[0])])
+
+    return act
+
+
+def graded_noise_policy(
+    policy: Callable[[np.ndarray], np.ndarray], action_space: gym.Space, max_scale: float, rng: np.random.Generator
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``policy`` with exploration that grows across the envs stepped together: env i of n gets scale
+    ``max_scale · i/(n-1)``, so env 0 acts as ``policy`` does and the last is the most perturbed.
+
+    Box actions get Gaussian noise of that scale times the action half-range, clipped to the bounds;
+    discrete actions are replaced by uniform random ones with that probability. One batch thus spans
+    the policy's own play and graded departures from it, which is what a teacher needs to say which
+    way from the current behaviour is better.
+    """
+    if max_scale < 0:
+        raise ValueError(f"action noise scale must be >= 0, got {max_scale}")
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        actions = np.asarray(policy(obs))
+        n = actions.shape[0]
+        scales = max_scale * np.arange(n) / max(n - 1, 1)
+        if isinstance(action_space, gym.spaces.Discrete):
+            swap = rng.random(n) < scales
+            out = actions.copy()
+            out[swap] = rng.integers(0, int(action_space.n), size=int(swap.sum()))
+            return out
+        half = (action_space.high - action_space.low) / 2.0
+        noise = rng.standard_normal(actions.shape) * scales.reshape((n,) + (1,) * (actions.ndim - 1)) * half
+        return np.clip(actions + noise, action_space.low, action_space.high).astype(actions.dtype)
 
     return act

@@ -16,6 +16,11 @@ return): the near-tie filter drops most of them, and under range noise, whose sd
 feedback set's spread, the rest are close to coin flips. An earlier segment is usually far away in
 return, so the teacher can say "this new behaviour is worse than that known gait".
 
+``action_noise`` widens a round's batch: the envs it is rolled out on get exploration noise graded
+from none (the agent as it is) to ``action_noise`` (see :func:`graded_noise_policy`). An agent whose
+play has settled yields near-uniform clips that the teacher can hardly tell apart; graded departures
+from that play give within-round pairs that say which way from the current behaviour is better.
+
 ``scale`` picks the teacher's yardstick for within-round pairs: ``round`` (default) judges them on the
 round's own spread (D, clip bounds and near-tie gap from the new batch's returns), so a stumbling
 agent's clips are told apart by how they differ from each other, which is the local comparison
@@ -38,7 +43,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from rlpref.control.algos import obs_norm_of, sb3_policy
+from rlpref.control.algos import graded_noise_policy, obs_norm_of, sb3_policy
 from rlpref.control.learned_reward import LearnedRewardVecEnv
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
@@ -61,6 +66,7 @@ class OnlineConfig:
     schedule: str = "even"  # even: after each (R+1)-th of training; early: at T·(i/(R+1))^1.5, denser at the start
     pairing: str = "within"  # within: new x new segments; across: new x earlier; mixed: half each
     scale: str = "round"  # the teacher's yardstick for within pairs: the round's own returns, or all segments'
+    action_noise: float = 0.0  # extra exploration in a round's rollout, graded 0..this across its envs
 
     def due_steps(self, total_steps: int) -> list[int]:
         """Agent steps after which each round runs."""
@@ -72,6 +78,8 @@ class OnlineConfig:
             raise ValueError(f"online.rounds must be >= 0 (0 = offline), got {self.rounds}")
         if self.rounds and self.n_feedback < 2:
             raise ValueError(f"online.n_feedback must be >= 2 comparisons per round, got {self.n_feedback}")
+        if self.action_noise < 0:
+            raise ValueError(f"online.action_noise must be >= 0 (0 = the agent as it trains), got {self.action_noise}")
         if self.n_envs < 1:
             raise ValueError(f"online.n_envs must be >= 1, got {self.n_envs}")
         if self.schedule not in SCHEDULES:
@@ -135,7 +143,11 @@ class OnlineFeedback:
         batch_id = int(self.segments.batch.max()) + 1
         steps, n_seg = rollout_plan(self.cfg.n_feedback, 1, self.length, self.oversample)
         rng = np.random.default_rng([self.seed, r, 11])
-        new = rollout_batch(self.env_cfg, sb3_policy(agent, deterministic=self.cfg.deterministic),
+        policy = sb3_policy(agent, deterministic=self.cfg.deterministic)
+        if self.cfg.action_noise > 0:
+            policy = graded_noise_policy(policy, agent.action_space, self.cfg.action_noise,
+                                         np.random.default_rng([self.seed, r, 12]))
+        new = rollout_batch(self.env_cfg, policy,
                             obs_norm_of(agent.get_env()), steps=steps, n_segments=n_seg, length=self.length,
                             gamma=self.gamma, n_envs=self.cfg.n_envs, batch=batch_id, seed=self.seed + 50_000 + 1000 * r,
                             rng=rng, desc=f"online round {r + 1}")
