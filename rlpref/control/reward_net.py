@@ -227,12 +227,18 @@ def train_reward_model(
     *,
     init: Optional[RewardModel] = None,
     val_mask: Optional[np.ndarray] = None,
+    keep_init: bool = True,
+    balance_val: bool = False,
 ) -> tuple[RewardModel, dict, list[dict]]:
     """Fit a reward model; early stopping on validation loss. Returns (model, metrics, history).
 
     ``init``: fine-tune a copy of this model (its input normalisation is kept, so training starts
     from the reward the agent already sees) instead of a fresh one. ``val_mask`` (bool [P]): a fixed
     validation split, so repeated fine-tuning never validates on pairs it trained on earlier.
+    ``keep_init``: when fine-tuning, the starting model is a candidate too, kept unless some epoch beats
+    it on validation; False returns the best *trained* epoch, so new feedback always moves the model.
+    ``balance_val``: the validation loss is the mean over rollout batches of each batch's mean loss, so
+    a small new batch counts as much as any other instead of drowning among the older pairs.
     """
     get_loss(loss_name)  # unknown names fail before any work
     rng = np.random.default_rng(seed)
@@ -263,12 +269,18 @@ def train_reward_model(
         model.set_input_stats(data.x[torch.as_tensor(train_segs)])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    best_state, best_val, bad_epochs, history = copy.deepcopy(model.state_dict()), math.inf, 0, []
-    if init is not None and n_val:
-        # Fine-tuning must beat the starting model on validation, or the starting model is kept.
+    val_parts = [val_idx[prefs.batch[val_idx] == b] for b in np.unique(prefs.batch[val_idx])] if balance_val else [val_idx]
+
+    def validation_loss() -> float:
         model.eval()
         with torch.no_grad():
-            best_val = float(_pair_loss(model, data, prefs, val_idx, val_stratum, loss_name, cfg))
+            return float(np.mean([_pair_loss(model, data, prefs, part, val_stratum, loss_name, cfg).item()
+                                  for part in val_parts]))
+
+    best_state, best_val, bad_epochs, history = copy.deepcopy(model.state_dict()), math.inf, 0, []
+    if init is not None and n_val and keep_init:
+        # Fine-tuning must beat the starting model on validation, or the starting model is kept.
+        best_val = validation_loss()
     bar = tqdm(range(cfg.max_epochs), desc=f"reward model ({loss_name})", unit="epoch", disable=not progress_enabled())
     for epoch in bar:
         model.train()
@@ -282,9 +294,7 @@ def train_reward_model(
             train_losses.append(loss.item())
         record = {"epoch": epoch, "train_loss": float(np.mean(train_losses))}
         if n_val:
-            model.eval()
-            with torch.no_grad():
-                val_loss = float(_pair_loss(model, data, prefs, val_idx, val_stratum, loss_name, cfg))
+            val_loss = validation_loss()
             record["val_loss"] = val_loss
             if val_loss < best_val - 1e-6:
                 best_val, bad_epochs, best_state = val_loss, 0, copy.deepcopy(model.state_dict())
