@@ -16,7 +16,8 @@ import rlpref.run as run_mod
 from rlpref.control.algos import graded_noise_policy
 from rlpref.control.online import OnlineConfig, OnlineFeedback
 from rlpref.control.records import Preferences, Segments
-from rlpref.control.reward_net import RewardModel, RewardTrainConfig, load_reward_model, train_reward_model, validation_mask
+from rlpref.control.reward_net import (RewardModel, RewardTrainConfig, load_reward_model, segment_utilities, train_reward_model,
+                                      validation_mask)
 from rlpref.control.segments import discounted_returns
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
@@ -160,6 +161,31 @@ def test_fine_tuning_starts_from_init_and_leaves_it_untouched():
         torch.testing.assert_close(frozen.state_dict()[k], v)
 
 
+def test_refit_trained_always_moves_the_model_and_balances_validation_by_batch():
+    segs = _segments()
+    prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
+    base, _, _ = train_reward_model(segs, prefs, "bt", RewardTrainConfig(hidden=(16,), max_epochs=30, lr=1e-2), seed=0)
+    more = Preferences.concat([prefs, label_pairs(segs, 12, TeacherConfig(), 0.99, np.random.default_rng(2), batches=[0])])
+    # A step this large only makes things worse: the gate keeps the start model, refit=trained does not.
+    wild = RewardTrainConfig(hidden=(16,), max_epochs=2, patience=1, lr=5.0)
+    gated, _, _ = train_reward_model(segs, more, "bt", wild, seed=1, init=base)
+    moved, _, hist = train_reward_model(segs, more, "bt", wild, seed=1, init=base, keep_init=False, balance_val=True)
+    for k, v in base.state_dict().items():
+        torch.testing.assert_close(gated.state_dict()[k], v)
+    assert any(not torch.equal(moved.state_dict()[k], v) for k, v in base.state_dict().items())
+    # One epoch, no gate: the returned model is that epoch's, and its recorded validation loss is the mean of
+    # the per-batch mean BT losses, not the mean over pairs (batch 0 holds 12 + its share of the offline pairs).
+    mask = validation_mask(len(more), 0.15, np.random.default_rng(7))
+    one = RewardTrainConfig(hidden=(16,), max_epochs=1, lr=1e-3)
+    model, _, hist = train_reward_model(segs, more, "bt", one, seed=1, init=base, val_mask=mask, keep_init=False,
+                                        balance_val=True)
+    u = segment_utilities(model, segs)
+    nll = -torch.nn.functional.logsigmoid(torch.as_tensor(u[more.chosen] - u[more.rejected])).numpy()
+    per_batch = [nll[mask & (more.batch == b)].mean() for b in np.unique(more.batch[mask])]
+    assert len(per_batch) >= 2 and not np.isclose(np.mean(per_batch), nll[mask].mean(), rtol=1e-3)
+    np.testing.assert_allclose(hist[0]["val_loss"], np.mean(per_batch), rtol=1e-4)
+
+
 def test_relabel_replay_buffer_rescores_with_unscaled_actions():
     import gymnasium as gym
     from stable_baselines3.common.buffers import ReplayBuffer
@@ -196,6 +222,8 @@ def test_online_config_rejects_bad_values():
         OnlineConfig.from_mapping({"round": 2})
     with pytest.raises(ValueError, match="unknown online.schedule 'late'; choose one of: even, early"):
         OnlineConfig(rounds=2, schedule="late")
+    with pytest.raises(ValueError, match="unknown online.refit 'always'; choose one of: gated, trained"):
+        OnlineConfig(rounds=2, refit="always")
     with pytest.raises(ValueError, match="online.action_noise must be >= 0"):
         OnlineConfig(rounds=2, action_noise=-0.1)
     assert OnlineConfig.from_mapping(None).rounds == 0
