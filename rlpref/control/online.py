@@ -25,7 +25,9 @@ from that play give within-round pairs that say which way from the current behav
 the validation loss over all feedback; since the offline pairs outnumber a round's about 17 to 1,
 that gate kept r_θ unchanged in 2-7 of 9 rounds of the default budget's runs (6.3 of 9 on average at
 σ = .25), so most online feedback never reached the agent. ``trained`` returns the best trained
-epoch, judged by a validation loss that weighs every rollout batch equally, so each round moves r_θ.
+epoch, judged by a validation loss that weighs every rollout batch equally, so each round moves r_θ
+(the default: on HalfCheetah-v4 at σ = .25 it lifted the mean final return from 65 % and 63 % of the
+oracle, bt and rr, to 80 % and 88 %).
 
 ``scale`` picks the teacher's yardstick for within-round pairs: ``round`` (default) judges them on the
 round's own spread (D, clip bounds and near-tie gap from the new batch's returns), so a stumbling
@@ -74,7 +76,7 @@ class OnlineConfig:
     pairing: str = "within"  # within: new x new segments; across: new x earlier; mixed: half each
     scale: str = "round"  # the teacher's yardstick for within pairs: the round's own returns, or all segments'
     action_noise: float = 0.0  # extra exploration in a round's rollout, graded 0..this across its envs
-    refit: str = "gated"  # gated: keep r_θ unless fine-tuning lowers validation loss; trained: always take a trained epoch
+    refit: str = "trained"  # trained: always take a trained epoch; gated: keep r_θ unless validation loss drops
 
     def due_steps(self, total_steps: int) -> list[int]:
         """Agent steps after which each round runs."""

@@ -88,7 +88,7 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     row["online_rounds"] = len(rounds)
     row["n_feedback_total"] = int(res.get("n_feedback_total") or row["n_feedback"])
     # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
-    # whose agent's own rollouts were labelled too get "+online<R>x<n>[-schedule][-pairing][-allscale]",
+    # whose agent's own rollouts were labelled too get "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>]",
     # so sweeps never average them with offline runs or with another online setting.
     row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + _online_tag(res, len(rounds))
     row["agent_key"] = str(((res.get("artifacts") or {}).get("agent")) or "")
@@ -103,8 +103,11 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     tag = f"+online{planned}" + (f"x{per_round}" if per_round is not None else "")
     schedule, pairing = online.get("schedule", "even"), online.get("pairing", "within")
     scale = online.get("scale", "all")  # runs from before online.scale judged on every segment's scale
+    refit = online.get("refit", "gated")  # runs from before online.refit kept r_θ unless validation improved
+    noise = float(online.get("action_noise", 0.0))
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
-            + ("" if scale == "round" else f"-{scale}scale"))
+            + ("" if scale == "round" else f"-{scale}scale") + ("" if refit == "trained" else f"-{refit}")
+            + (f"-noise{noise:g}" if noise else ""))
 
 
 def _drop_repeats(runs: pd.DataFrame, mtimes: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
