@@ -58,7 +58,9 @@ from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_rewa
 from rlpref.control.segments import one_hot_actions, rollout_batch, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
-__all__ = ["OnlineCallback", "OnlineConfig", "OnlineFeedback", "PAIRINGS", "REFITS", "SCALES", "SCHEDULES", "relabel_replay_buffer"]
+__all__ = [
+    "OnlineCallback", "OnlineConfig", "OnlineFeedback", "PAIRINGS", "REFITS", "SCALES", "SCHEDULES", "relabel_replay_buffer",
+]
 
 SCHEDULES = ("even", "early")
 PAIRINGS = ("within", "across", "mixed")

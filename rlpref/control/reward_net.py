@@ -269,7 +269,8 @@ def train_reward_model(
         model.set_input_stats(data.x[torch.as_tensor(train_segs)])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    val_parts = [val_idx[prefs.batch[val_idx] == b] for b in np.unique(prefs.batch[val_idx])] if balance_val else [val_idx]
+    val_parts = ([val_idx[prefs.batch[val_idx] == b] for b in np.unique(prefs.batch[val_idx])] if balance_val
+                 else [val_idx])
 
     def validation_loss() -> float:
         model.eval()

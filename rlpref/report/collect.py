@@ -88,7 +88,8 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     row["online_rounds"] = len(rounds)
     row["n_feedback_total"] = int(res.get("n_feedback_total") or row["n_feedback"])
     # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
-    # whose agent's own rollouts were labelled too get "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>]",
+    # whose agent's own rollouts were labelled too get
+    # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>]",
     # so sweeps never average them with offline runs or with another online setting.
     row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + _online_tag(res, len(rounds))
     row["agent_key"] = str(((res.get("artifacts") or {}).get("agent")) or "")
