@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -185,7 +186,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     if online:
         # The loop labels and refits inside the agent stage, so everything it uses keys the agent artefact.
         # Knobs added after artefacts existed stay out of the key at their neutral value, so those stay valid.
-        online_key = {k: v for k, v in dict(cfg["online"]).items()
+        online_key = {k: v for k, v in asdict(online_cfg).items()
                       if not (k in _ONLINE_NEUTRAL and v == _ONLINE_NEUTRAL[k])}
         agent_cfg["online"] = {**online_key, "teacher": fb_cfg, "reward_model": rm_cfg_map, "loss": loss_name,
                                "segments": seg_cfg}

@@ -226,6 +226,8 @@ def test_online_config_rejects_bad_values():
         OnlineConfig(rounds=2, refit="always")
     with pytest.raises(ValueError, match="online.action_noise must be >= 0"):
         OnlineConfig(rounds=2, action_noise=-0.1)
+    with pytest.raises(ValueError, match="needs online.n_envs >= 2"):
+        OnlineConfig(rounds=2, action_noise=0.3, n_envs=1)
     assert OnlineConfig.from_mapping(None).rounds == 0
 
 
@@ -244,6 +246,10 @@ def test_graded_noise_grows_across_envs_and_respects_the_action_space():
     assert np.all(draws[:, 0] == 0) and draws.max() == 4
     # the last env acts uniformly at random (P(action 0) = 1/5); env 1 keeps the policy's action 2/3 + 1/15
     np.testing.assert_allclose((draws == 0).mean(axis=0)[1:], [2 / 3 + 1 / 15, 1 / 3 + 2 / 15, 0.2], atol=0.03)
+    column = graded_noise_policy(lambda obs: np.zeros((4, 1), np.int64), disc, 1.0, np.random.default_rng(1))
+    assert column(np.zeros((4, 1))).shape == (4, 1)  # a policy's (n, 1) discrete actions keep their shape
+    with pytest.raises(ValueError, match="bounded Box"):
+        graded_noise_policy(lambda obs: obs, gym.spaces.Box(-np.inf, np.inf, shape=(2,)), 0.3, np.random.default_rng(0))
 
 
 def test_round_schedules():

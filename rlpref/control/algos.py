@@ -270,15 +270,18 @@ def graded_noise_policy(
     """
     if max_scale < 0:
         raise ValueError(f"action noise scale must be >= 0, got {max_scale}")
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    if not discrete and not (isinstance(action_space, gym.spaces.Box) and action_space.is_bounded()):
+        raise ValueError(f"graded action noise needs a Discrete or bounded Box action space, got {action_space}")
 
     def act(obs: np.ndarray) -> np.ndarray:
         actions = np.asarray(policy(obs))
         n = actions.shape[0]
         scales = max_scale * np.arange(n) / max(n - 1, 1)
-        if isinstance(action_space, gym.spaces.Discrete):
+        if discrete:
             swap = rng.random(n) < scales
             out = actions.copy()
-            out[swap] = rng.integers(0, int(action_space.n), size=int(swap.sum()))
+            out[swap] = rng.integers(0, int(action_space.n), size=(int(swap.sum()),) + out.shape[1:])
             return out
         half = (action_space.high - action_space.low) / 2.0
         noise = rng.standard_normal(actions.shape) * scales.reshape((n,) + (1,) * (actions.ndim - 1)) * half

@@ -92,6 +92,9 @@ class OnlineConfig:
             raise ValueError(f"online.n_feedback must be >= 2 comparisons per round, got {self.n_feedback}")
         if self.action_noise < 0:
             raise ValueError(f"online.action_noise must be >= 0 (0 = the agent as it trains), got {self.action_noise}")
+        if self.action_noise > 0 and self.n_envs < 2:
+            raise ValueError("online.action_noise grades noise across a round's envs, so it needs online.n_envs >= 2 "
+                             f"(got {self.n_envs}); env 0 always acts without noise")
         if self.n_envs < 1:
             raise ValueError(f"online.n_envs must be >= 1, got {self.n_envs}")
         if self.schedule not in SCHEDULES:
