@@ -185,6 +185,21 @@ def test_gradcheck(name):
     assert torch.autograd.gradcheck(lambda a, b: fn(a, b, strength=strength, stratum=stratum), (uc, ur))
 
 
+def test_gradcheck_rr_eager_path():
+    """The kernel, when built, serves rr by default; the eager autograd.Function needs its own check."""
+    uc, ur, strength, stratum = _loss_inputs("rr")
+    assert torch.autograd.gradcheck(
+        lambda a, b: rr_loss(a, b, strength=strength, stratum=stratum, use_kernel=False), (uc, ur)
+    )
+
+
+def test_rr_eager_path_refuses_double_backward():
+    u = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    loss = rr_loss(u, torch.zeros(6, dtype=torch.float64), torch.arange(6.0), use_kernel=False)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, u, create_graph=True)
+
+
 def test_gradcheck_bt_label_smoothing():
     uc, ur, _, _ = _loss_inputs("bt")
     assert torch.autograd.gradcheck(lambda a, b: LOSSES["bt"](a, b, label_smoothing=0.2), (uc, ur))
@@ -286,8 +301,15 @@ def test_ties_in_pooled_raise_even_across_strata():
 
 
 def test_ties_check_can_be_disabled():
-    plan = make_rank_plan(t([0.5, 0.5]), lt([4, 4]), check_ties=False)
-    assert plan.valid.all()
+    """Unchecked ties keep their input order (stable sort), so the loss is the naive one in that order."""
+    strength, stratum = t([0.5, 0.2, 0.5]), lt([4, 4, 4])
+    plan = make_rank_plan(strength, stratum, check_ties=False)
+    assert plan.index[plan.valid].tolist() == [1, 0, 2]
+    d = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    tie_broken = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    expected = naive_rr(d, tie_broken, stratum)
+    got = rr_loss(d, torch.zeros(3, dtype=torch.float64), plan=plan, use_kernel=False)
+    torch.testing.assert_close(got, expected)
 
 
 # ---------------------------------------------------------------- bad input
@@ -371,7 +393,8 @@ def test_get_loss_and_registry():
     assert set(LOSSES) >= {"bt", "rr", "rr_pooled", "clf", "rt_regression"}
     assert USES_STRENGTH <= set(LOSSES)
     assert "bt" not in USES_STRENGTH and "clf" not in USES_STRENGTH
-    assert math.isfinite(LOSSES["bt"](t([1.0]), t([0.0]), strength=t([1.0]), stratum=lt([0])).item())
+    bt = LOSSES["bt"](t([1.0]), t([0.0]), strength=t([1.0]), stratum=lt([0])).item()
+    assert bt == pytest.approx(math.log1p(math.exp(-1.0)))
 
 
 def test_rr_overflow_fallback_matches_float64():
@@ -412,12 +435,14 @@ def test_rr_equal_sized_strata_skip_padding_and_agree_with_the_padded_path():
     grads = []
     for p in (plan, dataclasses.replace(plan, padded=True)):
         u = torch.randn(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64).requires_grad_()
-        loss = rr_loss(u, torch.zeros(n, dtype=torch.float64), plan=p)
+        loss = rr_loss(u, torch.zeros(n, dtype=torch.float64), plan=p, use_kernel=False)
         loss.backward()
         grads.append((loss.detach(), u.grad))
     torch.testing.assert_close(grads[0], grads[1])
     u = torch.randn(n, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: rr_loss(x, torch.zeros(n, dtype=torch.float64), plan=plan), (u,))
+    assert torch.autograd.gradcheck(
+        lambda x: rr_loss(x, torch.zeros(n, dtype=torch.float64), plan=plan, use_kernel=False), (u,)
+    )
 
 
 def test_hand_built_rank_plans_are_validated():
