@@ -132,6 +132,8 @@ def sample_pairs(
     tie_gap = cfg.near_tie * float(yard.std())
     wanted = _split_evenly(n_feedback, batches.size)
     out_pairs, out_batch = [], []
+    m = len(segments)
+    taken = np.zeros(0, dtype=np.int64)  # pairs of earlier batches as lo*M + hi: across/random pools overlap
     for b, need in zip(batches, wanted):
         own = np.flatnonzero(segments.batch == b)
         if cfg.pairing == "within_batch":
@@ -154,8 +156,11 @@ def sample_pairs(
                 keep &= gap >= cfg.equal_threshold * d_range
             cand = np.concatenate([chosen, cand[keep]])
             canon = np.sort(cand, axis=1)
-            _, first = np.unique(canon, axis=0, return_index=True)
-            chosen = cand[np.sort(first)][: int(need)]
+            code = canon[:, 0] * m + canon[:, 1]
+            _, first = np.unique(code, return_index=True)
+            first = np.sort(first)
+            first = first[~np.isin(code[first], taken)]
+            chosen = cand[first][: int(need)]
             if len(chosen) >= need:
                 break
         if len(chosen) < need and strict:
@@ -163,6 +168,8 @@ def sample_pairs(
                 f"rollout batch {b}: only {len(chosen)} of {need} distinct non-tied pairs exist; lower "
                 "n_feedback, raise segments.oversample, or relax teacher.near_tie / skip / equal thresholds"
             )
+        canon = np.sort(chosen, axis=1)
+        taken = np.concatenate([taken, canon[:, 0] * m + canon[:, 1]])
         out_pairs.append(chosen)
         out_batch.append(np.full(len(chosen), b, dtype=np.int64))
     return np.concatenate(out_pairs), np.concatenate(out_batch)
