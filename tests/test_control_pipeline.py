@@ -46,7 +46,9 @@ def test_smoke_pipeline_learns_on_pendulum(tmp_path, monkeypatch):
     saved = json.loads((out / "results.json").read_text())
     assert saved["final_return"] == res["final_return"] and saved["reward"] == "learned"
     assert 0 < saved["final_behaviour"]["abs_action"] <= 2.0  # Pendulum torques lie in [-2, 2]
-    assert saved["timings"]["total"] > 0
+    built = [s for s, reused in saved["reused_stages"].items() if not reused]
+    assert set(built) == {"source", "segments", "feedback", "reward_model", "agent"}  # a fresh cache
+    assert saved["timings"]["total"] >= sum(saved["timings"][s] for s in built) > 0
 
     # The final policy renders to an mp4 that decodes and shows motion, with both returns in its name.
     import imageio.v2 as imageio

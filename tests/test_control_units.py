@@ -55,13 +55,17 @@ def test_cut_segments_windows_are_contiguous():
     t = np.arange(30, dtype=np.float32)
     stream = {
         "obs": np.stack([t, t + 100])[:, :, None],
-        "acts": np.zeros((2, 30, 1), np.float32),
+        "acts": np.stack([t + 1000, t + 1100])[:, :, None],
         "next_obs": np.stack([t + 1, t + 101])[:, :, None],
         "rewards": np.stack([t, t + 100]),
     }
     segs = cut_segments(stream, 50, 5, 1.0, batch=3, rng=np.random.default_rng(0))
     steps = np.diff(segs.obs[..., 0], axis=1)
     assert np.all(steps == 1)
+    # every field comes from the same env and the same window as obs
+    np.testing.assert_array_equal(segs.rewards, segs.obs[..., 0])
+    np.testing.assert_array_equal(segs.acts[..., 0], segs.obs[..., 0] + 1000)
+    np.testing.assert_array_equal(segs.next_obs, segs.obs + 1)
     assert np.all(segs.batch == 3)
     np.testing.assert_allclose(segs.returns, segs.rewards.sum(1))
 
@@ -113,7 +117,7 @@ def test_relative_noise_and_noisy_strength():
     prefs = label_pairs(segs, 200, cfg, 0.99, np.random.default_rng(0))
     clean = -np.abs(prefs.return_chosen - prefs.return_rejected)
     assert not np.allclose(prefs.strength, clean)  # strength comes from the noisy returns
-    assert 0.55 < prefs.label_accuracy() < 1.0
+    assert 0.55 < prefs.label_accuracy() < 1.0  # the error rate itself: tests/test_teacher.py
 
 
 def test_bpref_mistake_teacher_flips_about_eps():
@@ -168,8 +172,9 @@ def test_learned_reward_wrapper_equals_unbatched_reward(tmp_path):
     venv = LearnedRewardVecEnv(DummyVecEnv([lambda: make_env("Pendulum-v1") for _ in range(3)]), model)
     venv.seed(0)
     obs = venv.reset()
+    rng = np.random.default_rng(0)
     for _ in range(5):
-        actions = np.random.default_rng(0).uniform(-2, 2, size=(3, 1)).astype(np.float32)
+        actions = rng.uniform(-2, 2, size=(3, 1)).astype(np.float32)
         next_obs, rewards, _, infos = venv.step(actions)
         for i in range(3):
             single = model(torch.as_tensor(obs[i : i + 1]), torch.as_tensor(actions[i : i + 1])).item()
@@ -264,7 +269,17 @@ def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches():
     cfg = RewardTrainConfig(hidden=(8,))
     pooled = _pair_loss(model, data, prefs, idx, stratum, "rr_pooled", cfg)
     by_batch = _pair_loss(model, data, prefs, idx, stratum, "rr", cfg)
-    assert torch.isfinite(pooled) and torch.isfinite(by_batch) and pooled.item() != by_batch.item()
+    from tests.test_losses import naive_rr
+
+    with torch.no_grad():
+        u = model(torch.as_tensor(segs.obs).reshape(-1, 2), torch.as_tensor(segs.acts).reshape(-1, 1))
+        u = u.reshape(m, length).sum(1).double()
+    d = u[prefs.chosen] - u[prefs.rejected]
+    # pooled: one stratum, the cross-batch ties kept in input order (1, 3, 0, 2 strongest first)
+    torch.testing.assert_close(pooled.detach().double(), naive_rr(d, torch.tensor([2.0, 0, 3, 1]), torch.zeros(4)),
+                               rtol=1e-5, atol=1e-6)
+    expected = naive_rr(d, torch.tensor(prefs.strength), torch.tensor(prefs.batch))
+    torch.testing.assert_close(by_batch.detach().double(), expected, rtol=1e-5, atol=1e-6)
     pooled.backward()
 
 

@@ -71,8 +71,15 @@ def test_imitation_rollout_on_gymnasium_vec_env():
     assert tr.obs.shape[0] == tr.acts.shape[0] + 1
 
 
-@pytest.mark.parametrize("module", ["rlpref.losses", "rlpref.strata", "rlpref.metrics"])
-def test_rlpref_imports(module):
+@pytest.mark.parametrize(
+    "module, names",
+    [("rlpref.losses", {"LOSSES", "bt_loss", "rr_loss", "get_loss"}),
+     ("rlpref.strata", {"STRATIFIERS", "round_robin", "stratify"}),
+     ("rlpref.metrics", {"pdc", "pearson", "spearman"})],
+)
+def test_public_api_is_exported(module, names):
     import importlib
 
-    importlib.import_module(module)
+    mod = importlib.import_module(module)
+    assert names <= set(mod.__all__), names - set(mod.__all__)
+    assert [n for n in mod.__all__ if not hasattr(mod, n)] == []  # no stale names in __all__

@@ -208,6 +208,19 @@ def test_finetune_path_takes_optimiser_steps_on_cpu(tmp_path, monkeypatch):
             "experiment=rr_agree", "model=finetune", "data.source=file", f"data.path={path}", "model.max_steps=3",
             "model.batch_size=4", "model.max_length=32", "progress=false", "threads=2", f"cache_dir={tmp_path}",
             "data.test_fraction=0.3"]), resolve=True))
+    moved = []  # per optimiser step: total |change| of the parameters it updated
+    step = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        before = [p.detach().clone() for g in self.param_groups for p in g["params"]]
+        out = step(self, *args, **kwargs)
+        after = [p.detach() for g in self.param_groups for p in g["params"]]
+        moved.append(sum(float((a - b).abs().sum()) for a, b in zip(after, before)))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
     res = run(cfg)
+    assert len(moved) == 3 and all(m > 0 for m in moved), moved
     assert res["steps"] == 3 and math.isfinite(res["final_loss"]) and res["model"] == "finetune:minilm"
-    assert 0.0 <= res["accuracy"] <= 1.0 and res["n_test"] > 0 and not res["simulated"]
+    assert res["n_test"] > 0 and not res["simulated"]
+    assert res["accuracy"] * res["n_test"] == pytest.approx(round(res["accuracy"] * res["n_test"]))  # a count

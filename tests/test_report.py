@@ -139,6 +139,8 @@ def test_report_single_budget_and_no_runs(tmp_path):
         write_fake_run(root / str(k), env="Pendulum-v1", loss=loss, seed=seed, n_feedback=300, final=-1000.0 + 50 * k)
     outputs = build_report(root, reps=100, quiet=True)
     assert {"sample_efficiency", "learning_curves", "rm_quality_vs_sigma", "returns_md"} <= set(outputs)
+    for name, path in outputs.items():
+        assert Path(path).stat().st_size > 0, name
     with pytest.raises(SystemExit, match="no results.json"):
         build_report(tmp_path / "empty_dir_that_exists" if (tmp_path / "empty_dir_that_exists").mkdir() is None
                      else None, quiet=True)
