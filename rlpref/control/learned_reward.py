@@ -35,13 +35,15 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         return self._obs
 
     def step_async(self, actions: np.ndarray) -> None:
+        if self._obs is None:  # before the env's own error: the reward needs the pre-step observation
+            raise RuntimeError("step before reset: call reset() first; the learned reward needs the current obs")
         self._actions = actions
         self.venv.step_async(actions)
 
     def step_wait(self):
         obs, true_rewards, dones, infos = self.venv.step_wait()
         if self._obs is None or self._actions is None:
-            raise RuntimeError("step before reset")
+            raise RuntimeError("step before reset: call reset() first; the learned reward needs the current obs")
         act = one_hot_actions(np.asarray(self._actions).reshape(self.num_envs, -1), self.action_space)
         if self.model.use_next_obs:
             nxt = obs.copy()

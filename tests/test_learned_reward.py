@@ -1,0 +1,94 @@
+"""The learned-reward VecEnv wrapper's edge cases, and the reward model's ensemble and s' inputs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from rlpref.control.learned_reward import LearnedRewardVecEnv
+from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model
+from rlpref.control.source import checkpoint_steps
+
+
+def _venv(env_id: str, n: int = 2, horizon: int | None = None) -> DummyVecEnv:
+    return DummyVecEnv([lambda: gym.make(env_id, max_episode_steps=horizon) for _ in range(n)])
+
+
+def test_next_obs_reward_uses_the_terminal_observation_not_the_reset_one():
+    torch.manual_seed(0)
+    model = RewardModel(3, 1, (16,), use_next_obs=True)
+    venv = LearnedRewardVecEnv(_venv("Pendulum-v1", horizon=3), model)
+    venv.seed(0)
+    obs = venv.reset()
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(7):
+        act = rng.uniform(-2, 2, size=(2, 1)).astype(np.float32)
+        nxt, rewards, dones, infos = venv.step(act)
+        for i in range(2):
+            target = infos[i]["terminal_observation"] if dones[i] else nxt[i]
+            want = model.predict(obs[i : i + 1], act[i : i + 1], target[None])[0]
+            assert rewards[i] == pytest.approx(want, rel=1e-5, abs=1e-6)
+            if dones[i]:
+                ends += 1
+                wrong = model.predict(obs[i : i + 1], act[i : i + 1], nxt[i : i + 1])[0]
+                assert rewards[i] != pytest.approx(wrong, rel=1e-5, abs=1e-6)  # the reset obs differs
+        obs = nxt
+    assert ends == 4  # episodes of 3 steps end at steps 3 and 6 in both envs
+
+
+def test_discrete_actions_reach_the_model_one_hot():
+    torch.manual_seed(1)
+    model = RewardModel(4, 2, (16,))
+    venv = LearnedRewardVecEnv(_venv("CartPole-v1"), model)
+    venv.seed(0)
+    obs = venv.reset()
+    act = np.array([0, 1])
+    _, rewards, _, _ = venv.step(act)
+    want = model.predict(obs, np.eye(2, dtype=np.float32)[act])
+    np.testing.assert_allclose(rewards, want, rtol=1e-5, atol=1e-6)
+
+
+def test_wrapper_errors_name_the_cause():
+    with pytest.raises(ValueError, match="trained on another environment"):
+        LearnedRewardVecEnv(_venv("Pendulum-v1"), RewardModel(5, 1, (8,)))
+    venv = LearnedRewardVecEnv(_venv("Pendulum-v1"), RewardModel(3, 1, (8,)))
+    with pytest.raises(RuntimeError, match="step before reset"):
+        venv.step(np.zeros((2, 1), np.float32))
+    broken = RewardModel(3, 1, (8,))
+    with torch.no_grad():
+        broken.members[0].net[-1].bias.fill_(float("nan"))
+    venv = LearnedRewardVecEnv(_venv("Pendulum-v1"), broken)
+    venv.reset()
+    with pytest.raises(FloatingPointError, match="NaN/inf"):
+        venv.step(np.zeros((2, 1), np.float32))
+
+
+def test_ensemble_reward_is_the_member_mean_and_features_are_obs_act_next(tmp_path):
+    torch.manual_seed(2)
+    model = RewardModel(3, 2, (8, 8), use_next_obs=True, ensemble=3)
+    obs, act, nxt = torch.randn(5, 3), torch.randn(5, 2), torch.randn(5, 3)
+    x = model.features(obs, act, nxt)
+    torch.testing.assert_close(x, torch.cat([obs, act, nxt], dim=1))
+    model.set_input_stats(torch.randn(100, 8) * 3 + 1)
+    z = (x - model.in_mean) / model.in_std
+    per_member = torch.stack([m(z) for m in model.members])
+    assert per_member.shape[0] == 3 and not torch.allclose(per_member[0], per_member[1])
+    torch.testing.assert_close(model(obs, act, nxt), per_member.mean(0))
+    with pytest.raises(ValueError, match="pass next_obs"):
+        model(obs, act)
+    save_reward_model(model, tmp_path)
+    loaded = load_reward_model(tmp_path)
+    assert loaded.spec() == model.spec()
+    torch.testing.assert_close(loaded(obs, act, nxt), model(obs, act, nxt))
+
+
+def test_checkpoint_steps_are_even_and_end_at_the_budget():
+    assert checkpoint_steps(1000, 3) == [333, 667, 1000]
+    assert checkpoint_steps(250_000, 10) == list(range(25_000, 250_001, 25_000))
+    assert checkpoint_steps(7, 1) == [7]
+    with pytest.raises(ValueError, match="n_checkpoints"):
+        checkpoint_steps(1000, 0)
