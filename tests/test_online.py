@@ -299,3 +299,46 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     off = OmegaConf.to_container(cfg, resolve=True)
     off["online"]["rounds"] = 0
     assert run_mod.run_pipeline(off, tmp_path / "run3")["artifacts"]["agent"] != res["artifacts"]["agent"]
+
+
+class _StubLoop:
+    """Stands in for OnlineFeedback: records when rounds run and hands out prepared reward models."""
+
+    def __init__(self, due, models, draw_random: bool):
+        self.cfg = type("Cfg", (), {"due_steps": staticmethod(lambda total: list(due))})()
+        self.models, self.draw_random = list(models), draw_random
+        self.calls, self.rounds_log = [], []
+
+    def round(self, agent, step):
+        if self.draw_random:  # fine-tuning seeds and draws from torch's global stream
+            torch.manual_seed(123)
+            torch.rand(1000)
+        self.calls.append(step)
+        self.rounds_log.append({"agent_step": step})
+        return self.models[len(self.calls) - 1]
+
+
+def _ppo_with_stub_rounds(draw_random: bool):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rlpref.control.learned_reward import LearnedRewardVecEnv
+    from rlpref.control.online import OnlineCallback
+
+    torch.manual_seed(0)
+    models = [RewardModel(3, 1, (8,)) for _ in range(3)]
+    venv = LearnedRewardVecEnv(DummyVecEnv([lambda: gym.make("Pendulum-v1") for _ in range(2)]), models[0])
+    agent = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs={"net_arch": [16]})
+    loop = _StubLoop([100, 110, 500], models[1:], draw_random)  # 100 and 110 fall in one rollout
+    agent.learn(1024, callback=OnlineCallback(loop, 1024))
+    params = torch.cat([p.detach().flatten() for p in agent.policy.parameters()])
+    return loop, venv, models, params
+
+
+def test_online_callback_runs_due_rounds_between_rollouts_swaps_the_reward_and_spares_the_agent_rng():
+    loop, venv, models, params = _ppo_with_stub_rounds(draw_random=True)
+    assert loop.calls == [128, 512]  # rollouts of 2 x 64 steps; rounds due within one rollout run once
+    assert venv.model is models[2]
+    _, _, _, params_quiet = _ppo_with_stub_rounds(draw_random=False)
+    torch.testing.assert_close(params, params_quiet, rtol=0, atol=0)  # the round's torch draws are invisible
