@@ -1,4 +1,4 @@
-"""The learned-reward VecEnv wrapper's edge cases, and the reward model's ensemble and s' inputs."""
+"""Edge cases of the stages around the learned reward: rollout streams, checkpoint spacing, the VecEnv wrapper, the model."""
 
 from __future__ import annotations
 
@@ -92,3 +92,31 @@ def test_checkpoint_steps_are_even_and_end_at_the_budget():
     assert checkpoint_steps(7, 1) == [7]
     with pytest.raises(ValueError, match="n_checkpoints"):
         checkpoint_steps(1000, 0)
+
+
+def test_collect_stream_stores_raw_obs_and_true_terminal_next_obs():
+    from envs import make_env
+    from rlpref.control.segments import collect_stream
+
+    seen = []
+    rng = np.random.default_rng(0)
+
+    def policy(obs):
+        seen.append(obs.copy())
+        return rng.uniform(-2, 2, size=(obs.shape[0], 1)).astype(np.float32)
+
+    env_cfg = {"id": "Pendulum-v1", "max_episode_steps": 5}
+    s = collect_stream(env_cfg, policy, n_steps=24, n_envs=2, seed=7, obs_norm=lambda o: 10 * o + 1)
+    assert s["obs"].shape == (2, 12, 3) and s["acts"].shape == (2, 12, 1)
+    np.testing.assert_allclose(np.stack(seen, 1), 10 * s["obs"] + 1, rtol=1e-6)  # policy saw normalised obs
+    for i in range(2):  # replay each env with the recorded actions: the stream is the env's own
+        env = make_env("Pendulum-v1", max_episode_steps=5)
+        o, _ = env.reset(seed=7 + i)
+        for t in range(12):
+            np.testing.assert_allclose(s["obs"][i, t], o, rtol=1e-6)
+            o, r, term, trunc, _ = env.step(s["acts"][i, t])
+            np.testing.assert_allclose(s["next_obs"][i, t], o, rtol=1e-6)  # the terminal obs at t = 4, 9
+            assert s["rewards"][i, t] == pytest.approx(r, rel=1e-5)
+            if term or trunc:
+                assert t in (4, 9) and not np.allclose(s["obs"][i, t + 1], o)
+                o, _ = env.reset()
