@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -120,3 +122,23 @@ def test_collect_stream_stores_raw_obs_and_true_terminal_next_obs():
             if term or trunc:
                 assert t in (4, 9) and not np.allclose(s["obs"][i, t + 1], o)
                 o, _ = env.reset()
+
+
+def test_agent_is_evaluated_at_each_interval_and_at_the_end():
+    import yaml
+
+    from rlpref.control.agent import train_agent
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "env" / "Pendulum-v1.yaml"
+    env_cfg = {**yaml.safe_load(conf.read_text()), "n_envs": 3}
+    points = []
+    res = train_agent(env_cfg, "ppo", reward_model=None, total_steps=700, eval_every=250, eval_episodes=1, seed=0,
+                      hp_overrides={"n_steps": 32, "batch_size": 48, "n_epochs": 1}, on_eval=points.append)
+    # 3 envs advance 3 steps at a time: the first counts >= 250, 500 and 750, then the final policy
+    # (PPO finishes its last rollout of 3 x 32 steps, at 768).
+    assert [p["step"] for p in res.curve] == [252, 501, 750, 768]
+    assert points == res.curve and all(p["n_episodes"] == 1 for p in points)
+    assert res.final_return == res.curve[-1]["true_return_mean"]
+    assert res.max_return == max(p["true_return_mean"] for p in res.curve)
+    assert res.auc == pytest.approx(np.mean([p["true_return_mean"] for p in res.curve]))
+    assert res.steps_per_second > 0 and len(res.train_episode_returns) >= 1
