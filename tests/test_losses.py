@@ -464,3 +464,21 @@ def test_hand_built_rank_plans_are_validated():
         RankPlan(index=good.index, valid=good.valid, n=n, pos=good.pos.flip(0))
     with pytest.raises(TypeError, match="long tensor"):
         RankPlan(index=good.index.float(), valid=good.valid, n=n)
+
+
+def test_integer_strength_ranks_like_the_same_floats_and_bool_strata_are_refused():
+    d = torch.tensor([0.5, -0.2, 1.5, 0.1], dtype=torch.float64)
+    zeros = torch.zeros(4, dtype=torch.float64)
+    stratum = lt([0, 0, 1, 1])
+    as_int = rr_loss(d, zeros, torch.tensor([3, 1, 2, 0]), stratum, use_kernel=False)
+    torch.testing.assert_close(as_int, naive_rr(d, torch.tensor([3.0, 1.0, 2.0, 0.0]), stratum))
+    with pytest.raises(TypeError, match="integer ids"):
+        rr_loss(d, zeros, torch.arange(4.0), torch.tensor([True, False, True, False]))
+
+
+def test_finite_values_whose_sum_overflows_are_still_accepted_and_inf_differences_are_refused():
+    big = torch.full((2,), 1.7e308, dtype=torch.float64)  # finite, but their sum overflows: the exact check runs
+    assert LOSSES["bt"](big, big.clone()).item() == pytest.approx(math.log(2.0))
+    huge = torch.tensor([1.7e308, -1.7e308], dtype=torch.float64)
+    with pytest.raises(ValueError, match="overflows to inf"):
+        rr_loss(huge, -huge, torch.tensor([0.0, 1.0], dtype=torch.float64), use_kernel=False)
