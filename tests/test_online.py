@@ -293,6 +293,18 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     local = new_prefs.chosen - meta["n_offline_segments"]
     assert local.min() >= 0 and local.max() < len(segs_on)
     np.testing.assert_allclose(segs_on.returns[local], new_prefs.return_chosen)
+    # Each round logs the level of r_theta on its own clips before and after the refit: round 1 starts
+    # from the offline model, the last round ends on the saved final one.
+    def level(model, batch):
+        clips = segs_on.subset(segs_on.batch == batch)
+        with torch.no_grad():
+            r = model(torch.as_tensor(clips.obs), torch.as_tensor(clips.acts)).numpy()
+        return [float(r.mean()), float(r.std())]
+
+    logged = [[r[f"reward_{k}_{w}"] for k in ("mean", "sd")] for r in (rounds[0], rounds[-1]) for w in ("before", "after")]
+    np.testing.assert_allclose(logged[0], level(offline, 3), rtol=1e-5)
+    np.testing.assert_allclose(logged[3], level(final, 4), rtol=1e-5)
+    assert logged[2] != logged[3]  # the refit moved the reward on the round's clips
     # The same config again reuses the online agent; offline (rounds=0) is a different artefact.
     again = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run2")
     assert again["reused_stages"]["agent"] and again["online_rounds"] == rounds

@@ -174,6 +174,7 @@ class OnlineFeedback:
                "n_new_pairs": len(labelled), "new_segments_mean_return": float(new.returns.mean()),
                "new_segments_min_return": float(new.returns.min())}
         if len(labelled) >= 2:
+            before = _step_reward_stats(self.model, new)
             self.prefs = Preferences.concat([self.prefs, labelled])
             new_val = validation_mask(len(labelled), self.reward_cfg.val_fraction, rng)
             self.val_mask = np.concatenate([self.val_mask, new_val])
@@ -182,8 +183,11 @@ class OnlineFeedback:
                 init=self.model, val_mask=self.val_mask, keep_init=self.cfg.refit == "gated",
                 balance_val=self.cfg.refit == "trained",
             )
+            after = _step_reward_stats(self.model, new)
             log.update({"epochs": len(history), **{k: metrics[k] for k in ("val_accuracy", "val_true_accuracy",
-                                                                            "pearson", "spearman") if k in metrics}})
+                                                                            "pearson", "spearman") if k in metrics},
+                        "reward_mean_before": before[0], "reward_sd_before": before[1],
+                        "reward_mean_after": after[0], "reward_sd_after": after[1]})
         log["n_pairs_total"] = len(self.prefs)
         self.rounds_log.append(log)
         return self.model
@@ -201,6 +205,15 @@ class OnlineFeedback:
                 parts.append(label_pairs(self.segments, count, teacher, self.gamma, rng, batches=[batch_id],
                                          strict=False))
         return parts[0] if len(parts) == 1 else Preferences.concat(parts)
+
+
+def _step_reward_stats(model: RewardModel, segments: Segments) -> tuple[float, float]:
+    """Mean and sd of r_θ over every step of ``segments``: logged before and after a refit, because the
+    preference losses pin r_θ down only up to an offset (and loosely in scale), so a refit can move the
+    level of the reward the agent is being trained on while leaving every ranking intact."""
+    obs, acts, nxt = (a.reshape(-1, a.shape[-1]) for a in (segments.obs, segments.acts, segments.next_obs))
+    r = model.predict(obs, acts, nxt if model.use_next_obs else None)
+    return float(r.mean()), float(r.std())
 
 
 @torch.no_grad()
