@@ -186,6 +186,39 @@ def test_refit_trained_always_moves_the_model_and_balances_validation_by_batch()
     np.testing.assert_allclose(hist[0]["val_loss"], np.mean(per_batch), rtol=1e-4)
 
 
+def test_keep_level_moves_the_served_reward_only_and_survives_save_and_load(tmp_path):
+    from rlpref.control.online import _set_level, _step_reward_stats
+    from rlpref.control.reward_net import save_reward_model
+
+    segs = _segments(m=30)
+    torch.manual_seed(0)
+    model = RewardModel(3, 2, (16,), ensemble=2)
+    x = model.features(torch.as_tensor(segs.obs), torch.as_tensor(segs.acts))
+    raw = model.member_rewards(x).detach().clone()
+    u0 = segment_utilities(model, segs)
+    _set_level(model, _step_reward_stats(model, segs), (3.0, 0.5))
+    np.testing.assert_allclose(_step_reward_stats(model, segs), (3.0, 0.5), rtol=1e-4)
+    _set_level(model, _step_reward_stats(model, segs), (-1.0, 2.0))  # composes with the level already set
+    np.testing.assert_allclose(_step_reward_stats(model, segs), (-1.0, 2.0), rtol=1e-4)
+    torch.testing.assert_close(model.member_rewards(x), raw)  # what the losses train on is untouched
+    u1 = segment_utilities(model, segs)
+    assert np.array_equal(np.argsort(u0), np.argsort(u1)) and not np.allclose(u0, u1)
+    save_reward_model(model, tmp_path / "m")
+    np.testing.assert_allclose(_step_reward_stats(load_reward_model(tmp_path / "m"), segs), (-1.0, 2.0), rtol=1e-4)
+    # A model saved before the level existed (no out_* entries) loads with the identity level.
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("out_")}
+    torch.save(state, tmp_path / "m" / "reward_net.pt")
+    old = load_reward_model(tmp_path / "m")
+    assert float(old.out_scale) == 1.0 and float(old.out_shift) == 0.0
+    torch.testing.assert_close(old(torch.as_tensor(segs.obs), torch.as_tensor(segs.acts)), raw.mean(0))
+    # A constant reward has no sd to match: only the mean moves.
+    flat = RewardModel(3, 2, (4,))
+    torch.nn.init.zeros_(flat.members[0].net[-1].weight)
+    _set_level(flat, _step_reward_stats(flat, segs), (2.0, 1.0))
+    assert float(flat.out_scale) == 1.0
+    np.testing.assert_allclose(_step_reward_stats(flat, segs), (2.0, 0.0), atol=1e-6)
+
+
 def test_relabel_replay_buffer_rescores_with_unscaled_actions():
     import gymnasium as gym
     from stable_baselines3.common.buffers import ReplayBuffer
@@ -228,6 +261,8 @@ def test_online_config_rejects_bad_values():
         OnlineConfig(rounds=2, action_noise=-0.1)
     with pytest.raises(ValueError, match="needs online.n_envs >= 2"):
         OnlineConfig(rounds=2, action_noise=0.3, n_envs=1)
+    with pytest.raises(ValueError, match="online.keep_level must be true or false, got 'yes'"):
+        OnlineConfig(rounds=2, keep_level="yes")
     assert OnlineConfig.from_mapping(None).rounds == 0
 
 
@@ -311,6 +346,21 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     off = OmegaConf.to_container(cfg, resolve=True)
     off["online"]["rounds"] = 0
     assert run_mod.run_pipeline(off, tmp_path / "run3")["artifacts"]["agent"] != res["artifacts"]["agent"]
+    # keep_level: a new agent artefact whose final reward is served, on the last round's clips, at the
+    # level the agent saw before that refit, not at the level the refit left.
+    keep = OmegaConf.to_container(cfg, resolve=True)
+    keep["online"]["keep_level"] = True
+    kept = run_mod.run_pipeline(keep, tmp_path / "run4")
+    assert kept["artifacts"]["agent"] != res["artifacts"]["agent"]
+    last = kept["online_rounds"][-1]
+    kept_final = load_reward_model(tmp_path / "run4" / "online_reward")
+    segs_kept = Segments.load(Path(cfg.cache_dir) / "agent" / kept["artifacts"]["agent"] / "online_segments.npz")
+    clips = segs_kept.subset(segs_kept.batch == 4)
+    with torch.no_grad():
+        served = kept_final(torch.as_tensor(clips.obs), torch.as_tensor(clips.acts)).numpy()
+    np.testing.assert_allclose([served.mean(), served.std()], [last["reward_mean_before"], last["reward_sd_before"]],
+                               rtol=1e-4, atol=1e-6)
+    assert not np.isclose(served.mean(), last["reward_mean_after"])
 
 
 class _StubLoop:

@@ -41,7 +41,7 @@ def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, si
     }
     if agent_key is not None:
         res["artifacts"] = {"agent": agent_key}
-    if online is not None:  # (rounds, n per round, schedule[, pairing[, scale[, refit[, action_noise]]]])
+    if online is not None:  # (rounds, n per round, schedule[, pairing[, scale[, refit[, action_noise[, keep_level]]]]])
         res["config"]["online"] = {"rounds": online[0], "n_feedback": online[1], "schedule": online[2]}
         if len(online) > 3:
             res["config"]["online"]["pairing"] = online[3]
@@ -51,6 +51,8 @@ def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, si
             res["config"]["online"]["refit"] = online[5]
         if len(online) > 6:
             res["config"]["online"]["action_noise"] = online[6]
+        if len(online) > 7:
+            res["config"]["online"]["keep_level"] = online[7]
         res["online_rounds"] = [{"round": i + 1, "n_new_pairs": online[1]} for i in range(online[0])]
     (run_dir / "results.json").write_text(json.dumps(res))
     return run_dir
@@ -191,10 +193,13 @@ def test_online_settings_are_separate_methods(tmp_path):
     write_fake_run(tmp_path / "g", loss="rr", final=200.0, online=(9, 60, "early", "within", "all"))
     write_fake_run(tmp_path / "h", loss="rr", final=200.0, online=(9, 60, "early", "within", "round", "trained"))
     write_fake_run(tmp_path / "i", loss="rr", final=200.0, online=(9, 60, "early", "within", "round", "trained", 0.4))
+    write_fake_run(tmp_path / "j", loss="rr", final=200.0,
+                   online=(9, 60, "early", "within", "round", "trained", 0.0, True))
     methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
     # Runs without online.scale predate it and judged on every segment's scale, runs without online.refit kept
     # r_θ unless validation improved: neither is the default.
     assert methods == {"a": "rr+online9x60-early-allscale-gated", "b": "rr+online4x100-allscale-gated", "c": "rr",
                        "d": "rr+online9x60-early-across-allscale-gated", "e": "rr+online9x60-early-allscale-gated",
                        "f": "rr+online9x60-early-gated", "g": "rr+online9x60-early-allscale-gated",
-                       "h": "rr+online9x60-early", "i": "rr+online9x60-early-noise0.4"}
+                       "h": "rr+online9x60-early", "i": "rr+online9x60-early-noise0.4",
+                       "j": "rr+online9x60-early-keeplevel"}

@@ -35,6 +35,13 @@ agent's clips are told apart by how they differ from each other, which is the lo
 ResponseRank is built on; ``all`` on the scale of every segment so far, as the offline stage does,
 which left early rounds with 0-19 of 60 pairs and, under range noise, labels 62-75 % right.
 
+``keep_level`` serves each refitted r_θ at the level the agent already knew: an affine map chosen so
+that the round's clips get the same mean and sd of per-step reward as before the refit. Preference
+losses fix r_θ only up to an offset (and loosely in scale), and on HalfCheetah-v4 a run's refits moved
+its per-step reward by 1-2 sds in offset and 1.5-3x in scale; the agent's value function and
+VecNormalize's running return statistics (weighted by all steps so far) lag behind such jumps. Every
+ranking, and so every preference metric, is unchanged by the map.
+
 This is the iterative scheme of imitation's preference comparisons, grafted onto the offline
 feedback of the earlier stages.
 """
@@ -79,6 +86,7 @@ class OnlineConfig:
     scale: str = "round"  # the teacher's yardstick for within pairs: the round's own returns, or all segments'
     action_noise: float = 0.0  # extra exploration in a round's rollout, graded 0..this across its envs
     refit: str = "trained"  # trained: always take a trained epoch; gated: keep r_θ unless validation loss drops
+    keep_level: bool = False  # after a refit, serve r_θ at the mean and sd the agent saw on the round's clips
 
     def due_steps(self, total_steps: int) -> list[int]:
         """Agent steps after which each round runs."""
@@ -103,6 +111,8 @@ class OnlineConfig:
             raise ValueError(f"unknown online.pairing '{self.pairing}'; choose one of: {', '.join(PAIRINGS)}")
         if self.refit not in REFITS:
             raise ValueError(f"unknown online.refit '{self.refit}'; choose one of: {', '.join(REFITS)}")
+        if not isinstance(self.keep_level, bool):
+            raise ValueError(f"online.keep_level must be true or false, got {self.keep_level!r}")
         if self.scale not in SCALES:
             raise ValueError(f"unknown online.scale '{self.scale}'; choose one of: {', '.join(SCALES)}")
 
@@ -184,6 +194,8 @@ class OnlineFeedback:
                 balance_val=self.cfg.refit == "trained",
             )
             after = _step_reward_stats(self.model, new)
+            if self.cfg.keep_level:
+                _set_level(self.model, after, before)
             log.update({"epochs": len(history), **{k: metrics[k] for k in ("val_accuracy", "val_true_accuracy",
                                                                             "pearson", "spearman") if k in metrics},
                         "reward_mean_before": before[0], "reward_sd_before": before[1],
@@ -214,6 +226,15 @@ def _step_reward_stats(model: RewardModel, segments: Segments) -> tuple[float, f
     obs, acts, nxt = (a.reshape(-1, a.shape[-1]) for a in (segments.obs, segments.acts, segments.next_obs))
     r = model.predict(obs, acts, nxt if model.use_next_obs else None)
     return float(r.mean()), float(r.std())
+
+
+@torch.no_grad()
+def _set_level(model: RewardModel, current: tuple[float, float], target: tuple[float, float]) -> None:
+    """Compose the model's served affine level so that (mean, sd) ``current`` becomes ``target``.
+    A constant reward (sd 0) on either side keeps the scale and matches only the mean."""
+    c = target[1] / current[1] if current[1] > 0 and target[1] > 0 else 1.0
+    model.out_scale.mul_(c)
+    model.out_shift.mul_(c).add_(target[0] - c * current[0])
 
 
 @torch.no_grad()

@@ -88,7 +88,12 @@ class _MLP(nn.Module):
 
 class RewardModel(nn.Module):
     """Per-step reward r(s, a[, s']) averaged over ensemble members; inputs standardised with
-    statistics of the feedback set (stored as buffers, so they travel with the weights)."""
+    statistics of the feedback set (stored as buffers, so they travel with the weights).
+
+    The served reward (``forward``, ``predict``) is ``out_scale * mean_member + out_shift``; training
+    sees the members' raw output, so the affine level (identity unless set, e.g. by the online loop's
+    ``keep_level``) never changes what the preference losses fit.
+    """
 
     def __init__(
         self,
@@ -106,6 +111,8 @@ class RewardModel(nn.Module):
         self.members = nn.ModuleList([_MLP(in_dim, hidden) for _ in range(ensemble)])
         self.register_buffer("in_mean", torch.zeros(in_dim))
         self.register_buffer("in_std", torch.ones(in_dim))
+        self.register_buffer("out_scale", torch.ones(()))
+        self.register_buffer("out_shift", torch.zeros(()))
 
     def spec(self) -> dict:
         return {
@@ -134,7 +141,7 @@ class RewardModel(nn.Module):
         return torch.stack([m(z) for m in self.members])
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.member_rewards(self.features(obs, act, next_obs)).mean(0)
+        return self.member_rewards(self.features(obs, act, next_obs)).mean(0) * self.out_scale + self.out_shift
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray, act: np.ndarray, next_obs: Optional[np.ndarray] = None) -> np.ndarray:
@@ -359,7 +366,10 @@ def load_reward_model(directory: Path) -> RewardModel:
         spec = json.loads(spec_path.read_text())
         model = RewardModel(spec["obs_dim"], spec["act_dim"], spec["hidden"], spec["use_next_obs"], spec["ensemble"],
                             spec.get("use_actions", True))
-        model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+        state = torch.load(weights, weights_only=True, map_location="cpu")
+        for name in ("out_scale", "out_shift"):  # models saved before the served level existed: identity
+            state.setdefault(name, getattr(model, name))
+        model.load_state_dict(state)
     except FileNotFoundError:
         raise
     except Exception as exc:

@@ -106,9 +106,10 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     scale = online.get("scale", "all")  # runs from before online.scale judged on every segment's scale
     refit = online.get("refit", "gated")  # runs from before online.refit kept r_θ unless validation improved
     noise = float(online.get("action_noise", 0.0))
+    keep_level = bool(online.get("keep_level", False))
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
             + ("" if scale == "round" else f"-{scale}scale") + ("" if refit == "trained" else f"-{refit}")
-            + (f"-noise{noise:g}" if noise else ""))
+            + (f"-noise{noise:g}" if noise else "") + ("-keeplevel" if keep_level else ""))
 
 
 def _drop_repeats(runs: pd.DataFrame, mtimes: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
