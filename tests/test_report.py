@@ -7,6 +7,7 @@ returns chosen so the expected aggregates are known exactly.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,36 @@ def test_rerun_of_the_same_experiment_counts_once_newest_wins(tmp_path):
     assert set(col.curves["run_id"]) == {"new", "other"}
     row = return_table(col.runs).iloc[0]
     assert row["n_seeds"] == 2 and row["final_mean"] == pytest.approx(250.0)
+
+
+def test_runs_differing_in_another_config_value_are_separate_methods(tmp_path):
+    def run(name, seed, sigma, strata, final, agent_steps=250_000, extra=None):
+        d = write_fake_run(tmp_path / name, loss="rr", seed=seed, sigma=sigma, final=final)
+        res = json.loads((d / "results.json").read_text())
+        res["config"].update({"strata": strata, "budget": {"name": "default", "agent_steps": agent_steps},
+                              "cache_dir": f"/tmp/{name}", "teacher": {"sigma": sigma}, **(extra or {})})
+        (d / "results.json").write_text(json.dumps(res))
+
+    by_batch, rr8 = {"name": "by_batch", "k": None}, {"name": "round_robin", "k": 8}
+    run("a", 0, 0.0, by_batch, 100.0)
+    run("b", 1, 0.25, by_batch, 200.0)
+    run("c", 0, 0.0, rr8, 300.0)
+    run("d", 1, 0.25, rr8, 500.0, extra={"logger": {"name": "wandb"}})  # how a run logs is no variant
+    col = collect(tmp_path)
+    methods = dict(zip(col.runs["run_id"], col.runs["method"]))
+    tag = {"a": "[strata.k=None,strata.name=by_batch]", "c": "[strata.k=8,strata.name=round_robin]"}
+    assert methods == {"a": "rr" + tag["a"], "b": "rr" + tag["a"], "c": "rr" + tag["c"], "d": "rr" + tag["c"]}
+    table = return_table(col.runs).set_index(["sigma", "method"])["final_mean"]
+    assert table[(0.25, "rr" + tag["c"])] == pytest.approx(500.0)  # never averaged with the by_batch run
+    # Seeds, sigmas and cache dirs alone never split a method; a value only some runs record does not either.
+    for name in "abcd":
+        shutil.rmtree(tmp_path / name)
+    run("e", 0, 0.0, rr8, 100.0)
+    run("f", 1, 0.25, rr8, 100.0, extra={"new_knob": 1})
+    run("g", 2, 0.0, rr8, 100.0, agent_steps=400_000)
+    methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
+    assert methods == {"e": "rr[budget.agent_steps=250000]", "f": "rr[budget.agent_steps=250000]",
+                       "g": "rr[budget.agent_steps=400000]"}
 
 
 def test_online_settings_are_separate_methods(tmp_path):

@@ -90,7 +90,8 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
     # whose agent's own rollouts were labelled too get
     # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>]",
-    # so sweeps never average them with offline runs or with another online setting.
+    # so sweeps never average them with offline runs or with another online setting; any other config
+    # value that differs between runs of one method is appended by _tag_variants.
     row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + _online_tag(res, len(rounds))
     row["agent_key"] = str(((res.get("artifacts") or {}).get("agent")) or "")
     return row
@@ -110,6 +111,43 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
             + ("" if scale == "round" else f"-{scale}scale") + ("" if refit == "trained" else f"-{refit}")
             + (f"-noise{noise:g}" if noise else "") + ("-keeplevel" if keep_level else ""))
+
+
+# Config leaves that name a run rather than an experiment, or that the grouping columns (env, sigma,
+# n_feedback) and the method label (loss, reward, the online tag) already carry.
+_NOT_A_VARIANT = ("seed", "cache_dir", "video", "torch_threads", "reward", "env.id", "loss.name", "teacher.sigma",
+                  "budget.n_feedback", "budget.online_rounds", "budget.online_feedback", "budget.online_schedule",
+                  "online.rounds", "online.n_feedback", "online.schedule", "online.pairing", "online.scale",
+                  "online.refit", "online.action_noise", "online.keep_level")
+_NOT_A_VARIANT_GROUPS = ("logger.", "render.", "hydra.", "sweep.")
+
+
+def _leaves(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
+    """Append ``[key=value,...]`` to the method of runs that share an env and a method label but differ in
+    some other config value (a swept strata, budget, teacher or reward-model knob), so tables and plots
+    never average two experiments as one. Only keys that every such run records are compared, so results
+    written before a key existed are not split off by its absence."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault((row["env"], row["method"]), []).append(i)
+    for idx in groups.values():
+        flats = [_leaves(configs[i]) for i in idx]
+        shared = set.intersection(*(set(f) for f in flats))
+        varying = sorted(k for k in shared if k not in _NOT_A_VARIANT and not k.startswith(_NOT_A_VARIANT_GROUPS)
+                         and len({repr(f[k]) for f in flats}) > 1)
+        if varying:
+            for i, flat in zip(idx, flats):
+                rows[i]["method"] += "[" + ",".join(f"{k}={flat[k]}" for k in varying) + "]"
 
 
 def _drop_repeats(runs: pd.DataFrame, mtimes: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
@@ -142,7 +180,7 @@ def collect(root: Path) -> Collection:
     if not root.is_dir():
         raise FileNotFoundError(f"sweep directory {root} does not exist")
     done, incomplete = find_run_dirs(root)
-    rows, curves, errors, mtimes = [], [], [], {}
+    rows, configs, curves, errors, mtimes = [], [], [], [], {}
     for run_dir in done:
         try:
             res = json.loads((run_dir / "results.json").read_text())
@@ -153,9 +191,11 @@ def collect(root: Path) -> Collection:
             errors.append(f"{run_dir}: {exc}")
             continue
         rows.append(row)
+        configs.append(res.get("config") or {})
         if curve is not None and len(curve):
             curve.insert(0, "run_id", row["run_id"])
             curves.append(curve)
+    _tag_variants(rows, configs)
     runs = pd.DataFrame(rows)
     repeats: list[str] = []
     if len(runs):
