@@ -97,7 +97,17 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     return row
 
 
+# Config leaves that name a run rather than an experiment, or that the grouping columns (env, sigma,
+# n_feedback) and the method label (loss, reward, the online tag) already carry.
+_ONLINE_TAGGED = ("rounds", "n_feedback", "schedule", "pairing", "scale", "refit", "action_noise", "keep_level")
+_NOT_A_VARIANT = ("seed", "cache_dir", "video", "torch_threads", "reward", "env.id", "loss.name", "teacher.sigma",
+                  "budget.n_feedback", "budget.online_rounds", "budget.online_feedback", "budget.online_schedule",
+                  *(f"online.{k}" for k in _ONLINE_TAGGED))
+_NOT_A_VARIANT_GROUPS = ("logger.", "render.", "hydra.", "sweep.")
+
+
 def _online_tag(res: dict, rounds_run: int) -> str:
+    """The online knobs of ``_ONLINE_TAGGED`` as a method suffix (keep the two in step)."""
     if not rounds_run:
         return ""
     online = ((res.get("config") or {}).get("online")) or {}
@@ -111,15 +121,6 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
             + ("" if scale == "round" else f"-{scale}scale") + ("" if refit == "trained" else f"-{refit}")
             + (f"-noise{noise:g}" if noise else "") + ("-keeplevel" if keep_level else ""))
-
-
-# Config leaves that name a run rather than an experiment, or that the grouping columns (env, sigma,
-# n_feedback) and the method label (loss, reward, the online tag) already carry.
-_NOT_A_VARIANT = ("seed", "cache_dir", "video", "torch_threads", "reward", "env.id", "loss.name", "teacher.sigma",
-                  "budget.n_feedback", "budget.online_rounds", "budget.online_feedback", "budget.online_schedule",
-                  "online.rounds", "online.n_feedback", "online.schedule", "online.pairing", "online.scale",
-                  "online.refit", "online.action_noise", "online.keep_level")
-_NOT_A_VARIANT_GROUPS = ("logger.", "render.", "hydra.", "sweep.")
 
 
 def _leaves(cfg: dict, prefix: str = "") -> dict[str, Any]:
