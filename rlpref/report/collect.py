@@ -89,7 +89,7 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     row["n_feedback_total"] = int(res.get("n_feedback_total") or row["n_feedback"])
     # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
     # whose agent's own rollouts were labelled too get
-    # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>]",
+    # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>][-keeplevel]",
     # so sweeps never average them with offline runs or with another online setting; any other config
     # value that differs between runs of one method is appended by _tag_variants.
     row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + _online_tag(res, len(rounds))
