@@ -44,7 +44,8 @@ __all__ = ["main", "run_pipeline"]
 log = logging.getLogger(__name__)
 
 REWARDS = ("learned", "oracle")
-_ONLINE_NEUTRAL = {"action_noise": 0.0, "refit": "gated", "keep_level": False}  # online keys left out of the agent key at these values
+# Online keys left out of the agent key at these values (artefacts from before each key existed stay valid).
+_ONLINE_NEUTRAL = {"action_noise": 0.0, "refit": "gated", "keep_level": False}
 
 
 def _scaled_budget(budget: Mapping[str, Any], env_cfg: Mapping[str, Any]) -> dict:
