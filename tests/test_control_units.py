@@ -79,7 +79,7 @@ def test_one_hot_actions_for_discrete_space():
 
 def test_noise_free_teacher_is_always_right_and_strength_is_clean_gap():
     segs = _segments()
-    prefs = label_pairs(segs, 200, TeacherConfig(sigma=0.0), 0.99, np.random.default_rng(1))
+    prefs = label_pairs(segs, 200, TeacherConfig(sigma=0.0, pairing="within_batch"), 0.99, np.random.default_rng(1))
     assert len(prefs) == 200
     assert prefs.label_accuracy() == 1.0
     np.testing.assert_allclose(prefs.strength, -np.abs(prefs.return_chosen - prefs.return_rejected))

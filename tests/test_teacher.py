@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from rlpref.control.records import Segments
 from rlpref.control.teacher import TeacherConfig, label_pairs, sample_pairs, teacher_returns
@@ -86,6 +88,19 @@ def test_random_pairing_mixes_batches_but_stays_inside_the_requested_ones():
     assert set(np.unique(b).tolist()) == {0, 2}
     assert np.any(b[:, 0] != b[:, 1])
     assert len({tuple(sorted(p)) for p in pairs.tolist()}) == len(pairs)  # distinct pairs
+
+
+def test_default_pairing_is_random_over_the_whole_feedback_set_with_even_strata():
+    # Both defaults (dataclass and conf/teacher/default.yaml) pair over all batches; each batch still
+    # gets n/B pairs as its stratum, and about (B-1)/B of the pairs cross batches.
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "teacher" / "default.yaml")
+    assert TeacherConfig().pairing == conf.pairing == "random"
+    rewards = np.random.default_rng(1).normal(size=(400, 3))
+    segs = _segments_with(rewards, batch=np.repeat([0, 1, 2, 3], 100))
+    prefs = label_pairs(segs, 400, TeacherConfig(), 0.99, np.random.default_rng(2))
+    assert np.bincount(prefs.batch).tolist() == [100, 100, 100, 100]
+    cross = np.mean(segs.batch[prefs.chosen] != segs.batch[prefs.rejected])
+    assert cross == pytest.approx(0.75, abs=0.07)
 
 
 @pytest.mark.parametrize(

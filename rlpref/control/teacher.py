@@ -10,6 +10,13 @@ clean or the noisy returns. Two noise models (DESIGN.md §8):
 B-Pref's irrational teachers are options on top: Boltzmann rationality β, myopic discount, mistake
 probability ε, skip and equal thresholds (pairs the teacher would skip or call equal are dropped).
 
+``pairing`` says which segments meet. ``random`` (default) draws both segments from the whole feedback
+set, as the reference pipeline does: labels then compare random play with gaits and slow gaits with
+fast ones, which anchors the reward's level across rollout batches. Each random pair is still filed
+under one rollout batch (n_feedback split evenly), so by-batch strata become random strata of that
+size. ``within_batch`` keeps both segments in one rollout batch: every stratum is local, but no label
+relates one batch's level to another's (DESIGN.md §2's reading; the two are compared in the README).
+
 ``scale`` says which returns set the teacher's yardstick (D, the clip bounds, the near-tie gap and the
 skip/equal thresholds): ``all`` segments, or only those in ``scope`` (the requested rollout batches;
 across-batch pairs still use all, since their second segment lies outside the scope). ``scope`` is
@@ -40,7 +47,7 @@ class TeacherConfig:
     sigma: float = 0.0
     noise: str = "range"
     strength: str = "clean"
-    pairing: str = "within_batch"
+    pairing: str = "random"  # the reference pipeline draws pairs over the whole feedback set
     near_tie: float = 0.1  # pairs with |ΔR| <= near_tie·std(R) are not generated (0 disables)
     beta: Optional[float] = None  # Boltzmann rationality; None = perfectly rational
     myopic_gamma: Optional[float] = None  # weight γ^(L-1-t): recent steps count more; None = off
