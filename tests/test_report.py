@@ -209,7 +209,8 @@ def test_runs_differing_in_another_config_value_are_separate_methods(tmp_path):
     run("e", 0, 0.0, rr8, 100.0)
     run("f", 1, 0.25, rr8, 100.0, extra={"new_knob": 1})
     run("g", 2, 0.0, rr8, 100.0, agent_steps=400_000)
-    methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
+    runs = collect(tmp_path).runs
+    methods = dict(zip(runs["run_id"], runs["method"]))
     assert methods == {"e": "rr[budget.agent_steps=250000]", "f": "rr[budget.agent_steps=250000]",
                        "g": "rr[budget.agent_steps=400000]"}
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from rlpref.artifacts import atomic_path
+from rlpref.report.loggers import flatten
 
 __all__ = ["Collection", "collect", "find_run_dirs", "write_tables", "RUN_KEYS"]
 
@@ -123,16 +124,6 @@ def _online_tag(res: dict, rounds_run: int) -> str:
             + (f"-noise{noise:g}" if noise else "") + ("-keeplevel" if keep_level else ""))
 
 
-def _leaves(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
     """Append ``[key=value,...]`` to the method of runs that share an env and a method label but differ in
     some other config value (a swept strata, budget, teacher or reward-model knob), so tables and plots
@@ -142,7 +133,7 @@ def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
     for i, row in enumerate(rows):
         groups.setdefault((row["env"], row["method"]), []).append(i)
     for idx in groups.values():
-        flats = [_leaves(configs[i]) for i in idx]
+        flats = [flatten(configs[i], sep=".") for i in idx]
         shared = set.intersection(*(set(f) for f in flats))
         varying = sorted(k for k in shared if k not in _NOT_A_VARIANT and not k.startswith(_NOT_A_VARIANT_GROUPS)
                          and len({repr(f[k]) for f in flats}) > 1)
