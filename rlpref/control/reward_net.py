@@ -42,7 +42,7 @@ __all__ = [
 class RewardTrainConfig:
     hidden: Sequence[int] = (256, 256, 256, 256, 256)
     use_next_obs: bool = False
-    use_actions: bool = True  # false: a state-only reward r(s) or r(s, s'), blind to the action
+    use_actions: bool = False  # state-only r(s) or r(s, s') by default: r(s, a) let agents hack it through the action
     ensemble: int = 1
     lr: float = 3e-4
     weight_decay: float = 0.0
