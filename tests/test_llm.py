@@ -167,7 +167,7 @@ def test_offline_default_runs_end_to_end_and_learns(tmp_path, monkeypatch):
     for exp in ("bt", "rr_agree"):
         with initialize_config_dir(config_dir=conf, version_base="1.3"):
             cfgs[exp] = OmegaConf.create(OmegaConf.to_container(compose("config", overrides=[
-                f"experiment={exp}", "data.simulated.n_comparisons=400", "progress=false", "threads=2",
+                f"experiment={exp}", "data.simulated.n_comparisons=400", "progress=false", "threads=1",
                 f"cache_dir={tmp_path}"]), resolve=True))
     prepared = prepare(cfgs["bt"])
     assert prepared.dataset.startswith("SIMULATED")
@@ -206,7 +206,7 @@ def test_finetune_path_takes_optimiser_steps_on_cpu(tmp_path, monkeypatch):
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = OmegaConf.create(OmegaConf.to_container(compose("config", overrides=[
             "experiment=rr_agree", "model=finetune", "data.source=file", f"data.path={path}", "model.max_steps=3",
-            "model.batch_size=4", "model.max_length=32", "progress=false", "threads=2", f"cache_dir={tmp_path}",
+            "model.batch_size=4", "model.max_length=32", "progress=false", "threads=1", f"cache_dir={tmp_path}",
             "data.test_fraction=0.3"]), resolve=True))
     moved = []  # per optimiser step: total |change| of the parameters it updated
     step = torch.optim.AdamW.step

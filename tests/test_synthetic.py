@@ -135,7 +135,7 @@ def test_grid_is_reproducible_and_trial_results_do_not_depend_on_batch():
 
 def test_small_grid_end_to_end_through_the_config(tmp_path):
     cfg = _compose("dataset=deterministic", "grid.n_trials=12", "grid.fractions=[0.5,1.0]",
-                   "grid.learners=[bt,rr,rr_perm]", "progress=false")
+                   "grid.learners=[bt,rr,rr_perm]", "progress=false", "threads=1")
     assert list(cfg["datasets"]) == ["deterministic"]
     res = run_from_config(cfg, tmp_path)
     for name in ("results.csv", "diagnostics.csv", "summary.csv", "report.md", "synthetic.png", "summary.json"):

@@ -32,6 +32,7 @@ from rlpref.llm.evaluate import evaluate_rewards
 from rlpref.llm.models import FrozenEncoder, RewardHead, SequenceRewardModel, pair_features
 from rlpref.llm.sampler import StratumBatchSampler
 from rlpref.llm.strength import strength_keys
+from rlpref.runtime import pin_threads
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def _train_loop(cfg, sampler, step_fn, params, progress: bool) -> dict:
 def run(cfg, prepared: Optional[Prepared] = None) -> dict:
     """Train one reward model and evaluate it; returns the results dict (see module doc)."""
     t0 = time.perf_counter()
-    torch.set_num_threads(int(_get(cfg, "threads", 2)))
+    pin_threads(int(_get(cfg, "threads", 2)))
     seed = int(cfg.seed)
     loss_name = str(cfg.loss)
     loss_fn = get_loss(loss_name)

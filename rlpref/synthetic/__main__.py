@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from rlpref.artifacts import atomic_write_json, atomic_write_text
+from rlpref.runtime import pin_threads
 
 from .grid import GridConfig, run_grid
 from .learners import TrainConfig
@@ -38,6 +39,7 @@ def run_from_config(cfg: Mapping[str, Any], out_dir: Path) -> dict:
     specs = [DatasetSpec.from_mapping({"name": name, **dict(spec)}) for name, spec in datasets.items()]
     grid = GridConfig(**dict(cfg["grid"]), seed=int(cfg["seed"]))
     train = TrainConfig(**dict(cfg["train"]))
+    pin_threads(int(cfg.get("threads", 2)))
     t0 = time.perf_counter()
     results, diagnostics = run_grid(specs, grid, train, progress=bool(cfg.get("progress", True)))
     seconds = time.perf_counter() - t0
@@ -69,7 +71,6 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../../conf/synthetic", config_name="config")
     def _main(cfg: DictConfig) -> None:
-        torch.set_num_threads(int(cfg.threads))
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         res = run_from_config(OmegaConf.to_container(cfg, resolve=True), out_dir)
         print(markdown_report(res["summary"], res["efficiency"], list(cfg.grid.learners)))
