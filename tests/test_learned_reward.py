@@ -142,3 +142,33 @@ def test_agent_is_evaluated_at_each_interval_and_at_the_end():
     assert res.max_return == max(p["true_return_mean"] for p in res.curve)
     assert res.auc == pytest.approx(np.mean([p["true_return_mean"] for p in res.curve]))
     assert res.steps_per_second > 0 and len(res.train_episode_returns) >= 1
+
+
+def _ppo_first_rollout(deferred: bool, use_next_obs: bool):
+    """One 96-step PPO rollout (2 envs, 40-step episodes, so timeouts bootstrap) on a learned reward."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rlpref.control.learned_reward import RolloutRelabel
+
+    torch.manual_seed(0)
+    model = RewardModel(3, 1, (32, 32), use_next_obs=use_next_obs)
+    wrapped = LearnedRewardVecEnv(_venv("Pendulum-v1", horizon=40), model, deferred=deferred)
+    venv = VecNormalize(wrapped, norm_obs=True, norm_reward=not deferred, gamma=0.9)
+    agent = PPO("MlpPolicy", venv, n_steps=48, batch_size=48, n_epochs=1, gamma=0.9, seed=3, device="cpu",
+                policy_kwargs={"net_arch": [16]})
+    agent.learn(96, callback=RolloutRelabel(0.9) if deferred else None)  # two rollouts: statistics carry over
+    buf = agent.rollout_buffer
+    return buf.rewards.copy(), buf.returns.copy(), buf.advantages.copy()
+
+
+@pytest.mark.parametrize("use_next_obs", [False, True])
+def test_rollout_relabel_gives_the_per_step_rewards_advantages_and_returns(use_next_obs):
+    """Scoring a whole rollout at its end reproduces per-step scoring under VecNormalize: the normalised
+    rewards (with SB3's timeout bootstrap), returns and advantages of the second rollout, whose running
+    return statistics carry over from the first."""
+    per_step = _ppo_first_rollout(False, use_next_obs)
+    batched = _ppo_first_rollout(True, use_next_obs)
+    assert np.abs(per_step[0]).max() > 0.1  # a real reward signal, not zeros on both sides
+    for a, b in zip(per_step, batched):
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)

@@ -263,6 +263,9 @@ def test_online_config_rejects_bad_values():
         OnlineConfig(rounds=2, action_noise=0.3, n_envs=1)
     with pytest.raises(ValueError, match="online.keep_level must be true or false, got 'yes'"):
         OnlineConfig(rounds=2, keep_level="yes")
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match="online.refit_epochs must be a positive integer or null"):
+            OnlineConfig(rounds=2, refit_epochs=bad)
     assert OnlineConfig.from_mapping(None).rounds == 0
 
 
@@ -305,9 +308,16 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
             "env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", "loss=rr", "budget.source_steps=1500",
             "budget.agent_steps=1500", "budget.eval_every=500", "budget.eval_episodes=2", "budget.n_feedback=60",
             "budget.n_checkpoints=2", "budget.online_rounds=2", "budget.online_feedback=20",
+            "online.refit_epochs=3",
         ])
     res = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run")
     rounds = res["online_rounds"]
+    assert all(1 <= r["epochs"] <= 3 for r in rounds)  # refits capped at online.refit_epochs
+    # Where the agent stage's time went, part by part: the parts fit inside the stage's own total.
+    t = res["agent_timings"]
+    assert t["online_refit"] > 0 and t["online_rollout"] > 0 and t["training"] > 0 and t["evaluation"] > 0
+    assert t["training"] + t["evaluation"] + t["online_rounds"] <= t["total"] <= res["timings"]["agent"]
+    assert t["online_rollout"] + t["online_label"] + t["online_refit"] <= t["online_rounds"] + 1e-6
     assert [r["round"] for r in rounds] == [1, 2]
     assert [r["batch"] for r in rounds] == [3, 4]  # after random (0) and 2 checkpoints
     assert [r["agent_step"] for r in rounds] == [500, 1000]  # evenly spaced, between rollouts

@@ -14,8 +14,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from rlpref.control.algos import (
+    ALGOS,
     build_model,
     evaluate_policy_true,
     hyperparams,
@@ -24,7 +26,7 @@ from rlpref.control.algos import (
     save_agent,
     sb3_policy,
 )
-from rlpref.control.learned_reward import LearnedRewardVecEnv
+from rlpref.control.learned_reward import LearnedRewardVecEnv, RolloutRelabel
 from rlpref.control.reward_net import RewardModel
 from rlpref.progress import StepProgress
 
@@ -37,6 +39,7 @@ class AgentResult:
     train_episode_returns: list[tuple[int, float]] = field(default_factory=list)  # (step, true return)
     steps_per_second: float = 0.0
     behaviour: dict = field(default_factory=dict)  # per-step means of the last evaluation (abs_action, x_velocity, ...)
+    timings: dict = field(default_factory=dict)  # seconds: total, training, evaluation, callbacks' own parts
 
     @property
     def final_return(self) -> float:
@@ -59,13 +62,15 @@ class _Evaluator(BaseCallback):
         self.result, self.progress, self.on_point = result, progress, on_point
         self.next_eval = every
         self.train_time = 0.0
+        self.eval_time = 0.0
         self._t0 = 0.0
 
     def _on_training_start(self) -> None:
         self._t0 = time.perf_counter()
 
     def evaluate(self) -> None:
-        self.train_time += time.perf_counter() - self._t0
+        t_eval = time.perf_counter()
+        self.train_time += t_eval - self._t0
         behaviour: dict = {}
         returns = evaluate_policy_true(
             sb3_policy(self.model), self.env_cfg, self.episodes, self.seed, obs_norm_of(self.model.get_env()),
@@ -82,6 +87,7 @@ class _Evaluator(BaseCallback):
         if self.on_point is not None:
             self.on_point(point)
         self._t0 = time.perf_counter()
+        self.eval_time += self._t0 - t_eval
 
     def _on_step(self) -> bool:
         self.progress.update(self.num_timesteps)
@@ -115,19 +121,26 @@ def train_agent(
     """
     hp = hyperparams(env_cfg, algo, hp_overrides)
     norm = env_cfg.get("normalize", {})
-    wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model)) if reward_model is not None else None
+    gamma = float(hp.get("gamma", 0.99))
+    # On-policy agents score each rollout in one pass at its end (RolloutRelabel), which also takes over
+    # VecNormalize's reward normalisation; off-policy agents train between steps, so they score per step.
+    deferred = reward_model is not None and issubclass(ALGOS[algo], OnPolicyAlgorithm)
+    wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model, deferred=deferred)) if reward_model is not None else None
     venv = make_train_env(
         env_cfg,
         seed,
         reward_wrapper=wrapper,
         norm_obs=bool(norm.get("obs", False)),
         # A learned reward has an arbitrary scale: always normalise it by the return's running std.
-        norm_reward=bool(norm.get("reward", False)) or reward_model is not None,
-        gamma=float(hp.get("gamma", 0.99)),
+        norm_reward=(bool(norm.get("reward", False)) or reward_model is not None) and not deferred,
+        gamma=gamma,
     )
     model = build_model(algo, venv, hp, seed)
+    if deferred:
+        callbacks = [RolloutRelabel(gamma), *callbacks]  # first: the others may read the relabelled rollout
     result = AgentResult()
     label = "learned" if reward_model is not None else "oracle"
+    t_start = time.perf_counter()
     with StepProgress(total_steps, f"agent {algo} on {label} reward") as progress:
         cb = _Evaluator(env_cfg, eval_every, eval_episodes, seed, result, progress, on_eval)
         model.learn(total_timesteps=total_steps, callback=CallbackList([cb, *callbacks]) if callbacks else cb)
@@ -136,6 +149,10 @@ def train_agent(
     # Time a callback spent outside training (e.g. online feedback rounds) is not agent throughput.
     busy = sum(float(getattr(c, "seconds_outside_training", 0.0)) for c in callbacks)
     result.steps_per_second = model.num_timesteps / max(cb.train_time - busy, 1e-9)
+    result.timings = {"total": time.perf_counter() - t_start, "training": cb.train_time - busy,
+                      "evaluation": cb.eval_time}
+    for c in callbacks:
+        result.timings.update(getattr(c, "timings", {}))
     if out_dir is not None:
         save_agent(model, obs_norm_of(venv), Path(out_dir))
     venv.close()

@@ -1,24 +1,39 @@
-"""A VecEnv wrapper that replaces the env's reward by the learned reward r_θ(s, a[, s']).
+"""The learned reward r_θ(s, a[, s']) in place of the env's reward, for agents trained on it.
 
-It sits *below* VecNormalize, so it sees raw observations (what the reward model was trained on)
-and its output is normalised by VecNormalize's running return statistics. All envs' rewards are
-computed in one batched forward pass per step. The true reward stays available in
-``info["true_reward"]`` (and Monitor, beneath, still records true episode returns).
+:class:`LearnedRewardVecEnv` sits *below* VecNormalize, so it sees raw observations (what the reward
+model was trained on). The true reward stays available in ``info["true_reward"]`` (and Monitor,
+beneath, still records true episode returns). Two ways to score:
+
+- **per step** (any agent; SAC needs it, since it trains between env steps): one batched forward pass
+  over the envs each step, normalised by VecNormalize's running return statistics;
+- **per rollout** (on-policy agents, ``deferred=True`` with :class:`RolloutRelabel`): the wrapper only
+  records the rollout's inputs and returns 0; at the rollout's end one forward pass scores all of it,
+  the same return normalisation as VecNormalize's is replayed step by step, and PPO's advantages are
+  recomputed. The agent then sees the same rewards as per step (up to float rounding of a larger
+  matrix product) at a fraction of the cost: on HalfCheetah-v4 a batch-of-1 forward pass of the 5 x 256
+  net cost ~0.1 ms per step, about 10 % of a tuned PPO step on one core.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlpref.control.reward_net import RewardModel
 from rlpref.control.segments import one_hot_actions
 
-__all__ = ["LearnedRewardVecEnv"]
+__all__ = ["LearnedRewardVecEnv", "RolloutRelabel", "find_learned_reward_env"]
+
+_DIVERGED = ("the learned reward is NaN/inf for some inputs; the reward model diverged or the observations "
+             "are out of its training range. Retrain it (e.g. lower reward_model.lr).")
 
 
 class LearnedRewardVecEnv(VecEnvWrapper):
-    def __init__(self, venv: VecEnv, model: RewardModel):
+    def __init__(self, venv: VecEnv, model: RewardModel, deferred: bool = False):
         super().__init__(venv)
         expected_obs = int(np.prod(venv.observation_space.shape))
         if model.obs_dim != expected_obs:
@@ -27,6 +42,8 @@ class LearnedRewardVecEnv(VecEnvWrapper):
                 "it was trained on another environment"
             )
         self.model = model.eval()
+        self.deferred = deferred
+        self.pending: list[tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]] = []
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
 
@@ -52,14 +69,80 @@ class LearnedRewardVecEnv(VecEnvWrapper):
                     nxt[i] = infos[i]["terminal_observation"]
         else:
             nxt = None
-        rewards = self.model.predict(self._obs.reshape(self.num_envs, -1), act, nxt)
-        if not np.all(np.isfinite(rewards)):
-            raise FloatingPointError(
-                "the learned reward is NaN/inf for some inputs; the reward model diverged or the observations "
-                "are out of its training range. Retrain it (e.g. lower reward_model.lr)."
-            )
+        before = self._obs.reshape(self.num_envs, -1)
+        if self.deferred:
+            self.pending.append((before, act, nxt, np.asarray(dones, dtype=bool).copy()))
+            rewards = np.zeros(self.num_envs, dtype=np.float32)
+        else:
+            rewards = self.model.predict(before, act, nxt)
+            if not np.all(np.isfinite(rewards)):
+                raise FloatingPointError(_DIVERGED)
         for i, info in enumerate(infos):
             info["true_reward"] = float(true_rewards[i])
         self._obs = obs
         return obs, rewards.astype(np.float32), dones, infos
 
+    def score_pending(self) -> tuple[np.ndarray, np.ndarray]:
+        """r_θ of every step recorded since the last call, in one forward pass: (rewards [T, n_envs],
+        dones [T, n_envs]); the record is emptied."""
+        if not self.pending:
+            return np.zeros((0, self.num_envs), np.float32), np.zeros((0, self.num_envs), bool)
+        obs, act, nxt, dones = zip(*self.pending)
+        self.pending = []
+        t, n = len(obs), self.num_envs
+        rewards = self.model.predict(np.concatenate(obs), np.concatenate(act),
+                                     np.concatenate(nxt) if self.model.use_next_obs else None)
+        if not np.all(np.isfinite(rewards)):
+            raise FloatingPointError(_DIVERGED)
+        return rewards.reshape(t, n), np.stack(dones)
+
+
+def find_learned_reward_env(venv: VecEnv) -> LearnedRewardVecEnv:
+    env = venv
+    while isinstance(env, VecEnvWrapper):
+        if isinstance(env, LearnedRewardVecEnv):
+            return env
+        env = env.venv
+    raise TypeError("no LearnedRewardVecEnv in this env stack: the agent is not trained on a learned reward")
+
+
+class RolloutRelabel(BaseCallback):
+    """At each rollout's end, score it with r_θ in one pass (the wrapper ran ``deferred``), normalise the
+    rewards as VecNormalize would have step by step, add them to the rollout buffer (which so far holds
+    only SB3's timeout bootstrap terms, added to a reward of 0) and recompute returns and advantages.
+
+    ``gamma``, ``epsilon`` and ``clip`` are VecNormalize's (the agent's γ, 1e-8, 10); its running
+    statistics of the discounted return persist across rollouts, as VecNormalize's do.
+    """
+
+    def __init__(self, gamma: float, epsilon: float = 1e-8, clip: float = 10.0):
+        super().__init__()
+        self.gamma, self.epsilon, self.clip = gamma, epsilon, clip
+        self.ret_rms = RunningMeanStd(shape=())
+        self.returns: Optional[np.ndarray] = None
+
+    def _on_rollout_start(self) -> None:
+        find_learned_reward_env(self.model.get_env()).pending = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def normalise(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """VecNormalize's reward normalisation, step by step: [T, n] raw -> [T, n] normalised."""
+        if self.returns is None:
+            self.returns = np.zeros(rewards.shape[1])
+        out = np.empty(rewards.shape, dtype=np.float64)
+        for t in range(rewards.shape[0]):
+            self.returns = self.returns * self.gamma + rewards[t]
+            self.ret_rms.update(self.returns)
+            out[t] = np.clip(rewards[t] / np.sqrt(self.ret_rms.var + self.epsilon), -self.clip, self.clip)
+            self.returns[dones[t]] = 0
+        return out
+
+    def _on_rollout_end(self) -> None:
+        rewards, dones = find_learned_reward_env(self.model.get_env()).score_pending()
+        buffer = self.model.rollout_buffer
+        if rewards.shape != buffer.rewards.shape:
+            raise RuntimeError(f"recorded {rewards.shape} rewards for a rollout buffer of {buffer.rewards.shape}")
+        buffer.rewards += self.normalise(rewards, dones).astype(buffer.rewards.dtype)
+        buffer.compute_returns_and_advantage(last_values=self.locals["values"], dones=self.locals["dones"])

@@ -58,10 +58,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlpref.control.algos import graded_noise_policy, obs_norm_of, sb3_policy
-from rlpref.control.learned_reward import LearnedRewardVecEnv
+from rlpref.control.learned_reward import find_learned_reward_env
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
 from rlpref.control.segments import one_hot_actions, rollout_batch, rollout_plan
@@ -89,6 +88,7 @@ class OnlineConfig:
     action_noise: float = 0.0  # extra exploration in a round's rollout, graded 0..this across its envs
     refit: str = "trained"  # trained: always take a trained epoch; gated: keep r_θ unless validation loss drops
     keep_level: bool = False  # after a refit, serve r_θ at the mean and sd the agent saw on the round's clips
+    refit_epochs: Optional[int] = None  # at most this many epochs per refit (None: reward_model.max_epochs)
 
     def due_steps(self, total_steps: int) -> list[int]:
         """Agent steps after which each round runs."""
@@ -115,6 +115,10 @@ class OnlineConfig:
             raise ValueError(f"unknown online.refit '{self.refit}'; choose one of: {', '.join(REFITS)}")
         if not isinstance(self.keep_level, bool):
             raise ValueError(f"online.keep_level must be true or false, got {self.keep_level!r}")
+        if self.refit_epochs is not None and (isinstance(self.refit_epochs, bool) or not isinstance(self.refit_epochs, int)
+                                              or self.refit_epochs < 1):
+            raise ValueError(f"online.refit_epochs must be a positive integer or null (reward_model.max_epochs), "
+                             f"got {self.refit_epochs!r}")
         if self.scale not in SCALES:
             raise ValueError(f"unknown online.scale '{self.scale}'; choose one of: {', '.join(SCALES)}")
 
@@ -126,15 +130,6 @@ class OnlineConfig:
         if unknown:
             raise ValueError(f"unknown online keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
         return cls(**cfg)
-
-
-def _learned_reward_env(venv: VecEnv) -> LearnedRewardVecEnv:
-    env = venv
-    while isinstance(env, VecEnvWrapper):
-        if isinstance(env, LearnedRewardVecEnv):
-            return env
-        env = env.venv
-    raise TypeError("the online loop needs an agent trained on a learned reward (LearnedRewardVecEnv not found)")
 
 
 @dataclass
@@ -169,6 +164,7 @@ class OnlineFeedback:
     def round(self, agent, step: int) -> RewardModel:
         """Label the agent's current behaviour as a new rollout batch and fine-tune r_θ on all feedback."""
         r = len(self.rounds_log)
+        t0 = time.perf_counter()
         batch_id = int(self.segments.batch.max()) + 1
         steps, n_seg = rollout_plan(self.cfg.n_feedback, 1, self.length, self.oversample)
         rng = np.random.default_rng([self.seed, r, 11])
@@ -181,7 +177,9 @@ class OnlineFeedback:
                             gamma=self.gamma, n_envs=self.cfg.n_envs, batch=batch_id, seed=self.seed + 50_000 + 1000 * r,
                             rng=rng, desc=f"online round {r + 1}")
         self.segments = Segments.concat([self.segments, new])
+        t_rollout = time.perf_counter()
         labelled = self._label(batch_id, rng)
+        t_label = time.perf_counter()
         log = {"round": r + 1, "agent_step": int(step), "batch": batch_id, "n_new_segments": len(new),
                "n_new_pairs": len(labelled), "new_segments_mean_return": float(new.returns.mean()),
                "new_segments_min_return": float(new.returns.min())}
@@ -190,8 +188,10 @@ class OnlineFeedback:
             self.prefs = Preferences.concat([self.prefs, labelled])
             new_val = validation_mask(len(labelled), self.reward_cfg.val_fraction, rng)
             self.val_mask = np.concatenate([self.val_mask, new_val])
+            refit_cfg = (self.reward_cfg if self.cfg.refit_epochs is None
+                         else replace(self.reward_cfg, max_epochs=self.cfg.refit_epochs))
             self.model, metrics, history = train_reward_model(
-                self.segments, self.prefs, self.loss_name, self.reward_cfg, self.seed + 1 + r,
+                self.segments, self.prefs, self.loss_name, refit_cfg, self.seed + 1 + r,
                 init=self.model, val_mask=self.val_mask, keep_init=self.cfg.refit == "gated",
                 balance_val=self.cfg.refit == "trained",
             )
@@ -203,6 +203,9 @@ class OnlineFeedback:
                         "reward_mean_before": before[0], "reward_sd_before": before[1],
                         "reward_mean_after": after[0], "reward_sd_after": after[1]})
         log["n_pairs_total"] = len(self.prefs)
+        log["seconds_rollout"] = t_rollout - t0
+        log["seconds_label"] = t_label - t_rollout
+        log["seconds_refit"] = time.perf_counter() - t_label
         self.rounds_log.append(log)
         return self.model
 
@@ -272,6 +275,15 @@ class OnlineCallback(BaseCallback):
         self.due = loop.cfg.due_steps(total_steps)
         self.seconds_outside_training = 0.0
 
+    @property
+    def timings(self) -> dict:
+        """Seconds the rounds took in all, and per part (rollout, labelling, refit), for results.json."""
+        logs = self.loop.rounds_log
+        out = {"online_rounds": self.seconds_outside_training}
+        for part in ("rollout", "label", "refit"):
+            out[f"online_{part}"] = float(sum(r.get(f"seconds_{part}", 0.0) for r in logs))
+        return out
+
     def _on_rollout_start(self) -> None:
         # Between rollouts, so PPO's rollout buffer never mixes rewards from two models.
         if not self.due or self.num_timesteps < self.due[0]:
@@ -282,7 +294,7 @@ class OnlineCallback(BaseCallback):
         # The round seeds torch for its fine-tuning; the agent's own random stream must not notice.
         with torch.random.fork_rng():
             model = self.loop.round(self.model, self.num_timesteps).eval()
-        _learned_reward_env(self.model.get_env()).model = model
+        find_learned_reward_env(self.model.get_env()).model = model
         replay = getattr(self.model, "replay_buffer", None)
         if replay is not None:
             relabel_replay_buffer(replay, model, self.model.policy)
