@@ -20,7 +20,6 @@ from typing import Any, Mapping, Optional
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rlpref.artifacts import ArtifactStore, atomic_write_json, atomic_write_text
@@ -38,6 +37,8 @@ from rlpref.control.segments import collect_segments
 from rlpref.control.source import train_source
 from rlpref.control.teacher import TeacherConfig, label_pairs
 from rlpref.losses import LOSSES
+from rlpref.progress import RunProgress, format_seconds
+from rlpref.runtime import pin_threads
 
 __all__ = ["main", "run_pipeline"]
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 REWARDS = ("learned", "oracle")
 # Online keys left out of the agent key at these values (artefacts from before each key existed stay valid).
-_ONLINE_NEUTRAL = {"action_noise": 0.0, "refit": "gated", "keep_level": False}
+_ONLINE_NEUTRAL = {"action_noise": 0.0, "refit": "gated", "keep_level": False, "refit_epochs": None}
 
 
 def _scaled_budget(budget: Mapping[str, Any], env_cfg: Mapping[str, Any]) -> dict:
@@ -79,6 +80,27 @@ def validate(cfg: Mapping[str, Any]) -> None:
         )
 
 
+#: Before a run has measured its own pace: seconds per training step of one core (laptop-class CPU).
+_PRIOR_SECONDS_PER_STEP = {"ppo": 1 / 500, "sac": 1 / 100}
+
+
+def _stage_costs(cfg: Mapping[str, Any], budget: Mapping[str, Any], env_cfg: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """Each stage's rough cost in agent-training steps, for the run's ETA (measured ratios on
+    HalfCheetah-v4: a rollout step costs ~1/10 of a PPO training step, fitting the reward model ~30
+    steps per comparison, an online round ~3 steps per comparison held, an evaluation step ~1/10)."""
+    episode = int(env_cfg.get("max_episode_steps") or 1000)
+    n_fb = int(budget["n_feedback"])
+    rounds, per_round = int(budget.get("online_rounds", 0)), int(budget.get("online_feedback", 0))
+    evals = budget["agent_steps"] / budget["eval_every"] + 1
+    agent = (budget["agent_steps"] * 1.1 + evals * int(budget["eval_episodes"]) * episode / 10
+             + rounds * (per_round * 50 / 10 + 3 * (n_fb + rounds * per_round / 2)))
+    if cfg["reward"] != "learned":
+        return [("agent", agent)]
+    rollout = n_fb * int(cfg["segments"]["length"]) * 1.0
+    return [("source", float(budget["source_steps"])), ("segments", rollout / 10), ("feedback", 1.0),
+            ("reward_model", 30.0 * n_fb), ("agent", agent)]
+
+
 def _write_curve(path: Path, curve: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["step", "true_return_mean", "true_return_std", "n_episodes"])
@@ -103,6 +125,7 @@ def _read_curve(path: Path) -> list[dict]:
 def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     """Run (or resume) every stage for one resolved config; write results into ``run_dir``."""
     validate(cfg)
+    pin_threads(int(cfg.get("torch_threads", 1)))
     t_start = time.perf_counter()
     env_cfg = {k: v for k, v in cfg["env"].items()}
     algo = resolve_algo(cfg["agent"]["name"], env_cfg)
@@ -116,9 +139,13 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    progress = RunProgress(_stage_costs(cfg, budget, env_cfg), seconds_per_unit=_PRIOR_SECONDS_PER_STEP[algo])
+
     def stage(name: str, config: Mapping[str, Any], inputs: list[str], build):
         t0 = time.perf_counter()
-        art = store.get_or_build(name, config, inputs, build)
+        cached = store.exists(name, store.key(name, config, inputs))
+        with progress.stage(name, cached):
+            art = store.get_or_build(name, config, inputs, build)
         timings[name] = time.perf_counter() - t0 if art.built else float(art.manifest.get("seconds", 0.0))
         reused[name] = not art.built
         return art
@@ -177,7 +204,9 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         reward_metrics = rm.manifest["metrics"]
         reward_key = [rm.key]
         if logger is not None:
-            logger.log_metrics({f"reward_model/{k}": v for k, v in reward_metrics.items() if v is not None})
+            logger.log_metrics({f"reward_model/{k}": v for k, v in reward_metrics.items() if v is not None}, 0)
+        log.info("reward model (%s): val accuracy %.3f, Spearman %.3f with the true return", loss_name,
+                 reward_metrics.get("val_accuracy") or float("nan"), reward_metrics.get("spearman") or float("nan"))
 
     agent_cfg = {"env": env_cfg, "algo": algo, "hyperparams": hp, "steps": budget["agent_steps"],
                  "eval_every": budget["eval_every"], "eval_episodes": int(budget["eval_episodes"]),
@@ -215,7 +244,8 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         _write_curve(d / "curve.csv", result.curve)
         atomic_write_json(d / "train_episodes.json", result.train_episode_returns)
         out = {"final_return": result.final_return, "max_return": result.max_return, "auc": result.auc,
-               "steps_per_second": result.steps_per_second, "final_behaviour": result.behaviour}
+               "steps_per_second": result.steps_per_second, "final_behaviour": result.behaviour,
+               "agent_timings": result.timings}
         if loop is not None:
             # The reward the agent finished on, and what each round added (new batches only; the
             # offline segments and pairs are the earlier stages' artefacts).
@@ -269,6 +299,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         "max_return": ag.manifest["max_return"],
         "auc": ag.manifest["auc"],
         "agent_steps_per_second": ag.manifest["steps_per_second"],
+        "agent_timings": ag.manifest.get("agent_timings"),
         "final_behaviour": ag.manifest.get("final_behaviour"),
         "reward_model": reward_metrics,
         "online_rounds": ag.manifest.get("online_rounds"),
@@ -277,11 +308,17 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         "reused_stages": reused,
         "artifacts": {"agent": ag.key, **({"reward_model": reward_key[0]} if learned else {})},
         "n_eval_points": len(curve),
+        "agent_steps": int(curve[-1]["step"]) if curve else 0,
         "config": dict(cfg),
     }
     atomic_write_json(run_dir / "results.json", results)
     if logger is not None:
+        for rnd in results["online_rounds"] or []:
+            logger.log_metrics({f"online/{k}": v for k, v in rnd.items() if k not in ("round", "agent_step")},
+                               int(rnd["agent_step"]))
         logger.log_summary(results)
+    log.info("final true return %.1f (max %.1f) after %d agent steps; %s in all", results["final_return"],
+             results["max_return"], results["agent_steps"], format_seconds(timings["total"]))
     return results
 
 
@@ -313,19 +350,37 @@ def _summary_table(results: dict) -> None:
     Console(stderr=True).print(table)
 
 
+def _discard_rejected_run_dir(run_dir: Path) -> None:
+    """Remove the folder Hydra made for a run whose config was rejected (it holds only Hydra's own files),
+    and its parents that are left empty, so no report ever lists a run that never started."""
+    if not run_dir.is_dir() or any(p.name not in (".hydra", "run.log") for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    cwd = Path.cwd().resolve()
+    while parent.resolve() != cwd and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
 
     from rlpref.report.loggers import make_logger
 
-    torch.set_num_threads(int(cfg.torch_threads))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        validate(resolved)
+    except (ValueError, TypeError):
+        _discard_rejected_run_dir(run_dir)
+        raise
+    log.info("run folder: %s", run_dir)
     if cfg.video:
         from rlpref.video import headless_gl
 
         headless_gl()  # before any env imports MuJoCo
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     logger = make_logger(resolved["logger"], run_dir, resolved)
     try:
         results = run_pipeline(resolved, run_dir, logger)
@@ -334,9 +389,11 @@ def main(cfg: DictConfig) -> Optional[float]:
 
             for path in render_run(run_dir, **resolved["render"]):
                 logger.log_video(path)
+                log.info("video: %s", path)
     finally:
         logger.close()
     _summary_table(results)
+    log.info("run folder: %s (results.json, curve.csv, metrics.csv, run.log)", run_dir)
     return float(results["final_return"])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 __all__ = ["Episode", "headless_gl", "render_run", "write_mp4"]
+
+log = logging.getLogger(__name__)
 
 _EGL_PROBE = "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); c.free()"
 
@@ -65,6 +68,7 @@ class Episode:
     true_return: float
     learned_return: Optional[float]
     steps: int
+    ended: bool  # False: cut at max_steps before the episode ended
 
 
 def _overlay(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
@@ -79,8 +83,10 @@ def _overlay(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     return np.asarray(img)
 
 
-def play_episode(run_dir: Path, seed: int, max_steps: int, width: int, height: int, label: str = "") -> Episode:
-    """Play the run's final policy for one episode (at most ``max_steps`` steps) and render every step."""
+def play_episode(run_dir: Path, seed: int, max_steps: Optional[int], width: int, height: int,
+                 label: str = "") -> Episode:
+    """Play the run's final policy for one episode (to its end, or at most ``max_steps`` steps) and render
+    every step."""
     from envs import make_env
     from rlpref.control.algos import load_agent, sb3_policy
     from rlpref.control.reward_net import load_reward_model
@@ -113,8 +119,8 @@ def play_episode(run_dir: Path, seed: int, max_steps: int, width: int, height: i
         frames.append(_overlay(np.asarray(env.render(), dtype=np.uint8), lines))
 
     snap(0)
-    steps = 0
-    while steps < max_steps:
+    steps, term, trunc = 0, False, False
+    while max_steps is None or steps < max_steps:
         raw = np.asarray(obs, dtype=np.float32)[None]
         action = policy(obs_norm(raw) if obs_norm is not None else raw)
         obs, r, term, trunc, _ = env.step(action[0])
@@ -128,7 +134,7 @@ def play_episode(run_dir: Path, seed: int, max_steps: int, width: int, height: i
         if term or trunc:
             break
     env.close()
-    return Episode(np.stack(frames), true_ret, learned_ret, steps)
+    return Episode(np.stack(frames), true_ret, learned_ret, steps, bool(term or trunc))
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
@@ -165,15 +171,20 @@ def render_run(
     run_dir: Path,
     *,
     episodes: int = 1,
-    max_steps: int = 400,
+    max_steps: Optional[int] = None,
     width: int = 320,
     height: int = 240,
     seed: int = 2024,
     compare: Optional[Path] = None,
     out_dir: Optional[Path] = None,
 ) -> list[Path]:
-    """Render ``episodes`` episodes of a run (optionally beside a second run) to ``<out>/*.mp4``."""
-    if episodes < 1 or max_steps < 1:
+    """Render ``episodes`` episodes of a run (optionally beside a second run) to ``<out>/*.mp4``.
+
+    Each video covers the whole episode unless ``max_steps`` cuts it; a cut video's name ends in
+    ``_first<N>steps`` and the log says how many steps it shows, so a name never claims a whole episode.
+    The returns in the name are those of the steps shown.
+    """
+    if episodes < 1 or (max_steps is not None and max_steps < 1):
         raise ValueError(f"need episodes >= 1 and max_steps >= 1, got {episodes}, {max_steps}")
     headless_gl()
     run_dir = Path(run_dir)
@@ -189,13 +200,17 @@ def render_run(
         name = f"{_tag(results)}_ep{ep}_true{a.true_return:.0f}"
         if a.learned_return is not None:
             name += f"_learned{a.learned_return:.0f}"
-        frames = a.frames
+        frames, cut = a.frames, not a.ended
         if other is not None:
             b = play_episode(Path(compare), seed + ep, max_steps, width, height, label=f"{_method(other)}  ")
             t = max(len(a.frames), len(b.frames))
             pad = lambda f: np.concatenate([f, np.repeat(f[-1:], t - len(f), axis=0)])  # noqa: E731
             frames = np.concatenate([pad(a.frames), pad(b.frames)], axis=2)
             name += f"_vs_{_method(other)}_true{b.true_return:.0f}"
+            cut = cut or not b.ended
+        if cut:
+            name += f"_first{max_steps}steps"
+            log.info("video %s.mp4 shows the first %d steps of each episode (max_steps)", name, max_steps)
         paths.append(write_mp4(out_dir / f"{name}.mp4", frames, fps))
     return paths
 
@@ -205,7 +220,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("run_dir", type=Path, help="a run folder with results.json and agent/")
     ap.add_argument("--compare", type=Path, default=None, help="a second run of the same env, shown side by side")
     ap.add_argument("--episodes", type=int, default=1)
-    ap.add_argument("--max-steps", type=int, default=400, help="steps rendered per episode")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="cut each episode after this many steps (default: the whole episode)")
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--seed", type=int, default=2024, help="env seed of the first episode")

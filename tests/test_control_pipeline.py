@@ -57,6 +57,7 @@ def test_smoke_pipeline_learns_on_pendulum(tmp_path, monkeypatch):
 
     (video,) = render_run(out, max_steps=40, width=160, height=120)
     assert video.suffix == ".mp4" and "_true" in video.name and "_learned" in video.name, video.name
+    assert video.name.endswith("_first40steps.mp4"), video.name  # a cut episode says so in its name
     frames = imageio.mimread(video)
     assert len(frames) == 41 and frames[0].ndim == 3
     assert np.abs(frames[-1].astype(float) - frames[0].astype(float)).mean() > 1.0  # the pendulum moved

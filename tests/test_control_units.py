@@ -328,3 +328,65 @@ def test_default_budget_rounds_fall_in_distinct_rollouts_and_paper_stays_offline
     assert len(due) == online.rounds and due[-1] < steps
     gaps = np.diff([0, *due])
     assert gaps.min() >= rollout, f"rounds {due} closer than one rollout ({rollout} steps) of {steps}"
+
+
+def test_run_progress_eta_uses_the_runs_own_pace(monkeypatch, caplog):
+    """The overall line: stage k/n, elapsed, and an ETA from the run's measured seconds per unit of cost;
+    a cached stage leaves the plan and does not bend the pace."""
+    import logging
+
+    import rlpref.progress as progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    run = progress.RunProgress([("source", 100.0), ("segments", 10.0), ("agent", 200.0)], seconds_per_unit=1.0,
+                               every=30.0)
+    assert run.eta() == 310.0  # the prior: one second per unit
+    with caplog.at_level(logging.INFO, logger="rlpref"):
+        with run.stage("source"):
+            now[0] = 50.0
+            run.advance(0.25)  # its own pace: 50 s for a quarter -> 150 s left, then 210 units at the prior
+            assert run.eta() == pytest.approx(150.0 + 210.0)
+            now[0] = 200.0
+        assert run.eta() == pytest.approx(210 * 2.0)  # 100 units took 200 s: 2 s per unit from now on
+        with run.stage("segments", cached=True):
+            now[0] = 201.0
+        assert run.eta() == pytest.approx(200 * 2.0)  # reused: out of the plan, pace unchanged
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "stage 1/3 source — elapsed 0:00, ETA 5:10 for the whole run"
+    assert "stage 1/3 source — elapsed 0:50, ETA 6:00 for the whole run" in lines  # due after 30 s
+    assert "stage 2/3 segments — reused from the cache" in lines
+
+
+def test_pin_threads_sets_torch_and_refuses_nonsense():
+    from rlpref.runtime import pin_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert pin_threads(2) == 2 and torch.get_num_threads() == 2
+    finally:
+        pin_threads(before)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="thread count must be a positive integer"):
+            pin_threads(bad)
+
+
+def test_known_mujoco_noise_is_filtered_and_other_warnings_pass(capfd):
+    import mujoco
+
+    make_env("HalfCheetah-v4").reset(seed=0)  # Gymnasium's v4 XML sets the deprecated settotalmass
+    err = capfd.readouterr()
+    assert "settotalmass" not in err.out + err.err and "out of date" not in err.err
+    mujoco.get_mju_user_warning()("Nan, Inf or huge value in QACC at DOF 0.")
+    assert "QACC" in capfd.readouterr().err
+
+
+def test_a_rejected_config_leaves_no_run_folder(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "runs" / "x"
+    proc = subprocess.run([sys.executable, "-m", "rlpref.run", "segments.length=5000", f"hydra.run.dir={run_dir}"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "segments.length=5000 exceeds" in proc.stderr
+    assert not run_dir.exists() and not (tmp_path / "runs").exists()

@@ -6,6 +6,7 @@ returns chosen so the expected aggregates are known exactly.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -42,7 +43,7 @@ def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, si
     }
     if agent_key is not None:
         res["artifacts"] = {"agent": agent_key}
-    if online is not None:  # (rounds, n per round, schedule[, pairing[, scale[, refit[, action_noise[, keep_level]]]]])
+    if online is not None:  # (rounds, n per round, schedule[, pairing[, scale[, refit[, noise[, keep_level[, epochs]]]]]])
         res["config"]["online"] = {"rounds": online[0], "n_feedback": online[1], "schedule": online[2]}
         if len(online) > 3:
             res["config"]["online"]["pairing"] = online[3]
@@ -54,6 +55,8 @@ def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, si
             res["config"]["online"]["action_noise"] = online[6]
         if len(online) > 7:
             res["config"]["online"]["keep_level"] = online[7]
+        if len(online) > 8:
+            res["config"]["online"]["refit_epochs"] = online[8]
         res["online_rounds"] = [{"round": i + 1, "n_new_pairs": online[1]} for i in range(online[0])]
     (run_dir / "results.json").write_text(json.dumps(res))
     return run_dir
@@ -157,15 +160,18 @@ def test_wandb_logger_runs_offline_and_writes_the_same_local_files(tmp_path, mon
     monkeypatch.setenv("WANDB_API_KEY", "")  # no credentials anywhere
     logger = make_logger({"name": "wandb", "mode": "offline", "project": "rlpref-test", "dir": "."}, tmp_path,
                          {"env": {"id": "Pendulum-v1"}, "loss": {"name": "rr"}})
-    logger.log_metrics({"reward_model/val_accuracy": 0.9})
+    logger.log_metrics({"reward_model/val_accuracy": 0.9}, 0)
     for step, mean in ((100, -900.0), (200, -400.0)):
         logger.log_curve_point(step, mean, 10.0, 5)
-    logger.log_summary({"final_return": -400.0, "reward_model": {"pdc": 0.8}})
+    logger.log_summary({"final_return": -400.0, "reward_model": {"pdc": 0.8}, "agent_steps": 200})
     logger.close()
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb")), list(tmp_path.rglob("*"))
     curve = (tmp_path / "curve.csv").read_text().splitlines()
     assert curve[0] == "step,true_return_mean,true_return_std,n_episodes" and len(curve) == 3
     assert json.loads((tmp_path / "summary.json").read_text())["reward_model/pdc"] == 0.8
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert rows and all(r["step"].isdigit() for r in rows)  # every row has its step
+    assert {r["step"] for r in rows if r["key"].startswith("summary/")} == {"200"}
 
 
 def test_rerun_of_the_same_experiment_counts_once_newest_wins(tmp_path):
@@ -227,6 +233,8 @@ def test_online_settings_are_separate_methods(tmp_path):
     write_fake_run(tmp_path / "i", loss="rr", final=200.0, online=(9, 60, "early", "within", "round", "trained", 0.4))
     write_fake_run(tmp_path / "j", loss="rr", final=200.0,
                    online=(9, 60, "early", "within", "round", "trained", 0.0, True))
+    write_fake_run(tmp_path / "k", loss="rr", final=200.0,
+                   online=(9, 60, "early", "within", "round", "trained", 0.0, False, 2))
     methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
     # Runs without online.scale predate it and judged on every segment's scale, runs without online.refit kept
     # r_θ unless validation improved: neither is the default.
@@ -234,4 +242,7 @@ def test_online_settings_are_separate_methods(tmp_path):
                        "d": "rr+online9x60-early-across-allscale-gated", "e": "rr+online9x60-early-allscale-gated",
                        "f": "rr+online9x60-early-gated", "g": "rr+online9x60-early-allscale-gated",
                        "h": "rr+online9x60-early", "i": "rr+online9x60-early-noise0.4",
-                       "j": "rr+online9x60-early-keeplevel"}
+                       "j": "rr+online9x60-early-keeplevel", "k": "rr+online9x60-early-refit2ep"}
+    # Each online run sits at the comparisons it used: 1000 offline plus its rounds' pairs.
+    used = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["n_feedback"]))
+    assert used["a"] == 1000 + 9 * 60 and used["b"] == 1000 + 4 * 100 and used["c"] == 1000

@@ -2,7 +2,8 @@
 
 Both write the same local files, so ``python -m rlpref.report`` never needs wandb:
 
-- ``metrics.csv``  tidy ``step,key,value`` rows, appended one row per ``os.write`` on an
+- ``metrics.csv``  tidy ``step,key,value`` rows (``step``: agent env steps; 0 for what precedes the
+  agent's training, e.g. the offline reward model), appended one row per ``os.write`` on an
   ``O_APPEND`` descriptor (atomic for a single small write on POSIX file systems, so a crash
   leaves whole lines and concurrent writers never interleave inside a line);
 - ``curve.csv``    ``step,true_return_mean,true_return_std,n_episodes``: rewritten atomically
@@ -101,9 +102,9 @@ class Logger:
         self._closed = False
 
     # -- local files ---------------------------------------------------------------------------
-    def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
-        """One tidy row per numeric metric (nested dicts are flattened to ``a/b`` keys)."""
-        step_s = "" if step is None else str(int(step))
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """One tidy row per numeric metric (nested dicts are flattened to ``a/b`` keys), at agent step ``step``."""
+        step_s = str(int(step))
         for key, value in flatten(metrics).items():
             scalar = _to_scalar(value)
             if scalar is None:
@@ -117,6 +118,7 @@ class Logger:
         self.log_metrics({"eval/true_return_mean": mean, "eval/true_return_std": std, "eval/n_episodes": n}, step)
 
     def log_summary(self, results: Mapping[str, Any]) -> None:
+        """``summary.json`` and ``summary/*`` rows at the run's last agent step (``results["agent_steps"]``)."""
         flat = {}
         for k, v in flatten({k: v for k, v in results.items() if k != "config"}).items():
             s = _to_scalar(v)
@@ -125,7 +127,8 @@ class Logger:
             elif isinstance(v, str):
                 flat[k] = v
         atomic_write_text(self.summary_path, json.dumps(flat, indent=2, sort_keys=True) + "\n")
-        self.log_metrics({f"summary/{k}": v for k, v in flat.items() if not isinstance(v, str)})
+        self.log_metrics({f"summary/{k}": v for k, v in flat.items() if not isinstance(v, str)},
+                         int(results.get("agent_steps", 0)))
 
     def log_video(self, path: Path) -> None:
         _append_line(self.videos_path, _csv_line([str(Path(path))]), header="path")
@@ -178,12 +181,11 @@ class WandbLogger(Logger):
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: Optional[int] = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         super().log_metrics(metrics, step)
         payload = {k: s for k, v in flatten(metrics).items() if (s := _to_scalar(v)) is not None}
-        if step is not None:
-            payload["step"] = int(step)
-        if payload:
+        payload["step"] = int(step)
+        if len(payload) > 1:
             self.run.log(payload)
 
     def log_curve_point(self, step: int, mean: float, std: float, n: int) -> None:
