@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 REWARDS = ("learned", "oracle")
 # Online keys left out of the agent key at these values (artefacts from before each key existed stay valid).
-_ONLINE_NEUTRAL = {"action_noise": 0.0, "refit": "gated", "keep_level": False, "refit_epochs": None}
+_ONLINE_NEUTRAL = {"action_noise": 0.0, "refit": "gated", "keep_level": False, "refit_epochs": None,
+                   "refit_replay": None}
 
 
 def _scaled_budget(budget: Mapping[str, Any], env_cfg: Mapping[str, Any]) -> dict:

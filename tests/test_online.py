@@ -186,6 +186,29 @@ def test_refit_trained_always_moves_the_model_and_balances_validation_by_batch()
     np.testing.assert_allclose(hist[0]["val_loss"], np.mean(per_batch), rtol=1e-4)
 
 
+def test_refit_replay_trains_each_epoch_on_the_new_pairs_and_a_fresh_sample_of_older_ones(monkeypatch):
+    import rlpref.control.reward_net as rn
+
+    segs = _segments()
+    prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
+    new = label_pairs(segs, 20, TeacherConfig(), 0.99, np.random.default_rng(2), batches=[0])
+    more = Preferences.concat([prefs, new])
+    focus = np.arange(len(more)) >= len(prefs)
+    mask = validation_mask(len(more), 0.15, np.random.default_rng(7))
+    seen = []  # the comparisons each epoch trained on
+    original = rn.stratum_batches
+    monkeypatch.setattr(rn, "stratum_batches", lambda stratum, *a: seen.append(len(stratum)) or original(stratum, *a))
+    cfg = RewardTrainConfig(hidden=(16,), max_epochs=3, patience=10, lr=1e-2)
+    model, _, hist = train_reward_model(segs, more, "rr", cfg, seed=1, val_mask=mask, focus=focus, replay=2.0)
+    n_focus = int((focus & ~mask).sum())
+    assert len(hist) == 3 and seen == [n_focus + int(round(2.0 * n_focus))] * 3
+    seen.clear()
+    train_reward_model(segs, more, "rr", cfg, seed=1, val_mask=mask)  # without replay: every training pair
+    assert seen == [int((~mask).sum())] * 3
+    with pytest.raises(ValueError, match="replay needs focus"):
+        train_reward_model(segs, more, "rr", cfg, seed=1, replay=1.0)
+
+
 def test_keep_level_moves_the_served_reward_only_and_survives_save_and_load(tmp_path):
     from rlpref.control.online import _set_level, _step_reward_stats
     from rlpref.control.reward_net import save_reward_model
@@ -266,6 +289,9 @@ def test_online_config_rejects_bad_values():
     for bad in (0, -3, 1.5, True):
         with pytest.raises(ValueError, match="online.refit_epochs must be a positive integer or null"):
             OnlineConfig(rounds=2, refit_epochs=bad)
+    for bad in (-1, "2", True):
+        with pytest.raises(ValueError, match="online.refit_replay must be a number >= 0 or null"):
+            OnlineConfig(rounds=2, refit_replay=bad)
     assert OnlineConfig.from_mapping(None).rounds == 0
 
 
@@ -308,7 +334,7 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
             "env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", "loss=rr", "budget.source_steps=1500",
             "budget.agent_steps=1500", "budget.eval_every=500", "budget.eval_episodes=2", "budget.n_feedback=60",
             "budget.n_checkpoints=2", "budget.online_rounds=2", "budget.online_feedback=20",
-            "online.refit_epochs=3",
+            "online.refit_epochs=3", "online.refit_replay=1",
         ])
     res = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run")
     rounds = res["online_rounds"]

@@ -89,6 +89,7 @@ class OnlineConfig:
     refit: str = "trained"  # trained: always take a trained epoch; gated: keep r_θ unless validation loss drops
     keep_level: bool = False  # after a refit, serve r_θ at the mean and sd the agent saw on the round's clips
     refit_epochs: Optional[int] = None  # at most this many epochs per refit (None: reward_model.max_epochs)
+    refit_replay: Optional[float] = None  # refit epochs: the round's pairs + this many times as many older ones (None: all)
 
     def due_steps(self, total_steps: int) -> list[int]:
         """Agent steps after which each round runs."""
@@ -119,6 +120,9 @@ class OnlineConfig:
                                               or self.refit_epochs < 1):
             raise ValueError(f"online.refit_epochs must be a positive integer or null (reward_model.max_epochs), "
                              f"got {self.refit_epochs!r}")
+        if self.refit_replay is not None and (isinstance(self.refit_replay, bool)
+                                              or not isinstance(self.refit_replay, (int, float)) or self.refit_replay < 0):
+            raise ValueError(f"online.refit_replay must be a number >= 0 or null (all older pairs), got {self.refit_replay!r}")
         if self.scale not in SCALES:
             raise ValueError(f"unknown online.scale '{self.scale}'; choose one of: {', '.join(SCALES)}")
 
@@ -193,7 +197,8 @@ class OnlineFeedback:
             self.model, metrics, history = train_reward_model(
                 self.segments, self.prefs, self.loss_name, refit_cfg, self.seed + 1 + r,
                 init=self.model, val_mask=self.val_mask, keep_init=self.cfg.refit == "gated",
-                balance_val=self.cfg.refit == "trained",
+                balance_val=self.cfg.refit == "trained", replay=self.cfg.refit_replay,
+                focus=np.arange(len(self.prefs)) >= len(self.prefs) - len(labelled),
             )
             after = _step_reward_stats(self.model, new)
             if self.cfg.keep_level:

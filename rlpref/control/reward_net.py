@@ -236,6 +236,8 @@ def train_reward_model(
     val_mask: Optional[np.ndarray] = None,
     keep_init: bool = True,
     balance_val: bool = False,
+    focus: Optional[np.ndarray] = None,
+    replay: Optional[float] = None,
 ) -> tuple[RewardModel, dict, list[dict]]:
     """Fit a reward model; early stopping on validation loss. Returns (model, metrics, history).
 
@@ -246,6 +248,9 @@ def train_reward_model(
     it on validation; False returns the best *trained* epoch, so new feedback always moves the model.
     ``balance_val``: the validation loss is the mean over rollout batches of each batch's mean loss, so
     a small new batch counts as much as any other instead of drowning among the older pairs.
+    ``focus`` (bool [P]) with ``replay`` = ρ: each epoch trains on the focus pairs (e.g. an online round's
+    new ones) plus a fresh random draw of ρ times as many of the other training pairs, instead of on
+    all of them: a refit then costs in proportion to the new feedback, not to all feedback so far.
     """
     get_loss(loss_name)  # unknown names fail before any work
     rng = np.random.default_rng(seed)
@@ -289,12 +294,19 @@ def train_reward_model(
     if init is not None and n_val and keep_init:
         # Fine-tuning must beat the starting model on validation, or the starting model is kept.
         best_val = validation_loss()
+    if replay is not None:
+        if focus is None or focus.shape != (n,):
+            raise ValueError(f"replay needs focus, a bool array [{n}] marking the pairs every epoch trains on")
+        focus_train, rest_train = train_idx[focus[train_idx]], train_idx[~focus[train_idx]]
+        n_replay = min(rest_train.size, int(round(replay * focus_train.size)))
     bar = tqdm(range(cfg.max_epochs), desc=f"reward model ({loss_name})", unit="epoch", disable=not progress_enabled())
     for epoch in bar:
         model.train()
         train_losses = []
-        for batch in stratum_batches(stratum[train_idx], cfg.batch_size, rng):
-            idx = train_idx[batch]
+        epoch_idx = (train_idx if replay is None
+                     else np.sort(np.concatenate([focus_train, rng.choice(rest_train, n_replay, replace=False)])))
+        for batch in stratum_batches(stratum[epoch_idx], cfg.batch_size, rng):
+            idx = epoch_idx[batch]
             loss = _pair_loss(model, data, prefs, idx, stratum, loss_name, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()

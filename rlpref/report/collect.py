@@ -95,7 +95,7 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row["n_feedback"] = row["n_feedback_offline"] + sum(int(r.get("n_new_pairs", 0)) for r in rounds)
     # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
     # whose agent's own rollouts were labelled too get
-    # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>][-keeplevel][-refit<k>ep]",
+    # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>][-keeplevel][-refit<k>ep][-replay<r>]",
     # so sweeps never average them with offline runs or with another online setting; any other config
     # value that differs between runs of one method is appended by _tag_variants.
     row["method"] = "oracle" if row["reward"] == "oracle" else str(row["loss"]) + _online_tag(res, len(rounds))
@@ -106,7 +106,7 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
 # Config leaves that name a run rather than an experiment, or that the grouping columns (env, sigma,
 # n_feedback) and the method label (loss, reward, the online tag) already carry.
 _ONLINE_TAGGED = ("rounds", "n_feedback", "schedule", "pairing", "scale", "refit", "action_noise", "keep_level",
-                  "refit_epochs")
+                  "refit_epochs", "refit_replay")
 _NOT_A_VARIANT = ("seed", "cache_dir", "video", "torch_threads", "reward", "env.id", "loss.name", "teacher.sigma",
                   "budget.n_feedback", "budget.online_rounds", "budget.online_feedback", "budget.online_schedule",
                   *(f"online.{k}" for k in _ONLINE_TAGGED))
@@ -125,11 +125,12 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     refit = online.get("refit", "gated")  # runs from before online.refit kept r_θ unless validation improved
     noise = float(online.get("action_noise", 0.0))
     keep_level = bool(online.get("keep_level", False))
-    refit_epochs = online.get("refit_epochs")
+    refit_epochs, replay = online.get("refit_epochs"), online.get("refit_replay")
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
             + ("" if scale == "round" else f"-{scale}scale") + ("" if refit == "trained" else f"-{refit}")
             + (f"-noise{noise:g}" if noise else "") + ("-keeplevel" if keep_level else "")
-            + (f"-refit{refit_epochs}ep" if refit_epochs is not None else ""))
+            + (f"-refit{refit_epochs}ep" if refit_epochs is not None else "")
+            + (f"-replay{replay:g}" if replay is not None else ""))
 
 
 def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
