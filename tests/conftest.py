@@ -8,6 +8,7 @@ anything else shared the machine.
 """
 
 import pytest
+import torch
 
 from rlpref.video import headless_gl
 
@@ -19,3 +20,43 @@ def _one_thread():
     from rlpref.runtime import pin_threads
 
     pin_threads(1)
+
+
+# Shared helpers of the loss tests (test_losses, test_rr_kernel), handed out as fixtures.
+
+def _naive_rr(d: torch.Tensor, strength: torch.Tensor, stratum: torch.Tensor) -> torch.Tensor:
+    """Per-stratum Python reference: sort strongest first, Plackett-Luce with a d = 0 anchor."""
+    total = d.new_zeros(())
+    for s in torch.unique(stratum).tolist():
+        idx = torch.nonzero(stratum == s).flatten()
+        order = idx[torch.argsort(strength[idx])]
+        ds = [d[i] for i in order.tolist()]
+        for k in range(len(ds)):
+            rest = torch.stack(ds[k:] + [d.new_zeros(())])  # the anchor has worth exp(0)
+            total = total + ds[k] - torch.logsumexp(rest, 0)
+    return -total / d.shape[0]
+
+
+def _random_problem(seed: int, n_strata: int = 60, max_size: int = 9):
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(1, max_size + 1, (n_strata,), generator=g)
+    n = int(sizes.sum())
+    # non-contiguous, shuffled stratum ids
+    ids = torch.randperm(1000, generator=g)[:n_strata] * 7 - 50
+    stratum = torch.repeat_interleave(ids, sizes)[torch.randperm(n, generator=g)]
+    strength = torch.randperm(n, generator=g).to(torch.float64) * 0.37 - 3.0  # distinct values
+    uc = (torch.randn(n, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    ur = (torch.randn(n, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    return uc, ur, strength, stratum
+
+
+@pytest.fixture
+def naive_rr():
+    """Per-stratum Python reference of the rr loss: naive_rr(d, strength, stratum) -> scalar."""
+    return _naive_rr
+
+
+@pytest.fixture
+def random_problem():
+    """random_problem(seed, n_strata=60, max_size=9) -> (uc, ur, strength, stratum), float64, distinct strengths."""
+    return _random_problem

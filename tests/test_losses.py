@@ -87,34 +87,8 @@ def test_rt_regression_known_value():
 # ---------------------------------------------------------------- rr against references
 
 
-def naive_rr(d: torch.Tensor, strength: torch.Tensor, stratum: torch.Tensor) -> torch.Tensor:
-    """Per-stratum Python reference: sort strongest first, Plackett-Luce with a d = 0 anchor."""
-    total = d.new_zeros(())
-    for s in torch.unique(stratum).tolist():
-        idx = torch.nonzero(stratum == s).flatten()
-        order = idx[torch.argsort(strength[idx])]
-        ds = [d[i] for i in order.tolist()]
-        for k in range(len(ds)):
-            rest = torch.stack(ds[k:] + [d.new_zeros(())])  # the anchor has worth exp(0)
-            total = total + ds[k] - torch.logsumexp(rest, 0)
-    return -total / d.shape[0]
-
-
-def random_problem(seed: int, n_strata: int = 60, max_size: int = 9):
-    g = torch.Generator().manual_seed(seed)
-    sizes = torch.randint(1, max_size + 1, (n_strata,), generator=g)
-    n = int(sizes.sum())
-    # non-contiguous, shuffled stratum ids
-    ids = torch.randperm(1000, generator=g)[:n_strata] * 7 - 50
-    stratum = torch.repeat_interleave(ids, sizes)[torch.randperm(n, generator=g)]
-    strength = torch.randperm(n, generator=g).to(D64) * 0.37 - 3.0  # distinct values
-    uc = (torch.randn(n, generator=g, dtype=D64) * 2).requires_grad_()
-    ur = (torch.randn(n, generator=g, dtype=D64) * 2).requires_grad_()
-    return uc, ur, strength, stratum
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_rr_matches_naive_reference_values_and_grads(seed):
+def test_rr_matches_naive_reference_values_and_grads(seed, naive_rr, random_problem):
     uc, ur, strength, stratum = random_problem(seed)
     assert torch.unique(stratum).numel() >= 50
     got = rr_loss(uc, ur, strength, stratum)
@@ -141,7 +115,7 @@ def test_rr_singletons_with_equal_strength_across_strata_equals_bt():
     torch.testing.assert_close(got, LOSSES["bt"](uc, ur))
 
 
-def test_rr_with_plan_equals_without():
+def test_rr_with_plan_equals_without(random_problem):
     uc, ur, strength, stratum = random_problem(4)
     plan = make_rank_plan(strength, stratum)
     a = rr_loss(uc, ur, strength, stratum)
@@ -158,7 +132,7 @@ def test_rr_plan_size_mismatch():
         rr_loss(t([1.0, 2.0]), t([0.0, 0.0]), plan=plan)
 
 
-def test_rr_float32_matches_float64():
+def test_rr_float32_matches_float64(random_problem):
     uc, ur, strength, stratum = random_problem(5)
     a = rr_loss(uc.detach().float(), ur.detach().float(), strength, stratum)
     b = rr_loss(uc.detach(), ur.detach(), strength, stratum)
@@ -300,7 +274,7 @@ def test_ties_in_pooled_raise_even_across_strata():
         LOSSES["rr_pooled"](t([1.0, 2.0]), t([0.0, 0.0]), strength=t([1.0, 1.0]), stratum=lt([0, 1]))
 
 
-def test_ties_check_can_be_disabled():
+def test_ties_check_can_be_disabled(naive_rr):
     """Unchecked ties keep their input order (stable sort), so the loss is the naive one in that order."""
     strength, stratum = t([0.5, 0.2, 0.5]), lt([4, 4, 4])
     plan = make_rank_plan(strength, stratum, check_ties=False)
@@ -466,7 +440,7 @@ def test_hand_built_rank_plans_are_validated():
         RankPlan(index=good.index.float(), valid=good.valid, n=n)
 
 
-def test_integer_strength_ranks_like_the_same_floats_and_bool_strata_are_refused():
+def test_integer_strength_ranks_like_the_same_floats_and_bool_strata_are_refused(naive_rr):
     d = torch.tensor([0.5, -0.2, 1.5, 0.1], dtype=torch.float64)
     zeros = torch.zeros(4, dtype=torch.float64)
     stratum = lt([0, 0, 1, 1])

@@ -12,7 +12,6 @@ import torch
 
 from rlpref import kernels
 from rlpref.losses import LOSSES, make_rank_plan, rr_loss
-from tests.test_losses import naive_rr, random_problem
 
 D64 = torch.float64
 
@@ -30,7 +29,7 @@ def kernel():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("max_size", [1, 9, 70])
-def test_kernel_equals_eager_and_reference(kernel, seed, max_size):
+def test_kernel_equals_eager_and_reference(kernel, seed, max_size, naive_rr, random_problem):
     uc, ur, strength, stratum = random_problem(seed, n_strata=60, max_size=max_size)
     plan = make_rank_plan(strength, stratum)
     fast = rr_loss(uc, ur, plan=plan, use_kernel=True)
@@ -47,7 +46,7 @@ def test_kernel_equals_eager_and_reference(kernel, seed, max_size):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
 
 
-def test_kernel_float32_matches_float64(kernel):
+def test_kernel_float32_matches_float64(kernel, random_problem):
     uc, ur, strength, stratum = random_problem(5, max_size=40)
     plan = make_rank_plan(strength, stratum)
     u32 = uc.detach().float().requires_grad_()
@@ -60,7 +59,7 @@ def test_kernel_float32_matches_float64(kernel):
     torch.testing.assert_close(g32.double(), g64, rtol=1e-4, atol=1e-7)
 
 
-def test_kernel_gradcheck(kernel):
+def test_kernel_gradcheck(kernel, random_problem):
     uc, ur, strength, stratum = random_problem(6, n_strata=12, max_size=6)
     plan = make_rank_plan(strength, stratum)
     assert torch.autograd.gradcheck(lambda a, b: rr_loss(a, b, plan=plan, use_kernel=True), (uc, ur))
@@ -73,7 +72,7 @@ def test_kernel_refuses_double_backward(kernel):
         torch.autograd.grad(loss, u, create_graph=True)
 
 
-def test_kernel_overflow_falls_back_to_the_stable_path(kernel):
+def test_kernel_overflow_falls_back_to_the_stable_path(kernel, naive_rr):
     # exp(1e4) overflows inside the kernel; rr_loss must notice and recompute stably
     d = torch.tensor([1e4, -1e4, 3.0, 5e3], dtype=D64, requires_grad=True)
     strength, stratum = torch.tensor([0.0, 1.0, 2.0, 0.0], dtype=D64), torch.tensor([0, 0, 0, 1])
@@ -86,7 +85,7 @@ def test_kernel_overflow_falls_back_to_the_stable_path(kernel):
     torch.testing.assert_close(g, g_ref)
 
 
-def test_default_path_uses_the_kernel_when_built(kernel):
+def test_default_path_uses_the_kernel_when_built(kernel, random_problem):
     uc, ur, strength, stratum = random_problem(7)
     loss = LOSSES["rr"](uc, ur, strength, stratum)
     eager = rr_loss(uc, ur, strength, stratum, use_kernel=False)
@@ -111,7 +110,7 @@ def test_kernel_can_be_switched_off(monkeypatch):
         kernels.clear_cache()
 
 
-def test_kernel_with_only_one_input_requiring_grad(kernel):
+def test_kernel_with_only_one_input_requiring_grad(kernel, random_problem):
     uc, ur, strength, stratum = random_problem(8)
     plan = make_rank_plan(strength, stratum)
     fixed = ur.detach()
