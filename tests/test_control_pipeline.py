@@ -174,3 +174,22 @@ def test_artifacts_are_readable_by_the_group_and_stale_builds_are_cleared(tmp_pa
         assert stat.S_IMODE((tmp_path / "r.md").stat().st_mode) == 0o664
     finally:
         os.umask(old)
+
+
+def test_oracle_runs_only_the_agent_stage_and_is_shared_between_losses(tmp_path, monkeypatch):
+    """reward=oracle: the true-reward agent alone (the upper reference), whose artefact any loss reuses."""
+    monkeypatch.setenv("RLPREF_QUIET", "1")
+    small = ("reward=oracle", "budget.agent_steps=600", "budget.eval_every=300", "budget.eval_episodes=2")
+    res = run_mod.run_pipeline(_cfg(tmp_path, "loss=rr", *small), tmp_path / "rr")
+    assert res["reused_stages"] == {"agent": False} and res["reward_model"] is None
+    assert [p["step"] for p in csv_rows(tmp_path / "rr" / "curve.csv")] == ["300", "600"]
+    assert np.isfinite(res["final_return"]) and not (tmp_path / "rr" / "reward_net.pt").exists()
+    again = run_mod.run_pipeline(_cfg(tmp_path, "loss=bt", *small), tmp_path / "bt")
+    assert again["reused_stages"] == {"agent": True} and again["final_return"] == res["final_return"]
+
+
+def csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
