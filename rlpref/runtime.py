@@ -1,6 +1,6 @@
 """Process-wide compute settings, applied in one place that every entry point goes through.
 
-The control pipeline (:func:`rlpref.run.run_pipeline`, and so the CLI and the tests), the synthetic grid
+The control pipeline (:func:`rlpref.control.pipeline.run_pipeline`, and so the CLI and the tests), the synthetic grid
 and the LLM trainer call :func:`pin_threads` with their config's thread count before any work. Small
 torch ops on two cores run several times slower when each process spreads them over every core, and
 parallel runs (joblib, SLURM arrays) must not fight over the cores they were given.

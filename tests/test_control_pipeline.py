@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import rlpref.run as run_mod
+import rlpref.control.pipeline as run_mod
 from rlpref.artifacts import ArtifactStore
 from rlpref.control.algos import evaluate_policy_true, random_policy
 from envs import make_env

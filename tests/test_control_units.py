@@ -19,7 +19,7 @@ from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model, stratum_batches
 from rlpref.control.segments import cut_segments, discounted_returns, one_hot_actions, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
-from rlpref.run import _scaled_budget, validate
+from rlpref.control.pipeline import _scaled_budget, validate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -249,7 +249,7 @@ def test_unknown_group_choice_lists_options():
             compose("config", overrides=["loss=hinge"])
 
 
-def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches():
+def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches(naive_rr):
     from rlpref.control.reward_net import RewardTrainConfig, _Data, _pair_loss
 
     rng = np.random.default_rng(0)
@@ -269,8 +269,6 @@ def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches():
     cfg = RewardTrainConfig(hidden=(8,))
     pooled = _pair_loss(model, data, prefs, idx, stratum, "rr_pooled", cfg)
     by_batch = _pair_loss(model, data, prefs, idx, stratum, "rr", cfg)
-    from tests.test_losses import naive_rr
-
     with torch.no_grad():
         u = model(torch.as_tensor(segs.obs).reshape(-1, 2), torch.as_tensor(segs.acts).reshape(-1, 1))
         u = u.reshape(m, length).sum(1).double()

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import rlpref.run as run_mod
+import rlpref.control.pipeline as run_mod
 from rlpref.control.algos import graded_noise_policy
 from rlpref.control.online import OnlineConfig, OnlineFeedback
 from rlpref.control.records import Preferences, Segments

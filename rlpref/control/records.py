@@ -10,7 +10,7 @@ import numpy as np
 
 from rlpref.artifacts import load_npz, save_npz
 
-__all__ = ["Preferences", "Segments"]
+__all__ = ["CURVE_COLUMNS", "Preferences", "Segments", "curve_csv", "read_curve"]
 
 R = TypeVar("R", bound="_ArrayRecord")
 
@@ -97,3 +97,25 @@ class Preferences(_ArrayRecord):
     def label_accuracy(self) -> float:
         """Fraction of labels that agree with the true returns (1.0 for a noise-free teacher)."""
         return float(np.mean(self.return_chosen >= self.return_rejected))
+
+
+#: The one schema of a learning curve (``curve.csv``): agent env steps vs the true return of an evaluation.
+CURVE_COLUMNS = ("step", "true_return_mean", "true_return_std", "n_episodes")
+
+
+def curve_csv(points: Sequence[dict]) -> str:
+    """CSV text of curve points (dicts with :data:`CURVE_COLUMNS`), floats written exactly (repr)."""
+    rows = [",".join(CURVE_COLUMNS)]
+    rows += [f"{int(p['step'])},{float(p['true_return_mean'])!r},{float(p['true_return_std'])!r},{int(p['n_episodes'])}"
+             for p in points]
+    return "\n".join(rows) + "\n"
+
+
+def read_curve(path: Path) -> list[dict]:
+    """The points of a ``curve.csv`` written by :func:`curve_csv`."""
+    import csv
+
+    with open(path) as f:
+        return [{"step": int(r["step"]), "true_return_mean": float(r["true_return_mean"]),
+                 "true_return_std": float(r["true_return_std"]), "n_episodes": int(r["n_episodes"])}
+                for r in csv.DictReader(f)]

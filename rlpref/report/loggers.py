@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from rlpref.artifacts import atomic_write_text
+from rlpref.control.records import CURVE_COLUMNS, curve_csv
 
 __all__ = ["Logger", "CsvLogger", "WandbLogger", "make_logger", "flatten", "CURVE_COLUMNS"]
 
-CURVE_COLUMNS = ("step", "true_return_mean", "true_return_std", "n_episodes")
 
 
 def _append_line(path: Path, line: str, header: Optional[str] = None) -> None:
@@ -113,8 +113,7 @@ class Logger:
 
     def log_curve_point(self, step: int, mean: float, std: float, n: int) -> None:
         self._curve.append((int(step), float(mean), float(std), int(n)))
-        lines = [",".join(CURVE_COLUMNS)] + [f"{s},{m!r},{sd!r},{k}" for s, m, sd, k in self._curve]
-        atomic_write_text(self.curve_path, "\n".join(lines) + "\n")
+        atomic_write_text(self.curve_path, curve_csv([dict(zip(CURVE_COLUMNS, p)) for p in self._curve]))
         self.log_metrics({"eval/true_return_mean": mean, "eval/true_return_std": std, "eval/n_episodes": n}, step)
 
     def log_summary(self, results: Mapping[str, Any]) -> None:
