@@ -90,7 +90,6 @@ def play_episode(run_dir: Path, seed: int, max_steps: Optional[int], width: int,
     from envs import make_env
     from rlpref.control.algos import load_agent, sb3_policy
     from rlpref.control.reward_net import load_reward_model
-    from rlpref.control.segments import one_hot_actions
 
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
@@ -125,9 +124,8 @@ def play_episode(run_dir: Path, seed: int, max_steps: Optional[int], width: int,
         action = policy(obs_norm(raw) if obs_norm is not None else raw)
         obs, r, term, trunc, _ = env.step(action[0])
         if reward_model is not None:
-            act_vec = one_hot_actions(np.asarray(action).reshape(1, -1), env.action_space)
-            nxt = np.asarray(obs, dtype=np.float32).reshape(1, -1) if reward_model.use_next_obs else None
-            learned_ret += float(reward_model.predict(raw.reshape(1, -1), act_vec, nxt)[0])
+            learned_ret += float(reward_model.predict_env(raw, np.asarray(action), np.asarray(obs)[None],
+                                                          env.action_space)[0])
         true_ret += float(r)
         steps += 1
         snap(steps)

@@ -15,11 +15,12 @@ from envs import KNOWN_ENV_IDS, make_env
 from rlpref.control.algos import build_model, hyperparams, make_train_env, resolve_algo
 from rlpref.control.learned_reward import LearnedRewardVecEnv
 from rlpref.control.online import OnlineConfig
-from rlpref.control.records import Preferences, Segments
-from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model, stratum_batches
-from rlpref.control.segments import cut_segments, discounted_returns, one_hot_actions, rollout_plan
-from rlpref.control.teacher import TeacherConfig, label_pairs
 from rlpref.control.pipeline import _scaled_budget, validate
+from rlpref.control.records import Preferences, Segments
+from rlpref.control.reward_net import (RewardModel, load_reward_model, one_hot_actions, save_reward_model,
+                                      stratum_batches)
+from rlpref.control.segments import cut_segments, discounted_returns, rollout_plan
+from rlpref.control.teacher import TeacherConfig, label_pairs
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -172,3 +172,18 @@ def test_rollout_relabel_gives_the_per_step_rewards_advantages_and_returns(use_n
     assert np.abs(per_step[0]).max() > 0.1  # a real reward signal, not zeros on both sides
     for a, b in zip(per_step, batched):
         np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)
+
+
+def test_predict_env_scores_raw_transitions_of_any_leading_shape_and_refuses_nan():
+    torch.manual_seed(2)
+    model = RewardModel(4, 2, (8,), use_next_obs=True)
+    space = gym.spaces.Discrete(2)
+    rng = np.random.default_rng(0)
+    obs, nxt = rng.normal(size=(3, 5, 4)), rng.normal(size=(3, 5, 4))
+    ids = rng.integers(0, 2, size=(3, 5))
+    got = model.predict_env(obs, ids, nxt, space)
+    want = model.predict(obs.reshape(15, 4), np.eye(2, dtype=np.float32)[ids.ravel()], nxt.reshape(15, 4))
+    assert got.shape == (3, 5) and got.dtype == np.float32
+    np.testing.assert_allclose(got.ravel(), want, rtol=1e-6)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        model.predict_env(np.full((2, 4), np.nan), np.zeros(2, int), nxt[0, :2], space)

@@ -24,13 +24,8 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlpref.control.reward_net import RewardModel
-from rlpref.control.segments import one_hot_actions
 
 __all__ = ["LearnedRewardVecEnv", "RolloutRelabel", "find_learned_reward_env"]
-
-_DIVERGED = ("the learned reward is NaN/inf for some inputs; the reward model diverged or the observations "
-             "are out of its training range. Retrain it (e.g. lower reward_model.lr).")
-
 
 class LearnedRewardVecEnv(VecEnvWrapper):
     def __init__(self, venv: VecEnv, model: RewardModel, deferred: bool = False):
@@ -61,7 +56,6 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         obs, true_rewards, dones, infos = self.venv.step_wait()
         if self._obs is None or self._actions is None:
             raise RuntimeError("step before reset: call reset() first; the learned reward needs the current obs")
-        act = one_hot_actions(np.asarray(self._actions).reshape(self.num_envs, -1), self.action_space)
         if self.model.use_next_obs:
             nxt = obs.copy()
             for i, done in enumerate(dones):
@@ -69,14 +63,12 @@ class LearnedRewardVecEnv(VecEnvWrapper):
                     nxt[i] = infos[i]["terminal_observation"]
         else:
             nxt = None
-        before = self._obs.reshape(self.num_envs, -1)
+        before, actions = self._obs.reshape(self.num_envs, -1), np.asarray(self._actions)
         if self.deferred:
-            self.pending.append((before, act, nxt, np.asarray(dones, dtype=bool).copy()))
+            self.pending.append((before, actions, nxt, np.asarray(dones, dtype=bool).copy()))
             rewards = np.zeros(self.num_envs, dtype=np.float32)
         else:
-            rewards = self.model.predict(before, act, nxt)
-            if not np.all(np.isfinite(rewards)):
-                raise FloatingPointError(_DIVERGED)
+            rewards = self.model.predict_env(before, actions, nxt, self.action_space)
         for i, info in enumerate(infos):
             info["true_reward"] = float(true_rewards[i])
         self._obs = obs
@@ -87,14 +79,11 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         dones [T, n_envs]); the record is emptied."""
         if not self.pending:
             return np.zeros((0, self.num_envs), np.float32), np.zeros((0, self.num_envs), bool)
-        obs, act, nxt, dones = zip(*self.pending)
+        obs, actions, nxt, dones = zip(*self.pending)
         self.pending = []
-        t, n = len(obs), self.num_envs
-        rewards = self.model.predict(np.concatenate(obs), np.concatenate(act),
-                                     np.concatenate(nxt) if self.model.use_next_obs else None)
-        if not np.all(np.isfinite(rewards)):
-            raise FloatingPointError(_DIVERGED)
-        return rewards.reshape(t, n), np.stack(dones)
+        rewards = self.model.predict_env(np.stack(obs), np.stack(actions),
+                                         np.stack(nxt) if self.model.use_next_obs else None, self.action_space)
+        return rewards, np.stack(dones)
 
 
 def find_learned_reward_env(venv: VecEnv) -> LearnedRewardVecEnv:

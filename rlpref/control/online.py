@@ -63,7 +63,7 @@ from rlpref.control.algos import graded_noise_policy, obs_norm_of, sb3_policy
 from rlpref.control.learned_reward import find_learned_reward_env
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
-from rlpref.control.segments import one_hot_actions, rollout_batch, rollout_plan
+from rlpref.control.segments import rollout_batch, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
 __all__ = [
@@ -263,11 +263,10 @@ def relabel_replay_buffer(buffer, model: RewardModel, policy, chunk: int = 4096)
     acts = buffer.actions[:size].reshape(size * buffer.n_envs, -1)
     if isinstance(policy.action_space, gym.spaces.Box):  # off-policy SB3 always stores scaled Box actions
         acts = policy.unscale_action(acts)
-    acts = one_hot_actions(acts, policy.action_space)
     out = np.empty(size * buffer.n_envs, dtype=np.float32)
     for start in range(0, out.size, chunk):
         sl = slice(start, start + chunk)
-        out[sl] = model.predict(obs[sl], acts[sl], nxt[sl] if model.use_next_obs else None)
+        out[sl] = model.predict_env(obs[sl], acts[sl], nxt[sl], policy.action_space)
     buffer.rewards[:size] = out.reshape(size, buffer.n_envs)
 
 

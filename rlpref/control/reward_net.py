@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -31,11 +32,25 @@ __all__ = [
     "RewardTrainConfig",
     "evaluate_reward_model",
     "load_reward_model",
+    "one_hot_actions",
     "save_reward_model",
     "stratum_batches",
     "train_reward_model",
     "validation_mask",
 ]
+
+
+def one_hot_actions(actions: np.ndarray, space: gym.Space) -> np.ndarray:
+    """Actions as float32 [T, act_dim]; discrete actions one-hot (the reward net takes vectors)."""
+    if isinstance(space, gym.spaces.Discrete):
+        out = np.zeros((actions.shape[0], int(space.n)), dtype=np.float32)
+        out[np.arange(actions.shape[0]), actions.astype(np.int64).ravel()] = 1.0
+        return out
+    return np.asarray(actions, dtype=np.float32).reshape(actions.shape[0], -1)
+
+
+_DIVERGED = ("the learned reward is NaN/inf for some inputs; the reward model diverged or the observations "
+             "are out of its training range. Retrain it (e.g. lower reward_model.lr).")
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,25 @@ class RewardModel(nn.Module):
         nxt = torch.as_tensor(next_obs, dtype=torch.float32) if next_obs is not None else None
         out = self(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(act, dtype=torch.float32), nxt)
         return out.numpy()
+
+    def predict_env(self, obs: np.ndarray, actions: np.ndarray, next_obs: Optional[np.ndarray],
+                    action_space: gym.Space) -> np.ndarray:
+        """The learned reward of raw env transitions: the one way every caller (the agent's env wrapper, the
+        online loop's statistics and replay relabelling, probes, videos) scores what an env produced.
+
+        ``obs`` [..., obs_dim] and ``next_obs`` (used only when the model takes s'; may be None otherwise) are
+        raw observations; ``actions`` [..., *action_shape] are env actions (discrete ids are one-hot encoded
+        with ``action_space``). Returns float32 rewards [...]; non-finite output raises FloatingPointError.
+        """
+        obs = np.asarray(obs, dtype=np.float32)
+        lead = obs.shape[:-1]
+        n = int(np.prod(lead)) if lead else 1
+        acts = one_hot_actions(np.asarray(actions).reshape(n, -1), action_space)
+        nxt = np.asarray(next_obs, dtype=np.float32).reshape(n, -1) if self.use_next_obs else None
+        out = self.predict(obs.reshape(n, -1), acts, nxt).astype(np.float32)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(_DIVERGED)
+        return out.reshape(lead)
 
 
 def stratum_batches(stratum: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

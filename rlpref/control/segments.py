@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from envs import make_env
 from rlpref.control.algos import ObsNorm, random_policy, sb3_policy
 from rlpref.control.records import Segments
+from rlpref.control.reward_net import one_hot_actions
 from rlpref.progress import progress_enabled
 
-__all__ = ["collect_stream", "cut_segments", "discounted_returns", "one_hot_actions", "rollout_batch", "rollout_plan"]
+__all__ = ["collect_stream", "cut_segments", "discounted_returns", "rollout_batch", "rollout_plan"]
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -34,15 +35,6 @@ def rollout_plan(n_feedback: int, n_batches: int, length: int, oversample: float
     pairs = math.ceil(n_feedback / n_batches)
     steps = max(length, math.ceil(n_feedback * length / n_batches))
     return steps, max(2, math.ceil(oversample * 2 * pairs))
-
-
-def one_hot_actions(actions: np.ndarray, space: gym.Space) -> np.ndarray:
-    """Actions as float32 [T, act_dim]; discrete actions one-hot (the reward net takes vectors)."""
-    if isinstance(space, gym.spaces.Discrete):
-        out = np.zeros((actions.shape[0], int(space.n)), dtype=np.float32)
-        out[np.arange(actions.shape[0]), actions.astype(np.int64).ravel()] = 1.0
-        return out
-    return np.asarray(actions, dtype=np.float32).reshape(actions.shape[0], -1)
 
 
 def collect_stream(
