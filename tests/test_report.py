@@ -238,11 +238,13 @@ def test_online_settings_are_separate_methods(tmp_path):
     methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
     # Runs without online.scale predate it and judged on every segment's scale, runs without online.refit kept
     # r_θ unless validation improved: neither is the default.
-    assert methods == {"a": "rr+online9x60-early-allscale-gated", "b": "rr+online4x100-allscale-gated", "c": "rr",
-                       "d": "rr+online9x60-early-across-allscale-gated", "e": "rr+online9x60-early-allscale-gated",
-                       "f": "rr+online9x60-early-gated", "g": "rr+online9x60-early-allscale-gated",
-                       "h": "rr+online9x60-early", "i": "rr+online9x60-early-noise0.4",
-                       "j": "rr+online9x60-early-keeplevel", "k": "rr+online9x60-early-refit2ep"}
+    # Runs without online.refit_epochs predate it and refitted until early stopping: not the default (2) either.
+    assert methods == {"a": "rr+online9x60-early-allscale-gated-refitallep", "b": "rr+online4x100-allscale-gated-refitallep",
+                       "c": "rr", "d": "rr+online9x60-early-across-allscale-gated-refitallep",
+                       "e": "rr+online9x60-early-allscale-gated-refitallep", "f": "rr+online9x60-early-gated-refitallep",
+                       "g": "rr+online9x60-early-allscale-gated-refitallep", "h": "rr+online9x60-early-refitallep",
+                       "i": "rr+online9x60-early-noise0.4-refitallep", "j": "rr+online9x60-early-keeplevel-refitallep",
+                       "k": "rr+online9x60-early"}
     # Each online run sits at the comparisons it used: 1000 offline plus its rounds' pairs.
     used = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["n_feedback"]))
     assert used["a"] == 1000 + 9 * 60 and used["b"] == 1000 + 4 * 100 and used["c"] == 1000

@@ -105,6 +105,7 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
 
 # Config leaves that name a run rather than an experiment, or that the grouping columns (env, sigma,
 # n_feedback) and the method label (loss, reward, the online tag) already carry.
+DEFAULT_REFIT_EPOCHS = 2  # conf/config.yaml online.refit_epochs: runs at the default get no suffix
 _ONLINE_TAGGED = ("rounds", "n_feedback", "schedule", "pairing", "scale", "refit", "action_noise", "keep_level",
                   "refit_epochs", "refit_replay")
 _NOT_A_VARIANT = ("seed", "cache_dir", "video", "torch_threads", "reward", "env.id", "loss.name", "teacher.sigma",
@@ -125,11 +126,12 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     refit = online.get("refit", "gated")  # runs from before online.refit kept r_θ unless validation improved
     noise = float(online.get("action_noise", 0.0))
     keep_level = bool(online.get("keep_level", False))
+    # runs from before online.refit_epochs refitted until early stopping ("-refitallep")
     refit_epochs, replay = online.get("refit_epochs"), online.get("refit_replay")
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
             + ("" if scale == "round" else f"-{scale}scale") + ("" if refit == "trained" else f"-{refit}")
             + (f"-noise{noise:g}" if noise else "") + ("-keeplevel" if keep_level else "")
-            + (f"-refit{refit_epochs}ep" if refit_epochs is not None else "")
+            + ("" if refit_epochs == DEFAULT_REFIT_EPOCHS else f"-refit{refit_epochs or 'all'}ep")
             + (f"-replay{replay:g}" if replay is not None else ""))
 
 
