@@ -9,7 +9,9 @@
 
 Each run gets a fresh, empty artefact cache (so no stage is reused) unless ``--cache`` names one. A row
 records the command, the wall seconds, the exit code, the machine's cores and CPU model, the commit and
-the date: every time the README states comes from such a row.
+the date: every time the README states comes from such a row. A pipeline run's ``results.json`` and
+``run.log`` (per-stage seconds, the agent stage's parts, the return) are kept beside the CSV, in
+``docs/results/timings/<name>-<date>/``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import csv
 import datetime as dt
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +71,12 @@ def main() -> int:
         t0 = time.perf_counter()
         code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
         wall = time.perf_counter() - t0
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
+        for name in ("results.json", "run.log"):
+            if (Path(tmp) / "run" / name).is_file():
+                keep = OUT.parent / "timings" / f"{args.name}-{stamp}"
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(tmp) / "run" / name, keep / name)
     row = {"name": args.name, "command": " ".join(["python"] + cmd[1:]), "wall_s": f"{wall:.0f}", "exit_code": code,
            "cores": os.cpu_count(), "cpu": _cpu(), "commit": _commit(),
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "note": args.note}
