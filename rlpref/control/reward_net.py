@@ -289,32 +289,16 @@ def train_reward_model(
     get_loss(loss_name)  # unknown names fail before any work
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    n = len(prefs)
-    # The default split is drawn even when a mask is given, so the rest of the random stream (strata,
-    # batch order) is the same either way: a mask equal to the default split trains the same model.
-    default_split = validation_mask(n, cfg.val_fraction, rng)
-    if val_mask is None:
-        val_mask = default_split
-    elif val_mask.shape != (n,) or val_mask.dtype != np.bool_:
-        raise ValueError(f"val_mask must be a bool array [{n}], got {val_mask.dtype} {val_mask.shape}")
-    val_idx, train_idx = np.flatnonzero(val_mask), np.flatnonzero(~val_mask)
-    n_val = val_idx.size
-    if train_idx.size == 0:
-        raise ValueError("no training comparisons: val_mask holds out all of them")
+    train_idx, val_idx = _split(len(prefs), cfg.val_fraction, val_mask, rng)
     stratum = _strata_for(prefs, train_idx, loss_name, cfg, rng)
-    val_stratum = _strata_for(prefs, val_idx, loss_name, cfg, rng) if n_val else None
-
-    if init is not None:
-        model = copy.deepcopy(init)
-    else:
-        model = RewardModel(segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs,
-                            cfg.ensemble, cfg.use_actions)
+    val_stratum = _strata_for(prefs, val_idx, loss_name, cfg, rng) if val_idx.size else None
+    model = copy.deepcopy(init) if init is not None else RewardModel(
+        segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs, cfg.ensemble, cfg.use_actions)
     data = _Data(model, segments)
-    if init is None:
+    if init is None:  # a new model standardises its inputs by the training pairs' segments
         train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
         model.set_input_stats(data.x[torch.as_tensor(train_segs)])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
     val_parts = ([val_idx[prefs.batch[val_idx] == b] for b in np.unique(prefs.batch[val_idx])] if balance_val
                  else [val_idx])
 
@@ -325,46 +309,73 @@ def train_reward_model(
                                   for part in val_parts]))
 
     best_state, best_val, bad_epochs, history = copy.deepcopy(model.state_dict()), math.inf, 0, []
-    if init is not None and n_val and keep_init:
+    if init is not None and val_idx.size and keep_init:
         # Fine-tuning must beat the starting model on validation, or the starting model is kept.
         best_val = validation_loss()
-    if replay is not None:
-        if focus is None or focus.shape != (n,):
-            raise ValueError(f"replay needs focus, a bool array [{n}] marking the pairs every epoch trains on")
-        focus_train, rest_train = train_idx[focus[train_idx]], train_idx[~focus[train_idx]]
-        n_replay = min(rest_train.size, int(round(replay * focus_train.size)))
+    epoch_pairs = _epoch_sampler(train_idx, focus, replay, len(prefs), rng)
     bar = tqdm(range(cfg.max_epochs), desc=f"reward model ({loss_name})", unit="epoch", disable=not progress_enabled())
     for epoch in bar:
         model.train()
-        train_losses = []
-        epoch_idx = (train_idx if replay is None
-                     else np.sort(np.concatenate([focus_train, rng.choice(rest_train, n_replay, replace=False)])))
-        for batch in stratum_batches(stratum[epoch_idx], cfg.batch_size, rng):
-            idx = epoch_idx[batch]
-            loss = _pair_loss(model, data, prefs, idx, stratum, loss_name, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            train_losses.append(loss.item())
-        record = {"epoch": epoch, "train_loss": float(np.mean(train_losses))}
-        if n_val:
-            val_loss = validation_loss()
-            record["val_loss"] = val_loss
-            if val_loss < best_val - 1e-6:
-                best_val, bad_epochs, best_state = val_loss, 0, copy.deepcopy(model.state_dict())
+        record = {"epoch": epoch, "train_loss": _train_epoch(model, opt, data, prefs, epoch_pairs(), stratum,
+                                                             loss_name, cfg, rng)}
+        if val_idx.size:
+            record["val_loss"] = validation_loss()
+            if record["val_loss"] < best_val - 1e-6:
+                best_val, bad_epochs, best_state = record["val_loss"], 0, copy.deepcopy(model.state_dict())
             else:
                 bad_epochs += 1
         history.append(record)
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
-        if n_val and bad_epochs >= cfg.patience:
+        if val_idx.size and bad_epochs >= cfg.patience:
             break
     bar.close()
-    if n_val:
+    if val_idx.size:
         model.load_state_dict(best_state)
     model.eval()
-    result = evaluate_reward_model(model, segments, prefs.subset(val_idx) if n_val else prefs)
-    result.update({"val_loss": best_val if n_val else None, "epochs": len(history), "n_train": int(train_idx.size)})
+    result = evaluate_reward_model(model, segments, prefs.subset(val_idx) if val_idx.size else prefs)
+    result.update({"val_loss": best_val if val_idx.size else None, "epochs": len(history),
+                   "n_train": int(train_idx.size)})
     return model, result, history
+
+
+def _split(n: int, val_fraction: float, val_mask: Optional[np.ndarray], rng) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) comparison indices. The default split is drawn even when a mask is given, so the
+    rest of the random stream (strata, batch order) is the same either way: a mask equal to the default
+    split trains the same model."""
+    default_split = validation_mask(n, val_fraction, rng)
+    if val_mask is None:
+        val_mask = default_split
+    elif val_mask.shape != (n,) or val_mask.dtype != np.bool_:
+        raise ValueError(f"val_mask must be a bool array [{n}], got {val_mask.dtype} {val_mask.shape}")
+    train_idx = np.flatnonzero(~val_mask)
+    if train_idx.size == 0:
+        raise ValueError("no training comparisons: val_mask holds out all of them")
+    return train_idx, np.flatnonzero(val_mask)
+
+
+def _epoch_sampler(train_idx: np.ndarray, focus: Optional[np.ndarray], replay: Optional[float], n: int, rng):
+    """A function giving each epoch's training comparisons: all of them, or (``replay`` = ρ) the ``focus``
+    ones plus a fresh draw of ρ times as many of the others."""
+    if replay is None:
+        return lambda: train_idx
+    if focus is None or focus.shape != (n,):
+        raise ValueError(f"replay needs focus, a bool array [{n}] marking the pairs every epoch trains on")
+    focus_train, rest_train = train_idx[focus[train_idx]], train_idx[~focus[train_idx]]
+    n_replay = min(rest_train.size, int(round(replay * focus_train.size)))
+    return lambda: np.sort(np.concatenate([focus_train, rng.choice(rest_train, n_replay, replace=False)]))
+
+
+def _train_epoch(model, opt, data, prefs: Preferences, pairs: np.ndarray, stratum: np.ndarray, loss_name: str,
+                 cfg: RewardTrainConfig, rng) -> float:
+    """One pass over ``pairs`` in mini-batches of whole strata; returns the mean training loss."""
+    losses = []
+    for batch in stratum_batches(stratum[pairs], cfg.batch_size, rng):
+        loss = _pair_loss(model, data, prefs, pairs[batch], stratum, loss_name, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
 
 
 @torch.no_grad()
