@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["RunProgress", "StepProgress", "format_seconds", "progress_enabled"]
+__all__ = ["RunProgress", "StepProgress", "advance_stage", "format_seconds", "progress_enabled"]
 
 log = logging.getLogger("rlpref")
 
@@ -106,6 +106,12 @@ class RunProgress:
             log.info(self.line())
 
 
+def advance_stage(fraction: float) -> None:
+    """Tell the run in progress (if any) that its running stage is ``fraction`` done."""
+    if RunProgress.current is not None:
+        RunProgress.current.advance(fraction)
+
+
 class StepProgress:
     """A bar driven by an absolute step count (SB3 callbacks know ``num_timesteps``, not increments);
     it also tells the running :class:`RunProgress` how far its stage is."""
@@ -118,8 +124,8 @@ class StepProgress:
         if step > self.seen:
             self.bar.update(min(step, self.bar.total) - min(self.seen, self.bar.total))
             self.seen = step
-            if RunProgress.current is not None and self.bar.total:
-                RunProgress.current.advance(step / self.bar.total)
+            if self.bar.total:
+                advance_stage(step / self.bar.total)
 
     def __enter__(self) -> "StepProgress":
         return self

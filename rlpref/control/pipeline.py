@@ -40,7 +40,7 @@ from rlpref.control.segments import collect_segments
 from rlpref.control.source import train_source
 from rlpref.control.teacher import TeacherConfig, label_pairs
 from rlpref.losses import LOSSES
-from rlpref.progress import RunProgress, format_seconds
+from rlpref.progress import RunProgress, advance_stage, format_seconds
 from rlpref.runtime import pin_threads
 
 __all__ = ["REWARDS", "RunSpec", "StageRunner", "run_pipeline", "validate"]
@@ -220,7 +220,8 @@ def build_feedback(spec: RunSpec, segments: Segments, out: Path) -> dict:
 
 
 def build_reward_model(spec: RunSpec, segments: Segments, prefs: Preferences, out: Path) -> dict:
-    model, metrics, history = train_reward_model(segments, prefs, spec.loss, spec.reward_train, spec.seed)
+    model, metrics, history = train_reward_model(segments, prefs, spec.loss, spec.reward_train, spec.seed,
+                                                 on_epoch=advance_stage)
     save_reward_model(model, out)
     atomic_write_json(out / "history.json", history)
     atomic_write_json(out / "metrics.json", metrics)

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -272,6 +272,7 @@ def train_reward_model(
     balance_val: bool = False,
     focus: Optional[np.ndarray] = None,
     replay: Optional[float] = None,
+    on_epoch: Optional[Callable[[float], None]] = None,
 ) -> tuple[RewardModel, dict, list[dict]]:
     """Fit a reward model; early stopping on validation loss. Returns (model, metrics, history).
 
@@ -285,6 +286,7 @@ def train_reward_model(
     ``focus`` (bool [P]) with ``replay`` = ρ: each epoch trains on the focus pairs (e.g. an online round's
     new ones) plus a fresh random draw of ρ times as many of the other training pairs, instead of on
     all of them: a refit then costs in proportion to the new feedback, not to all feedback so far.
+    ``on_epoch(fraction)``: called after each epoch with the share of ``max_epochs`` done (progress).
     """
     get_loss(loss_name)  # unknown names fail before any work
     rng = np.random.default_rng(seed)
@@ -326,6 +328,8 @@ def train_reward_model(
                 bad_epochs += 1
         history.append(record)
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
+        if on_epoch is not None:
+            on_epoch((epoch + 1) / cfg.max_epochs)
         if val_idx.size and bad_epochs >= cfg.patience:
             break
     bar.close()
