@@ -64,7 +64,12 @@ def _scaled_budget(budget: Mapping[str, Any], env_cfg: Mapping[str, Any]) -> dic
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Fail early, before any compute, with the cause and the fix."""
+    """Fail early, before any compute, with the cause and the fix (by resolving the run's :class:`RunSpec`)."""
+    RunSpec.from_config(cfg)
+
+
+def _check_names_and_budget(cfg: Mapping[str, Any]) -> None:
+    """The checks the typed stage configs (teacher, reward model, online) do not make themselves."""
     if cfg["loss"]["name"] not in LOSSES:
         raise ValueError(f"unknown loss '{cfg['loss']['name']}'; choose one of: {', '.join(LOSSES)}")
     if cfg["reward"] not in REWARDS:
@@ -75,9 +80,6 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in ("source_steps", "agent_steps", "eval_every", "eval_episodes", "n_checkpoints"):
         if int(b[key]) < 1:
             raise ValueError(f"budget.{key} must be >= 1, got {b[key]}")
-    TeacherConfig.from_mapping(cfg["teacher"])
-    RewardTrainConfig.from_mapping(cfg["reward_model"])
-    OnlineConfig.from_mapping(cfg.get("online"))
     max_len = cfg["env"].get("max_episode_steps")
     if max_len and int(cfg["segments"]["length"]) > int(max_len):
         raise ValueError(
@@ -104,15 +106,16 @@ class RunSpec:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "RunSpec":
-        validate(cfg)
+        _check_names_and_budget(cfg)
+        teacher = TeacherConfig.from_mapping(cfg["teacher"])
+        online = OnlineConfig.from_mapping(cfg.get("online"))
         env = dict(cfg["env"])
         algo = resolve_algo(cfg["agent"]["name"], env)
         hp = hyperparams(env, algo, cfg["agent"].get("overrides"))
         return cls(cfg=cfg, env=env, algo=algo, hp=hp, gamma=float(hp.get("gamma", 0.99)),
                    budget=_scaled_budget(cfg["budget"], env), seed=int(cfg["seed"]), loss=cfg["loss"]["name"],
-                   teacher=TeacherConfig.from_mapping(cfg["teacher"]),
-                   reward_train=RewardTrainConfig.from_mapping(cls._reward_map(cfg)),
-                   online=OnlineConfig.from_mapping(cfg.get("online")))
+                   teacher=teacher, reward_train=RewardTrainConfig.from_mapping(cls._reward_map(cfg)),
+                   online=online)
 
     @staticmethod
     def _reward_map(cfg: Mapping[str, Any]) -> dict:
