@@ -25,6 +25,10 @@ from rlpref import kernels
 
 __all__ = [
     "LOSSES",
+    "LOSS_SPECS",
+    "LossSpec",
+    "get_loss_spec",
+    "pooled_rank_plan",
     "RankPlan",
     "bt_loss",
     "clf_loss",
@@ -348,9 +352,32 @@ def rr_pooled_loss(
     u_rejected: Tensor,
     strength: Optional[Tensor] = None,
     stratum: Optional[Tensor] = None,
+    *,
+    plan: Optional[RankPlan] = None,
 ) -> Tensor:
-    """ResponseRank with all comparisons in one stratum (the 'pooled' ablation); ``stratum`` is ignored."""
-    return rr_loss(u_chosen, u_rejected, strength, None)
+    """ResponseRank with every comparison of a fit in one stratum (the 'pooled' ablation).
+
+    ``stratum`` here names the *fit* (None: one fit), so stacked independent fits stay apart. Tied
+    strengths inside a fit are dealt round-robin into tie-free sub-strata (:func:`rlpref.strata.round_robin`)
+    instead of aborting: pooling puts comparisons from different rollout batches or annotators together,
+    where equal strengths are common and carry no order. ``plan``: :func:`pooled_rank_plan`, built once.
+    """
+    if plan is None:
+        _check_utilities(u_chosen, u_rejected, check_finite=False)
+        plan = pooled_rank_plan(_check_strength(strength, u_chosen.shape[0], "rr_pooled"), stratum)
+    return rr_loss(u_chosen, u_rejected, plan=plan)
+
+
+def pooled_rank_plan(strength: Tensor, fit: Optional[Tensor] = None) -> RankPlan:
+    """The :class:`RankPlan` of ``rr_pooled``: one stratum per fit (``fit`` ids [N], None: one), ties
+    split round-robin."""
+    from rlpref.strata import round_robin  # numpy-side helper; imported late to keep this module light
+
+    n = strength.shape[0] if isinstance(strength, Tensor) and strength.dim() == 1 else -1
+    strength = _check_strength(strength, n, "rr_pooled")
+    fit_np = None if fit is None else _check_stratum(fit, n, strength.device).cpu().numpy()
+    ids = torch.as_tensor(round_robin(strength.detach().cpu().numpy(), fit_np), device=strength.device)
+    return make_rank_plan(strength, ids)
 
 
 def clf_loss(
@@ -400,21 +427,71 @@ def rt_regression_loss(
 
 LossFn = Callable[..., Tensor]
 
-LOSSES: dict[str, LossFn] = {
-    "bt": bt_loss,
-    "rr": rr_loss,
-    "rr_pooled": rr_pooled_loss,
-    "clf": clf_loss,
-    "rt_regression": rt_regression_loss,
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What a loss needs from the track that calls it, so no track branches on loss names.
+
+    ``uses_strength``: reads ``strength`` (and ``stratum``); the others ignore both.
+    ``pooled``: strength is ranked across the whole fit, whatever strata the track builds (those still
+    shape its mini-batches); ``stratum`` then names the fit. ``ranks``: a ranking loss, which also accepts a
+    precomputed :class:`RankPlan` (``plan=``) so a track with fixed strata sorts once per fit, not per
+    step. ``options``: keyword options the loss accepts (config keys of the same name).
+    """
+
+    name: str
+    fn: LossFn
+    summary: str
+    uses_strength: bool = False
+    pooled: bool = False
+    ranks: bool = False
+    options: tuple[str, ...] = ()
+
+    def inputs(self, strength: Optional[Tensor], stratum: Optional[Tensor], fit: Optional[Tensor] = None,
+               **options) -> dict:
+        """Keyword arguments for ``fn`` beyond the utilities: strength and strata as this loss takes them
+        (a :class:`RankPlan` for ranking losses, built once) and the options it accepts. A pooled loss
+        ranks across ``fit`` (ids [N] of stacked independent fits; None: one fit) and ignores ``stratum``."""
+        kwargs = {k: v for k, v in options.items() if k in self.options}
+        if not self.uses_strength:
+            return kwargs
+        if self.pooled:
+            kwargs["plan"] = pooled_rank_plan(strength, fit)
+        elif self.ranks:
+            kwargs["plan"] = make_rank_plan(strength, stratum)
+        else:
+            kwargs.update(strength=strength, stratum=stratum)
+        return kwargs
+
+
+LOSS_SPECS: dict[str, LossSpec] = {
+    s.name: s
+    for s in (
+        LossSpec("bt", bt_loss, "Bradley–Terry: which option is preferred", options=("label_smoothing",)),
+        LossSpec("rr", rr_loss, "ResponseRank: BT plus strength ranked inside each stratum", uses_strength=True, ranks=True),
+        LossSpec("rr_pooled", rr_pooled_loss, "ResponseRank with one stratum per fit (ties split round-robin)",
+                 uses_strength=True, pooled=True, ranks=True),
+        LossSpec("clf", clf_loss, "per-item classification: chosen -> 1, rejected -> 0"),
+        LossSpec("rt_regression", rt_regression_loss, "regress the margin onto a standardised strength target",
+                 uses_strength=True),
+    )
 }
 
+#: name -> loss function (every loss has the signature in the module docstring).
+LOSSES: dict[str, LossFn] = {name: spec.fn for name, spec in LOSS_SPECS.items()}
+
 #: Losses that read ``strength`` (the rest ignore it).
-USES_STRENGTH = frozenset({"rr", "rr_pooled", "rt_regression"})
+USES_STRENGTH = frozenset(name for name, spec in LOSS_SPECS.items() if spec.uses_strength)
+
+
+def get_loss_spec(name: str) -> LossSpec:
+    """Look a loss's spec up by name; unknown names list the choices."""
+    try:
+        return LOSS_SPECS[name]
+    except KeyError:
+        raise KeyError(f"unknown loss '{name}'; choose one of: {', '.join(sorted(LOSS_SPECS))}") from None
 
 
 def get_loss(name: str) -> LossFn:
-    """Look a loss up by name; unknown names list the choices."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown loss '{name}'; choose one of: {', '.join(sorted(LOSSES))}") from None
+    """Look a loss function up by name; unknown names list the choices."""
+    return get_loss_spec(name).fn

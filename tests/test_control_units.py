@@ -252,6 +252,7 @@ def test_unknown_group_choice_lists_options():
 
 def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches(naive_rr):
     from rlpref.control.reward_net import RewardTrainConfig, _Data, _pair_loss
+    from rlpref.strata import round_robin
 
     rng = np.random.default_rng(0)
     m, length = 8, 3
@@ -274,8 +275,10 @@ def test_rr_pooled_tolerates_equal_strengths_across_rollout_batches(naive_rr):
         u = model(torch.as_tensor(segs.obs).reshape(-1, 2), torch.as_tensor(segs.acts).reshape(-1, 1))
         u = u.reshape(m, length).sum(1).double()
     d = u[prefs.chosen] - u[prefs.rejected]
-    # pooled: one stratum, the cross-batch ties kept in input order (1, 3, 0, 2 strongest first)
-    torch.testing.assert_close(pooled.detach().double(), naive_rr(d, torch.tensor([2.0, 0, 3, 1]), torch.zeros(4)),
+    # pooled: the mini-batch is one stratum; its cross-batch ties are dealt round-robin into tie-free parts
+    split = torch.as_tensor(round_robin(prefs.strength))
+    assert split.unique().numel() == 2
+    torch.testing.assert_close(pooled.detach().double(), naive_rr(d, torch.tensor(prefs.strength), split),
                                rtol=1e-5, atol=1e-6)
     expected = naive_rr(d, torch.tensor(prefs.strength), torch.tensor(prefs.batch))
     torch.testing.assert_close(by_batch.detach().double(), expected, rtol=1e-5, atol=1e-6)

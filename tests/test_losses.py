@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlpref.losses import LOSSES, USES_STRENGTH, get_loss, make_rank_plan, rr_loss
+from rlpref.losses import LOSS_SPECS, LOSSES, USES_STRENGTH, get_loss, get_loss_spec, make_rank_plan, rr_loss
 
 D64 = torch.float64
 
@@ -62,12 +62,16 @@ def test_rr_known_value_with_singleton_stratum():
     assert got.item() == pytest.approx(0.5217912597770081, rel=1e-12)
 
 
-def test_rr_pooled_known_value_ignores_stratum():
-    # one stratum, order by strength (0.5, 1, 2) -> d = (2, 1, -0.5)
-    got = LOSSES["rr_pooled"](
-        t([1.0, -0.5, 2.0]), t([0.0, 0.0, 0.0]), strength=t([1.0, 2.0, 0.5]), stratum=lt([0, 0, 1])
-    )
+def test_rr_pooled_known_value_one_stratum_per_fit():
+    # one fit: one stratum, order by strength (0.5, 1, 2) -> d = (2, 1, -0.5)
+    got = LOSSES["rr_pooled"](t([1.0, -0.5, 2.0]), t([0.0, 0.0, 0.0]), strength=t([1.0, 2.0, 0.5]))
     assert got.item() == pytest.approx(0.6330730858149676, rel=1e-12)
+    # stratum names the fit: two fits are ranked apart, exactly as rr with those strata
+    fits = lt([0, 0, 1])
+    args = (t([1.0, -0.5, 2.0]), t([0.0, 0.0, 0.0]))
+    apart = LOSSES["rr_pooled"](*args, strength=t([1.0, 2.0, 0.5]), stratum=fits)
+    assert apart.item() == pytest.approx(LOSSES["rr"](*args, strength=t([1.0, 2.0, 0.5]), stratum=fits).item(), rel=1e-12)
+    assert apart.item() != pytest.approx(got.item())
 
 
 def test_clf_known_value():
@@ -269,9 +273,15 @@ def test_ties_inside_stratum_raise():
         make_rank_plan(t([0.5, 0.5]), lt([4, 4]))
 
 
-def test_ties_in_pooled_raise_even_across_strata():
-    with pytest.raises(ValueError, match="round_robin"):
-        LOSSES["rr_pooled"](t([1.0, 2.0]), t([0.0, 0.0]), strength=t([1.0, 1.0]), stratum=lt([0, 1]))
+def test_ties_in_pooled_are_split_round_robin(naive_rr):
+    """rr_pooled deals tied strengths into tie-free sub-strata (one meaning in every track)."""
+    from rlpref.strata import round_robin
+
+    uc, ur, strength = t([1.0, 2.0, -0.5, 0.3]), t([0.0, 0.0, 0.0, 0.0]), t([1.0, 1.0, 0.5, 2.0])
+    got = LOSSES["rr_pooled"](uc, ur, strength=strength)
+    split = torch.as_tensor(round_robin(strength.numpy()))
+    assert split.unique().numel() == 2  # the tie forced a second sub-stratum
+    torch.testing.assert_close(got, naive_rr(uc - ur, strength, split), rtol=1e-12, atol=0)
 
 
 def test_ties_check_can_be_disabled(naive_rr):
@@ -456,3 +466,26 @@ def test_finite_values_whose_sum_overflows_are_still_accepted_and_inf_difference
     huge = torch.tensor([1.7e308, -1.7e308], dtype=torch.float64)
     with pytest.raises(ValueError, match="overflows to inf"):
         rr_loss(huge, -huge, torch.tensor([0.0, 1.0], dtype=torch.float64), use_kernel=False)
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_SPECS))
+def test_spec_inputs_give_the_loss_it_declares(name, random_problem):
+    """Calling ``spec.fn(**spec.inputs(...))`` equals calling the loss with strength and strata directly,
+    and options the loss does not accept are dropped (so a track can pass its config blindly)."""
+    uc, ur, strength, stratum = random_problem(3, n_strata=5, max_size=4)
+    spec = LOSS_SPECS[name]
+    kwargs = spec.inputs(strength, stratum, label_smoothing=0.1)
+    assert ("label_smoothing" in kwargs) == ("label_smoothing" in spec.options)
+    assert ("plan" in kwargs) == (spec.ranks and spec.uses_strength)
+    direct_kw = {"label_smoothing": 0.1} if "label_smoothing" in spec.options else {}
+    stratum_arg = None if spec.pooled else stratum  # pooled: the stratum argument names the fit
+    direct = spec.fn(uc, ur, strength=strength, stratum=stratum_arg, **direct_kw)
+    torch.testing.assert_close(spec.fn(uc, ur, **kwargs), direct, rtol=1e-12, atol=0)
+
+
+def test_spec_registry_is_the_loss_table():
+    assert set(LOSS_SPECS) == set(LOSSES)
+    assert USES_STRENGTH == {n for n, s in LOSS_SPECS.items() if s.uses_strength}
+    assert get_loss_spec("rr_pooled").pooled and not get_loss_spec("rr").pooled
+    with pytest.raises(KeyError, match="choose one of"):
+        get_loss_spec("hinge")

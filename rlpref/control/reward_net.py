@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from rlpref import metrics
 from rlpref.artifacts import atomic_path, atomic_write_json
 from rlpref.control.records import Preferences, Segments
-from rlpref.losses import USES_STRENGTH, get_loss, make_rank_plan, rr_loss
+from rlpref.losses import get_loss_spec
 from rlpref.progress import progress_enabled
 from rlpref.strata import stratify
 
@@ -216,34 +216,26 @@ class _Data:
 
 
 def _pair_loss(model, data, prefs: Preferences, idx: np.ndarray, stratum: np.ndarray, loss_name: str, cfg) -> torch.Tensor:
-    loss_fn = get_loss(loss_name)
+    """Mean over ensemble members of the loss on comparisons ``idx``; the loss's spec says what it takes."""
+    spec = get_loss_spec(loss_name)
     seg = np.concatenate([prefs.chosen[idx], prefs.rejected[idx]])
     uniq, inv = np.unique(seg, return_inverse=True)
     u = data.utilities(model, torch.as_tensor(uniq))  # [E, U]
     inv = torch.as_tensor(inv)
     n = idx.size
-    kwargs: dict[str, Any] = {}
-    if loss_name == "bt" and cfg.label_smoothing:
-        kwargs["label_smoothing"] = cfg.label_smoothing
-    strength = torch.as_tensor(prefs.strength[idx])
-    strat = torch.as_tensor(stratum[idx])
-    if loss_name in ("rr", "rr_pooled"):
-        # rr_pooled ranks the whole mini-batch as one stratum: equal strengths from different rollout
-        # batches keep a stable, arbitrary order (as in the reference) instead of aborting training.
-        pooled = loss_name == "rr_pooled"
-        kwargs["plan"] = make_rank_plan(strength, None if pooled else strat, check_ties=not pooled)
-        loss_fn = rr_loss
+    options = {"label_smoothing": cfg.label_smoothing} if cfg.label_smoothing else {}
+    kwargs = spec.inputs(torch.as_tensor(prefs.strength[idx]), torch.as_tensor(stratum[idx]), **options)
     total = u.new_zeros(())
     for e in range(u.shape[0]):
-        uc, ur = u[e, inv[:n]], u[e, inv[n:]]
-        total = total + loss_fn(uc, ur, strength, strat, **kwargs)
+        total = total + spec.fn(u[e, inv[:n]], u[e, inv[n:]], **kwargs)
     return total / u.shape[0]
 
 
 def _strata_for(prefs: Preferences, idx: np.ndarray, loss_name: str, cfg: RewardTrainConfig, rng) -> np.ndarray:
-    """Stratum id per comparison (full-length array; only ``idx`` entries are meaningful)."""
+    """Stratum ids per comparison (full-length array; only ``idx`` entries are meaningful). They shape the
+    mini-batches for every loss; losses that rank strength also compare it only inside them."""
     out = np.zeros(len(prefs), dtype=np.int64)
-    strength = prefs.strength[idx] if loss_name in USES_STRENGTH else None
+    strength = prefs.strength[idx] if get_loss_spec(loss_name).uses_strength else None
     # random_k partitions the whole feedback set, as the paper's runs did; the others work per rollout batch.
     groups = None if cfg.strata in ("global", "random_k") else prefs.batch[idx]
     out[idx] = stratify(cfg.strata, n=idx.size, groups=groups, strength=strength, k=cfg.strata_k, rng=rng)
@@ -288,7 +280,7 @@ def train_reward_model(
     all of them: a refit then costs in proportion to the new feedback, not to all feedback so far.
     ``on_epoch(fraction)``: called after each epoch with the share of ``max_epochs`` done (progress).
     """
-    get_loss(loss_name)  # unknown names fail before any work
+    get_loss_spec(loss_name)  # unknown names fail before any work
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     train_idx, val_idx = _split(len(prefs), cfg.val_fraction, val_mask, rng)

@@ -14,11 +14,11 @@ rt_regression_perm     rt_regression    ``global``                              
 clf                    clf              —                                           —
 =====================  ===============  ==========================================  ==================
 
-Ranking losses get their strata through ``stratify(..., strength=rt)``, which splits a stratum
-round-robin when rts tie (drift-diffusion rts lie on the dt grid and can tie), so no tie reaches the
-sort. ``rr_pooled`` therefore uses ``LOSSES["rr"]`` with the ``global`` stratifier rather than
-``LOSSES["rr_pooled"]``, which drops the stratum and would reject tied rts. ``*_perm`` shuffle the
-rts across the training pairs of a fit (a control: same values, no information).
+What each loss takes (strength, strata, a precomputed rank plan) comes from its
+:class:`rlpref.losses.LossSpec`. Ranking losses get their strata through ``stratify(..., strength=rt)``,
+which splits a stratum round-robin when rts tie (drift-diffusion rts lie on the dt grid and can tie), so
+no tie reaches the sort; ``rr_pooled`` ranks each fit as one stratum and splits its ties the same way.
+``*_perm`` shuffle the rts across the training pairs of a fit (a control: same values, no information).
 
 Batched training: B independent fits with the same number N of training pairs run as one tensor
 program. Weights are stacked ([B, in, out]) and applied with ``bmm``; the utilities of each learner's
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlpref.losses import LOSSES, make_rank_plan
+from rlpref.losses import LossSpec, get_loss_spec
 from rlpref.strata import stratify
 
 from .mlp import Params, init_mlp, mlp_forward, stack_mlps, stacked_mlp_forward
@@ -64,8 +64,12 @@ class LearnerSpec:
     permute: bool = False
 
     @property
+    def spec(self) -> LossSpec:
+        return get_loss_spec(self.loss)
+
+    @property
     def ranks(self) -> bool:
-        return self.loss in ("rr", "rr_pooled")
+        return self.spec.ranks
 
 
 LEARNERS: dict[str, LearnerSpec] = {
@@ -73,7 +77,7 @@ LEARNERS: dict[str, LearnerSpec] = {
     for s in (
         LearnerSpec("bt", "bt", None),
         LearnerSpec("rr", "rr", "by_group"),
-        LearnerSpec("rr_pooled", "rr", "global"),
+        LearnerSpec("rr_pooled", "rr_pooled", "global"),
         LearnerSpec("rr_perm", "rr", "by_group", permute=True),
         LearnerSpec("rt_regression", "rt_regression", "global"),
         LearnerSpec("rt_regression_perm", "rt_regression", "global", permute=True),
@@ -160,21 +164,23 @@ def _as_params(params: Params, dtype: torch.dtype) -> Params:
     return [(w.detach().to(dtype).clone().requires_grad_(True), b.detach().to(dtype).clone().requires_grad_(True)) for w, b in params]
 
 
+def _loss_inputs(learner: LearnerSpec, strength: Optional[np.ndarray], stratum: Optional[np.ndarray],
+                 fit: Optional[np.ndarray]) -> dict:
+    """The loss's keyword inputs for a fit's (or a stacked block's) fixed strength and strata."""
+    if learner.strata is None:
+        return {}
+    as_t = lambda a, dt: None if a is None else torch.as_tensor(a, dtype=dt)  # noqa: E731
+    return learner.spec.inputs(as_t(strength, torch.float64), as_t(stratum, torch.long), as_t(fit, torch.long))
+
+
 def fit_single(learner: LearnerSpec, data: FitData, init: Params, cfg: TrainConfig) -> Params:
     """One fit, full batch, ``cfg.epochs`` AdamW steps (the one-fit-at-a-time reference path)."""
     params = _as_params(init, cfg.dtype)
     opt = _optimizer([t for wb in params for t in wb], cfg)
     xc = torch.as_tensor(data.x_chosen, dtype=cfg.dtype)
     xr = torch.as_tensor(data.x_rejected, dtype=cfg.dtype)
-    kwargs = {}
-    if learner.strata is not None:
-        strength = torch.as_tensor(data.strength, dtype=torch.float64)
-        stratum = torch.as_tensor(data.stratum, dtype=torch.long)
-        if learner.ranks:
-            kwargs["plan"] = make_rank_plan(strength, stratum)
-        else:
-            kwargs.update(strength=strength, stratum=stratum)
-    loss_fn = LOSSES[learner.loss]
+    kwargs = _loss_inputs(learner, data.strength, data.stratum, fit=None)
+    loss_fn = learner.spec.fn
     for _ in range(cfg.epochs):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(mlp_forward(params, xc), mlp_forward(params, xr), **kwargs)
@@ -214,19 +220,18 @@ def fit_stacked(
         stop = start
         while stop < b_total and learners[order[stop]].name == spec.name:
             stop += 1
-        kwargs = {}
+        block = order[start:stop]
+        strength = stratum = fit = None
         if spec.strata is not None:
-            strength = torch.as_tensor(np.concatenate([data[i].strength for i in order[start:stop]]), dtype=torch.float64)
+            strength = np.concatenate([data[i].strength for i in block])
             offset, ids = 0, []
-            for i in order[start:stop]:
+            for i in block:  # stratum ids offset per fit, so no stratum spans two fits
                 ids.append(data[i].stratum + offset)
                 offset += int(data[i].stratum.max()) + 1
-            stratum = torch.as_tensor(np.concatenate(ids), dtype=torch.long)
-            if spec.ranks:
-                kwargs["plan"] = make_rank_plan(strength, stratum)  # fixed for all epochs
-            else:
-                kwargs.update(strength=strength, stratum=stratum)
-        groups.append((LOSSES[spec.loss], start, stop, kwargs))
+            stratum = np.concatenate(ids)
+            fit = np.repeat(np.arange(len(block)), n)
+        kwargs = _loss_inputs(spec, strength, stratum, fit)  # fixed for all epochs
+        groups.append((spec.spec.fn, start, stop, kwargs))
         start = stop
     params = _as_params(stack_mlps([inits[i] for i in order]), cfg.dtype)
     opt = _optimizer([t for wb in params for t in wb], cfg)
