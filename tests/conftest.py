@@ -7,6 +7,8 @@ cores, small torch ops spread over both threads ran the end-to-end tests many ti
 anything else shared the machine.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -60,3 +62,18 @@ def naive_rr():
 def random_problem():
     """random_problem(seed, n_strata=60, max_size=9) -> (uc, ur, strength, stratum), float64, distinct strengths."""
     return _random_problem
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """compose_config(overrides) -> the resolved control config (a plain dict), as the CLI composes it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+
+    def _compose(overrides=()):
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+    return _compose

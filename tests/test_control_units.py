@@ -15,7 +15,7 @@ from envs import KNOWN_ENV_IDS, make_env
 from rlpref.control.algos import build_model, hyperparams, make_train_env, resolve_algo
 from rlpref.control.learned_reward import LearnedRewardVecEnv
 from rlpref.control.online import OnlineConfig
-from rlpref.control.pipeline import _scaled_budget, validate
+from rlpref.control.pipeline import validate
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import (RewardModel, load_reward_model, one_hot_actions, save_reward_model,
                                       stratum_batches)
@@ -228,10 +228,10 @@ def test_bad_inputs_name_cause_and_fix():
         resolve_algo("dqn", cfg["env"])
     for path, value, match in [
         (("loss", "name"), "hinge", "unknown loss 'hinge'.*bt"),
-        (("budget", "n_feedback"), 1, "n_feedback must be >= 2"),
+        (("budget", "n_feedback"), 1, r"budget.n_feedback=1: must be an integer >= 2"),
         (("teacher", "sigma"), -1.0, "sigma"),
         (("segments", "length"), 500, "exceeds Pendulum-v1's episode limit of 200"),
-        (("reward",), "true", "unknown reward 'true'"),
+        (("reward",), "true", "reward='true': must be one of: learned, oracle"),
     ]:
         bad = OmegaConf.to_container(OmegaConf.create(cfg))
         node = bad
@@ -320,10 +320,11 @@ def test_default_budget_rounds_fall_in_distinct_rollouts_and_paper_stays_offline
         default = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}"]), resolve=True)
         paper = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}", "budget=paper"]), resolve=True)
     assert OnlineConfig.from_mapping(paper["online"]).rounds == 0
-    online = OnlineConfig.from_mapping(default["online"])
+    spec = validate(default)
+    online = spec.online
     assert online.rounds > 0
     env_cfg = default["env"]
-    steps = _scaled_budget(default["budget"], env_cfg)["agent_steps"]
+    steps = spec.budget.agent_steps
     algo = resolve_algo(default["agent"]["name"], env_cfg)
     rollout = hyperparams(env_cfg, algo)["n_steps"] * int(env_cfg.get("n_envs", 1)) if algo == "ppo" else 1
     due = online.due_steps(steps)

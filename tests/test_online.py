@@ -81,7 +81,7 @@ def test_online_pairing_within_across_mixed(uniform):
     assert counts["across"] == (0, 40)
     assert counts["within"] == ((0, 0) if uniform else (40, 0))
     assert counts["mixed"] == ((0, 20) if uniform else (20, 20))
-    with pytest.raises(ValueError, match="unknown online.pairing 'both'; choose one of: within, across, mixed"):
+    with pytest.raises(ValueError, match="online.pairing='both': must be one of: within, across, mixed"):
         OnlineConfig(rounds=1, pairing="both")
 
 
@@ -102,7 +102,7 @@ def test_round_scale_judges_a_narrow_batch_on_its_own_spread():
         clean = _loop(segs, "within", 60, scale=scale)._label(2, np.random.default_rng(1))
         assert clean.label_accuracy() == 1.0  # the yardstick changes the noise, never a noise-free label
     assert acc["all"] < 0.75 and acc["round"] > 0.85, acc
-    with pytest.raises(ValueError, match="unknown online.scale 'local'; choose one of: all, round"):
+    with pytest.raises(ValueError, match="online.scale='local': must be one of: all, round"):
         OnlineConfig(rounds=1, scale="local")
 
 
@@ -154,8 +154,8 @@ def test_fine_tuning_starts_from_init_and_leaves_it_untouched():
     torch.testing.assert_close(tuned.in_mean, base.in_mean)
     torch.testing.assert_close(tuned.in_std, base.in_std)
     assert res_tuned["val_accuracy"] > 0.8 and len(hist) >= 1
-    # With a zero learning rate nothing can beat the starting model, so fine-tuning returns it unchanged.
-    frozen, _, _ = train_reward_model(segs, more, "rr", RewardTrainConfig(hidden=(16,), max_epochs=3, lr=0.0),
+    # With a negligible learning rate fine-tuning returns the starting model (to float tolerance).
+    frozen, _, _ = train_reward_model(segs, more, "rr", RewardTrainConfig(hidden=(16,), max_epochs=3, lr=1e-12),
                                       seed=1, init=base)
     for k, v in base.state_dict().items():
         torch.testing.assert_close(frozen.state_dict()[k], v)
@@ -272,25 +272,25 @@ def test_relabel_replay_buffer_rescores_with_unscaled_actions():
 
 
 def test_online_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="online.rounds must be >= 0"):
+    with pytest.raises(ValueError, match="online.rounds=-1: must be an integer >= 0"):
         OnlineConfig(rounds=-1)
     with pytest.raises(ValueError, match="unknown online keys"):
         OnlineConfig.from_mapping({"round": 2})
-    with pytest.raises(ValueError, match="unknown online.schedule 'late'; choose one of: even, early"):
+    with pytest.raises(ValueError, match="online.schedule='late': must be one of: even, early"):
         OnlineConfig(rounds=2, schedule="late")
-    with pytest.raises(ValueError, match="unknown online.refit 'always'; choose one of: gated, trained"):
+    with pytest.raises(ValueError, match="online.refit='always': must be one of: gated, trained"):
         OnlineConfig(rounds=2, refit="always")
-    with pytest.raises(ValueError, match="online.action_noise must be >= 0"):
+    with pytest.raises(ValueError, match="online.action_noise=-0.1: must be a number >= 0"):
         OnlineConfig(rounds=2, action_noise=-0.1)
     with pytest.raises(ValueError, match="needs online.n_envs >= 2"):
         OnlineConfig(rounds=2, action_noise=0.3, n_envs=1)
-    with pytest.raises(ValueError, match="online.keep_level must be true or false, got 'yes'"):
+    with pytest.raises(ValueError, match="online.keep_level='yes': must be true or false"):
         OnlineConfig(rounds=2, keep_level="yes")
     for bad in (0, -3, 1.5, True):
-        with pytest.raises(ValueError, match="online.refit_epochs must be a positive integer or null"):
+        with pytest.raises(ValueError, match=r"online.refit_epochs=.*: must be an integer >= 1 \(or null\)"):
             OnlineConfig(rounds=2, refit_epochs=bad)
     for bad in (-1, "2", True):
-        with pytest.raises(ValueError, match="online.refit_replay must be a number >= 0 or null"):
+        with pytest.raises(ValueError, match=r"online.refit_replay=.*: must be a number >= 0 \(or null\)"):
             OnlineConfig(rounds=2, refit_replay=bad)
     assert OnlineConfig.from_mapping(None).rounds == 0
 

@@ -51,7 +51,7 @@ feedback of the earlier stages.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 import gymnasium as gym
@@ -65,6 +65,7 @@ from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
 from rlpref.control.segments import rollout_batch, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
+from rlpref.schema import Section, build, rule
 
 __all__ = [
     "OnlineCallback", "OnlineConfig", "OnlineFeedback", "PAIRINGS", "REFITS", "SCALES", "SCHEDULES", "relabel_replay_buffer",
@@ -77,19 +78,21 @@ REFITS = ("gated", "trained")
 
 
 @dataclass(frozen=True)
-class OnlineConfig:
-    rounds: int = 0  # 0: the offline protocol; R > 0: R feedback rounds during agent training
-    n_feedback: int = 100  # comparisons labelled per round
+class OnlineConfig(Section):
+    SECTION = "online"
+
+    rounds: int = rule(0, ge=0)  # 0: the offline protocol; R > 0: R feedback rounds during agent training
+    n_feedback: int = rule(100, ge=2)  # comparisons labelled per round
     deterministic: bool = False  # roll the agent out as it trains (stochastic) or with its mean action
-    n_envs: int = 8
-    schedule: str = "even"  # even: after each (R+1)-th of training; early: at T·(i/(R+1))^1.5, denser at the start
-    pairing: str = "within"  # within: new x new segments; across: new x earlier; mixed: half each
-    scale: str = "round"  # the teacher's yardstick for within pairs: the round's own returns, or all segments'
-    action_noise: float = 0.0  # extra exploration in a round's rollout, graded 0..this across its envs
-    refit: str = "trained"  # trained: always take a trained epoch; gated: keep r_θ unless validation loss drops
+    n_envs: int = rule(8, ge=1)
+    schedule: str = rule("even", choices=SCHEDULES)  # even: after each (R+1)-th of training; early: at T·(i/(R+1))^1.5
+    pairing: str = rule("within", choices=PAIRINGS)  # within: new x new segments; across: new x earlier; mixed: half each
+    scale: str = rule("round", choices=SCALES)  # the teacher's yardstick for within pairs: the round's returns, or all
+    action_noise: float = rule(0.0, ge=0.0)  # extra exploration in a round's rollout, graded 0..this across its envs
+    refit: str = rule("trained", choices=REFITS)  # trained: always take a trained epoch; gated: keep r_θ unless val loss drops
     keep_level: bool = False  # after a refit, serve r_θ at the mean and sd the agent saw on the round's clips
-    refit_epochs: Optional[int] = None  # at most this many epochs per refit (None: reward_model.max_epochs)
-    refit_replay: Optional[float] = None  # refit epochs: the round's pairs + this many times as many older ones (None: all)
+    refit_epochs: Optional[int] = rule(2, ge=1)  # at most this many epochs per refit (None: reward_model.max_epochs)
+    refit_replay: Optional[float] = rule(None, ge=0.0)  # refit epochs: the round's pairs + this many times as many older ones (None: all)
 
     def due_steps(self, total_steps: int) -> list[int]:
         """Agent steps after which each round runs."""
@@ -97,43 +100,19 @@ class OnlineConfig:
         return [int(round(total_steps * ((i + 1) / (self.rounds + 1)) ** power)) for i in range(self.rounds)]
 
     def __post_init__(self) -> None:
-        if self.rounds < 0:
-            raise ValueError(f"online.rounds must be >= 0 (0 = offline), got {self.rounds}")
-        if self.rounds and self.n_feedback < 2:
-            raise ValueError(f"online.n_feedback must be >= 2 comparisons per round, got {self.n_feedback}")
-        if self.action_noise < 0:
-            raise ValueError(f"online.action_noise must be >= 0 (0 = the agent as it trains), got {self.action_noise}")
+        super().__post_init__()
         if self.action_noise > 0 and self.n_envs < 2:
             raise ValueError("online.action_noise grades noise across a round's envs, so it needs online.n_envs >= 2 "
                              f"(got {self.n_envs}); env 0 always acts without noise")
-        if self.n_envs < 1:
-            raise ValueError(f"online.n_envs must be >= 1, got {self.n_envs}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown online.schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}")
-        if self.pairing not in PAIRINGS:
-            raise ValueError(f"unknown online.pairing '{self.pairing}'; choose one of: {', '.join(PAIRINGS)}")
-        if self.refit not in REFITS:
-            raise ValueError(f"unknown online.refit '{self.refit}'; choose one of: {', '.join(REFITS)}")
-        if not isinstance(self.keep_level, bool):
-            raise ValueError(f"online.keep_level must be true or false, got {self.keep_level!r}")
-        if self.refit_epochs is not None and (isinstance(self.refit_epochs, bool) or not isinstance(self.refit_epochs, int)
-                                              or self.refit_epochs < 1):
-            raise ValueError(f"online.refit_epochs must be a positive integer or null (reward_model.max_epochs), "
-                             f"got {self.refit_epochs!r}")
-        if self.refit_replay is not None and (isinstance(self.refit_replay, bool)
-                                              or not isinstance(self.refit_replay, (int, float)) or self.refit_replay < 0):
-            raise ValueError(f"online.refit_replay must be a number >= 0 or null (all older pairs), got {self.refit_replay!r}")
-        if self.scale not in SCALES:
-            raise ValueError(f"unknown online.scale '{self.scale}'; choose one of: {', '.join(SCALES)}")
 
     @classmethod
     def from_mapping(cls, cfg: Optional[Mapping[str, Any]]) -> "OnlineConfig":
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"unknown online keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
-        return cls(**cfg)
+        """Typed and checked (:func:`rlpref.schema.build`)."""
+        return build(cls, cfg)
+
+    def key(self) -> Optional[dict]:
+        """What changes the rounds (None when there are none: the offline protocol)."""
+        return asdict(self) if self.rounds else None
 
 
 @dataclass

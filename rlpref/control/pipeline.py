@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -26,20 +26,13 @@ import numpy as np
 
 from rlpref.artifacts import Artifact, ArtifactStore, atomic_write_json, atomic_write_text
 from rlpref.control.agent import AgentResult, train_agent
-from rlpref.control.algos import hyperparams, resolve_algo
-from rlpref.control.online import OnlineCallback, OnlineConfig, OnlineFeedback
+from rlpref.control.config import REWARDS, RunSpec
+from rlpref.control.online import OnlineCallback, OnlineFeedback
 from rlpref.control.records import Preferences, Segments, curve_csv, read_curve
-from rlpref.control.reward_net import (
-    RewardModel,
-    RewardTrainConfig,
-    load_reward_model,
-    save_reward_model,
-    train_reward_model,
-)
+from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model, train_reward_model
 from rlpref.control.segments import collect_segments
 from rlpref.control.source import train_source
-from rlpref.control.teacher import TeacherConfig, label_pairs
-from rlpref.losses import LOSSES
+from rlpref.control.teacher import label_pairs
 from rlpref.progress import RunProgress, advance_stage, format_seconds
 from rlpref.runtime import pin_threads
 
@@ -47,135 +40,13 @@ __all__ = ["REWARDS", "RunSpec", "StageRunner", "run_pipeline", "validate"]
 
 log = logging.getLogger("rlpref")
 
-REWARDS = ("learned", "oracle")
-# Online keys left out of the agent key at these values (artefacts from before each key existed stay valid).
-_ONLINE_NEUTRAL = {"action_noise": 0.0, "refit": "gated", "keep_level": False, "refit_epochs": None,
-                   "refit_replay": None}
 #: Before a run has measured its own pace: seconds per training step of one core (laptop-class CPU).
 _PRIOR_SECONDS_PER_STEP = {"ppo": 1 / 500, "sac": 1 / 100}
 
 
-def _scaled_budget(budget: Mapping[str, Any], env_cfg: Mapping[str, Any]) -> dict:
-    scale = float(env_cfg.get("steps_scale", 1.0))
-    out = dict(budget)
-    for key in ("source_steps", "agent_steps", "eval_every"):
-        out[key] = max(1, int(round(int(budget[key]) * scale)))
-    return out
-
-
-def validate(cfg: Mapping[str, Any]) -> None:
-    """Fail early, before any compute, with the cause and the fix (by resolving the run's :class:`RunSpec`)."""
-    RunSpec.from_config(cfg)
-
-
-def _check_names_and_budget(cfg: Mapping[str, Any]) -> None:
-    """The checks the typed stage configs (teacher, reward model, online) do not make themselves."""
-    if cfg["loss"]["name"] not in LOSSES:
-        raise ValueError(f"unknown loss '{cfg['loss']['name']}'; choose one of: {', '.join(LOSSES)}")
-    if cfg["reward"] not in REWARDS:
-        raise ValueError(f"unknown reward '{cfg['reward']}'; choose one of: {', '.join(REWARDS)}")
-    b = cfg["budget"]
-    if int(b["n_feedback"]) < 2:
-        raise ValueError(f"budget.n_feedback must be >= 2 comparisons, got {b['n_feedback']}")
-    for key in ("source_steps", "agent_steps", "eval_every", "eval_episodes", "n_checkpoints"):
-        if int(b[key]) < 1:
-            raise ValueError(f"budget.{key} must be >= 1, got {b[key]}")
-    max_len = cfg["env"].get("max_episode_steps")
-    if max_len and int(cfg["segments"]["length"]) > int(max_len):
-        raise ValueError(
-            f"segments.length={cfg['segments']['length']} exceeds {cfg['env']['id']}'s episode limit of "
-            f"{max_len} steps; set segments.length<={max_len}"
-        )
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run's resolved configuration, and the configs that key each stage's artefact."""
-
-    cfg: Mapping[str, Any]  # the whole resolved config, recorded in results.json
-    env: dict
-    algo: str
-    hp: dict
-    gamma: float
-    budget: dict  # scaled by env.steps_scale
-    seed: int
-    loss: str
-    teacher: TeacherConfig
-    reward_train: RewardTrainConfig
-    online: OnlineConfig
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "RunSpec":
-        _check_names_and_budget(cfg)
-        teacher = TeacherConfig.from_mapping(cfg["teacher"])
-        online = OnlineConfig.from_mapping(cfg.get("online"))
-        env = dict(cfg["env"])
-        algo = resolve_algo(cfg["agent"]["name"], env)
-        hp = hyperparams(env, algo, cfg["agent"].get("overrides"))
-        return cls(cfg=cfg, env=env, algo=algo, hp=hp, gamma=float(hp.get("gamma", 0.99)),
-                   budget=_scaled_budget(cfg["budget"], env), seed=int(cfg["seed"]), loss=cfg["loss"]["name"],
-                   teacher=teacher, reward_train=RewardTrainConfig.from_mapping(cls._reward_map(cfg)),
-                   online=online)
-
-    @staticmethod
-    def _reward_map(cfg: Mapping[str, Any]) -> dict:
-        return {**dict(cfg["reward_model"]), "strata": cfg["strata"]["kind"], "strata_k": cfg["strata"]["k"]}
-
-    @property
-    def learned(self) -> bool:
-        return self.cfg["reward"] == "learned"
-
-    @property
-    def online_rounds(self) -> bool:
-        return self.learned and self.online.rounds > 0
-
-    @property
-    def n_feedback(self) -> int:
-        return int(self.budget["n_feedback"])
-
-    # -- what keys each artefact ---------------------------------------------------------------
-    def source_key(self) -> dict:
-        return {"env": self.env, "algo": self.algo, "hyperparams": self.hp, "steps": self.budget["source_steps"],
-                "n_checkpoints": int(self.budget["n_checkpoints"]), "seed": self.seed}
-
-    def segments_key(self) -> dict:
-        return {**dict(self.cfg["segments"]), "n_feedback": self.n_feedback, "gamma": self.gamma, "seed": self.seed}
-
-    def feedback_key(self) -> dict:
-        return {**{k: v for k, v in self.cfg["teacher"].items() if k != "name"}, "n_feedback": self.n_feedback,
-                "gamma": self.gamma, "seed": self.seed}
-
-    def reward_key(self) -> dict:
-        return {"loss": self.loss, **self._reward_map(self.cfg), "seed": self.seed}
-
-    def agent_key(self) -> dict:
-        key = {"env": self.env, "algo": self.algo, "hyperparams": self.hp, "steps": self.budget["agent_steps"],
-               "eval_every": self.budget["eval_every"], "eval_episodes": int(self.budget["eval_episodes"]),
-               "reward": self.cfg["reward"], "seed": self.seed}
-        if self.online_rounds:
-            # The rounds label and refit inside the agent stage, so everything they use keys the agent.
-            # Knobs added after artefacts existed stay out of the key at their neutral value.
-            online = {k: v for k, v in asdict(self.online).items()
-                      if not (k in _ONLINE_NEUTRAL and v == _ONLINE_NEUTRAL[k])}
-            key["online"] = {**online, "teacher": self.feedback_key(), "reward_model": self._reward_map(self.cfg),
-                             "loss": self.loss, "segments": self.segments_key()}
-        return key
-
-    def stage_costs(self) -> list[tuple[str, float]]:
-        """Each stage's rough cost in agent-training steps, for the run's ETA (measured ratios on
-        HalfCheetah-v4: a rollout step costs ~1/10 of a PPO training step, fitting the reward model ~30
-        steps per comparison, an online round ~3 steps per comparison held, an evaluation step ~1/10)."""
-        b = self.budget
-        episode = int(self.env.get("max_episode_steps") or 1000)
-        rounds, per_round = int(b.get("online_rounds", 0)), int(b.get("online_feedback", 0))
-        evals = b["agent_steps"] / b["eval_every"] + 1
-        agent = (b["agent_steps"] * 1.1 + evals * int(b["eval_episodes"]) * episode / 10
-                 + rounds * (per_round * 50 / 10 + 3 * (self.n_feedback + rounds * per_round / 2)))
-        if not self.learned:
-            return [("agent", agent)]
-        rollout = self.n_feedback * int(self.cfg["segments"]["length"])
-        return [("source", float(b["source_steps"])), ("segments", rollout / 10), ("feedback", 1.0),
-                ("reward_model", 30.0 * self.n_feedback), ("agent", agent)]
+def validate(cfg: Mapping[str, Any]) -> RunSpec:
+    """Fail early, before any compute, with the cause and the fix: resolve the run's :class:`RunSpec`."""
+    return RunSpec.from_config(cfg)
 
 
 @dataclass
@@ -202,15 +73,15 @@ class StageRunner:
 
 
 def build_source(spec: RunSpec, out: Path) -> dict:
-    return train_source(spec.env, spec.algo, spec.budget["source_steps"], int(spec.budget["n_checkpoints"]),
+    return train_source(spec.env, spec.algo, spec.budget.source_steps, spec.budget.n_checkpoints,
                         spec.seed, out)
 
 
 def build_segments(spec: RunSpec, checkpoints: list[Path], out: Path) -> dict:
-    s = spec.cfg["segments"]
-    segs = collect_segments(spec.env, spec.algo, checkpoints, n_feedback=spec.n_feedback, length=int(s["length"]),
-                            gamma=spec.gamma, oversample=float(s["oversample"]), n_envs=int(s["n_envs"]),
-                            deterministic=bool(s["deterministic"]), seed=spec.seed)
+    s = spec.segments
+    segs = collect_segments(spec.env, spec.algo, checkpoints, n_feedback=spec.n_feedback, length=s.length,
+                            gamma=spec.gamma, oversample=s.oversample, n_envs=s.n_envs,
+                            deterministic=s.deterministic, seed=spec.seed)
     segs.save(out / "segments.npz")
     per_batch = [float(segs.returns[segs.batch == b].mean()) for b in np.unique(segs.batch)]
     return {"n_segments": len(segs), "mean_return_per_batch": per_batch}
@@ -237,14 +108,13 @@ def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[
     loop = None
     callbacks = []
     if spec.online_rounds:
-        s = spec.cfg["segments"]
         loop = OnlineFeedback(env_cfg=spec.env, cfg=spec.online, teacher=spec.teacher, reward_cfg=spec.reward_train,
-                              loss_name=spec.loss, gamma=spec.gamma, length=int(s["length"]),
-                              oversample=float(s["oversample"]), seed=spec.seed, segments=segments, prefs=prefs,
+                              loss_name=spec.loss, gamma=spec.gamma, length=spec.segments.length,
+                              oversample=spec.segments.oversample, seed=spec.seed, segments=segments, prefs=prefs,
                               model=model)
-        callbacks.append(OnlineCallback(loop, spec.budget["agent_steps"]))
-    result = train_agent(spec.env, spec.algo, reward_model=model, total_steps=spec.budget["agent_steps"],
-                         eval_every=spec.budget["eval_every"], eval_episodes=int(spec.budget["eval_episodes"]),
+        callbacks.append(OnlineCallback(loop, spec.budget.agent_steps))
+    result = train_agent(spec.env, spec.algo, reward_model=model, total_steps=spec.budget.agent_steps,
+                         eval_every=spec.budget.eval_every, eval_episodes=spec.budget.eval_episodes,
                          seed=spec.seed + 100, out_dir=out / "agent", hp_overrides=spec.cfg["agent"].get("overrides"),
                          on_eval=on_eval, callbacks=callbacks)
     atomic_write_text(out / "curve.csv", curve_csv(result.curve))
@@ -286,7 +156,7 @@ def _save_online(loop: OnlineFeedback, spec: RunSpec, n_segments: int, n_prefs: 
 def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     """Run (or resume) every stage for one resolved config; write the results into ``run_dir``."""
     spec = RunSpec.from_config(cfg)
-    pin_threads(int(cfg.get("torch_threads", 1)))
+    pin_threads(spec.run.torch_threads)
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -296,7 +166,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     model = segments = prefs = rm = fb = None
     if spec.learned:
         src = stages.run("source", spec.source_key(), [], lambda d: build_source(spec, d))
-        ckpts = [src.path / f"ckpt_{k + 1}" for k in range(int(spec.budget["n_checkpoints"]))]
+        ckpts = [src.path / f"ckpt_{k + 1}" for k in range(spec.budget.n_checkpoints)]
         seg = stages.run("segments", spec.segments_key(), [src.key], lambda d: build_segments(spec, ckpts, d))
         segments = Segments.load(seg.path / "segments.npz")
         fb = stages.run("feedback", spec.feedback_key(), [seg.key], lambda d: build_feedback(spec, segments, d))
@@ -352,13 +222,13 @@ def _gather(run_dir: Path, ag: Artifact, rm: Optional[Artifact], spec: RunSpec) 
 
 def _results(spec: RunSpec, ag: Artifact, rm: Optional[Artifact], prefs: Optional[Preferences],
              stages: StageRunner, curve: list[dict]) -> dict:
-    teacher, rounds = spec.cfg["teacher"], ag.manifest.get("online_rounds")
+    teacher, rounds = spec.teacher, ag.manifest.get("online_rounds")
     return {
-        "env": spec.env["id"], "loss": spec.loss, "seed": spec.seed, "reward": spec.cfg["reward"], "algo": spec.algo,
-        "gamma": spec.gamma, "budget": spec.cfg["budget"]["name"], "n_feedback": spec.n_feedback,
+        "env": spec.env["id"], "loss": spec.loss, "seed": spec.seed, "reward": spec.run.reward, "algo": spec.algo,
+        "gamma": spec.gamma, "budget": spec.budget.name, "n_feedback": spec.n_feedback,
         "n_feedback_total": spec.n_feedback + sum(r["n_new_pairs"] for r in rounds or []),
-        "sigma": float(teacher["sigma"]), "noise": teacher["noise"], "strength_source": teacher["strength"],
-        "strata": spec.cfg["strata"]["name"],
+        "sigma": teacher.sigma, "noise": teacher.noise, "strength_source": teacher.strength,
+        "strata": spec.cfg.get("strata", {}).get("name", spec.reward_train.strata),
         "final_return": ag.manifest["final_return"], "max_return": ag.manifest["max_return"],
         "auc": ag.manifest["auc"], "agent_steps_per_second": ag.manifest["steps_per_second"],
         "agent_timings": ag.manifest.get("agent_timings"), "final_behaviour": ag.manifest.get("final_behaviour"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -25,7 +25,8 @@ from rlpref.artifacts import atomic_path, atomic_write_json
 from rlpref.control.records import Preferences, Segments
 from rlpref.losses import get_loss_spec
 from rlpref.progress import progress_enabled
-from rlpref.strata import stratify
+from rlpref.schema import Section, build, rule
+from rlpref.strata import STRATIFIERS, stratify
 
 __all__ = [
     "RewardModel",
@@ -54,31 +55,42 @@ _DIVERGED = ("the learned reward is NaN/inf for some inputs; the reward model di
 
 
 @dataclass(frozen=True)
-class RewardTrainConfig:
-    hidden: Sequence[int] = (256, 256, 256, 256, 256)
+class RewardTrainConfig(Section):
+    SECTION = "reward_model"
+
+    hidden: tuple[int, ...] = rule((256, 256, 256, 256, 256), ge=1)
     use_next_obs: bool = False
     use_actions: bool = False  # state-only r(s) or r(s, s') by default: r(s, a) let agents hack it through the action
-    ensemble: int = 1
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    batch_size: int = 64  # comparisons per mini-batch (whole strata are never split)
-    max_epochs: int = 100
-    patience: int = 5
-    val_fraction: float = 0.15
-    strata: str = "by_group"  # rlpref.strata.stratify kind, groups = rollout batch
-    strata_k: Optional[int] = None
-    label_smoothing: float = 0.0
+    ensemble: int = rule(1, ge=1)
+    lr: float = rule(3e-4, gt=0.0)
+    weight_decay: float = rule(0.0, ge=0.0)
+    batch_size: int = rule(64, ge=1)  # comparisons per mini-batch (whole strata are never split)
+    max_epochs: int = rule(100, ge=1)
+    patience: int = rule(5, ge=1)
+    val_fraction: float = rule(0.15, ge=0.0, lt=1.0)
+    strata: str = rule("by_group", choices=STRATIFIERS)  # rlpref.strata.stratify kind, groups = rollout batch
+    strata_k: Optional[int] = rule(None, ge=1)
+    label_smoothing: float = rule(0.0, ge=0.0, lt=0.5)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.strata == "random_k" and self.strata_k is None:
+            raise ValueError("strata 'random_k' needs its partition size: set strata.k (e.g. strata.k=8)")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "RewardTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"unknown reward_model keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
-        values = dict(cfg)
-        if "hidden" in values:
-            values["hidden"] = tuple(int(h) for h in values["hidden"])
-        return cls(**values)
+        """Typed and checked (:func:`rlpref.schema.build`)."""
+        return build(cls, cfg)
+
+    def key(self, loss: str) -> dict:
+        """What changes a model trained with ``loss``: every field, less those this setting ignores
+        (``strata_k`` outside random_k/round_robin, ``label_smoothing`` for losses without it)."""
+        out = asdict(self)
+        if self.strata not in ("random_k", "round_robin"):
+            out.pop("strata_k")
+        if "label_smoothing" not in get_loss_spec(loss).options:
+            out.pop("label_smoothing")
+        return out
 
 
 class _MLP(nn.Module):

@@ -26,13 +26,13 @@ worst behaviour ever shown: the online loop's default for its new batches.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from rlpref.control.records import Preferences, Segments
+from rlpref.schema import Section, build, rule
 
 __all__ = ["NOISE_MODELS", "PAIRINGS", "SCALES", "STRENGTH_SOURCES", "TeacherConfig", "label_pairs", "sample_pairs"]
 
@@ -43,47 +43,25 @@ SCALES = ("all", "scope")
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    sigma: float = 0.0
-    noise: str = "range"
-    strength: str = "clean"
-    pairing: str = "random"  # the reference pipeline draws pairs over the whole feedback set
-    near_tie: float = 0.1  # pairs with |ΔR| <= near_tie·std(R) are not generated (0 disables)
-    beta: Optional[float] = None  # Boltzmann rationality; None = perfectly rational
-    myopic_gamma: Optional[float] = None  # weight γ^(L-1-t): recent steps count more; None = off
-    eps_mistake: float = 0.0
-    skip_threshold: float = 0.0  # skip pairs whose better return is below min R + skip·D
-    equal_threshold: float = 0.0  # drop pairs with |ΔR| < equal·D (the teacher calls them equal)
-    scale: str = "all"  # all: D and tie gap from every segment; scope: from the requested batches only
+class TeacherConfig(Section):
+    SECTION = "teacher"
 
-    def __post_init__(self) -> None:
-        if self.sigma < 0 or not math.isfinite(self.sigma):
-            raise ValueError(f"teacher.sigma must be a finite number >= 0, got {self.sigma}")
-        for name, value, choices in (
-            ("noise", self.noise, NOISE_MODELS),
-            ("strength", self.strength, STRENGTH_SOURCES),
-            ("pairing", self.pairing, PAIRINGS),
-            ("scale", self.scale, SCALES),
-        ):
-            if value not in choices:
-                raise ValueError(f"unknown teacher.{name} '{value}'; choose one of: {', '.join(choices)}")
-        if not 0.0 <= self.eps_mistake <= 0.5:
-            raise ValueError(f"teacher.eps_mistake must be in [0, 0.5], got {self.eps_mistake}")
-        if self.beta is not None and self.beta <= 0:
-            raise ValueError(f"teacher.beta must be > 0 (or null for a rational teacher), got {self.beta}")
-        if self.myopic_gamma is not None and not 0 < self.myopic_gamma <= 1:
-            raise ValueError(f"teacher.myopic_gamma must be in (0, 1], got {self.myopic_gamma}")
-        for name in ("near_tie", "skip_threshold", "equal_threshold"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"teacher.{name} must be >= 0, got {getattr(self, name)}")
+    sigma: float = rule(0.0, ge=0.0)
+    noise: str = rule("range", choices=NOISE_MODELS)
+    strength: str = rule("clean", choices=STRENGTH_SOURCES)
+    pairing: str = rule("random", choices=PAIRINGS)  # the reference pipeline draws pairs over the whole feedback set
+    near_tie: float = rule(0.1, ge=0.0)  # pairs with |ΔR| <= near_tie·std(R) are not generated (0 disables)
+    beta: Optional[float] = rule(None, gt=0.0)  # Boltzmann rationality; None = perfectly rational
+    myopic_gamma: Optional[float] = rule(None, gt=0.0, le=1.0)  # weight γ^(L-1-t): recent steps count more; None = off
+    eps_mistake: float = rule(0.0, ge=0.0, le=0.5)
+    skip_threshold: float = rule(0.0, ge=0.0)  # skip pairs whose better return is below min R + skip·D
+    equal_threshold: float = rule(0.0, ge=0.0)  # drop pairs with |ΔR| < equal·D (the teacher calls them equal)
+    scale: str = rule("all", choices=SCALES)  # all: D and tie gap from every segment; scope: from the requested batches
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> "TeacherConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known - {"name"}
-        if unknown:
-            raise ValueError(f"unknown teacher keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
-        return cls(**{k: v for k, v in cfg.items() if k in known})
+    def from_mapping(cls, cfg: Optional[Mapping[str, Any]]) -> "TeacherConfig":
+        """Typed and checked (:func:`rlpref.schema.build`); a Hydra group's ``name`` is allowed and dropped."""
+        return build(cls, cfg, ignore=("name",))
 
 
 def _split_evenly(total: int, parts: int) -> np.ndarray:

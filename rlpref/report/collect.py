@@ -8,6 +8,7 @@ incomplete rather than silently dropped.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -105,13 +106,20 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
 
 # Config leaves that name a run rather than an experiment, or that the grouping columns (env, sigma,
 # n_feedback) and the method label (loss, reward, the online tag) already carry.
-DEFAULT_REFIT_EPOCHS = 2  # conf/config.yaml online.refit_epochs: runs at the default get no suffix
 _ONLINE_TAGGED = ("rounds", "n_feedback", "schedule", "pairing", "scale", "refit", "action_noise", "keep_level",
                   "refit_epochs", "refit_replay")
 _NOT_A_VARIANT = ("seed", "cache_dir", "video", "torch_threads", "reward", "env.id", "loss.name", "teacher.sigma",
                   "budget.n_feedback", "budget.online_rounds", "budget.online_feedback", "budget.online_schedule",
                   *(f"online.{k}" for k in _ONLINE_TAGGED))
 _NOT_A_VARIANT_GROUPS = ("logger.", "render.", "hydra.", "sweep.")
+
+
+@functools.lru_cache(maxsize=1)
+def _default_refit_epochs() -> Optional[int]:
+    """The typed online config's default: runs at it get no suffix (imported late: the report stays light)."""
+    from rlpref.control.online import OnlineConfig
+
+    return OnlineConfig().refit_epochs
 
 
 def _online_tag(res: dict, rounds_run: int) -> str:
@@ -131,7 +139,7 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     return (tag + ("" if schedule == "even" else f"-{schedule}") + ("" if pairing == "within" else f"-{pairing}")
             + ("" if scale == "round" else f"-{scale}scale") + ("" if refit == "trained" else f"-{refit}")
             + (f"-noise{noise:g}" if noise else "") + ("-keeplevel" if keep_level else "")
-            + ("" if refit_epochs == DEFAULT_REFIT_EPOCHS else f"-refit{refit_epochs or 'all'}ep")
+            + ("" if refit_epochs == _default_refit_epochs() else f"-refit{refit_epochs or 'all'}ep")
             + (f"-replay{replay:g}" if replay is not None else ""))
 
 

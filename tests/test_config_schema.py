@@ -1,0 +1,186 @@
+"""The control config's typed schema and its artefact keys, walked key by key.
+
+Two tables are the specification: which values each numeric key rejects, and which stages' artefact
+keys each config key moves. Both tests first check that the table covers every key of the composed
+config, so a new key cannot slip in unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rlpref.control.pipeline import validate
+from rlpref.schema import ConfigError
+
+STAGES = ("source", "segments", "feedback", "reward_model", "agent")
+ALL = set(STAGES)
+FREE_FORM = ("env.hyperparams.", "agent.overrides", "logger.", "sweep", "hydra.")  # checked by SB3 / the logger
+
+# key -> values that must be rejected before any work (wrong sign, zero where invalid, out of range)
+INVALID = {
+    "seed": [-1], "torch_threads": [0],
+    "env.max_episode_steps": [0], "env.n_envs": [0], "env.steps_scale": [0, -1.0],
+    "teacher.sigma": [-0.1], "teacher.near_tie": [-0.1], "teacher.beta": [0, -1.0],
+    "teacher.myopic_gamma": [0, 1.5], "teacher.eps_mistake": [-0.1, 0.6], "teacher.skip_threshold": [-0.1],
+    "teacher.equal_threshold": [-0.1],
+    "budget.source_steps": [0], "budget.n_checkpoints": [0], "budget.n_feedback": [1, 0], "budget.agent_steps": [0],
+    "budget.eval_every": [0], "budget.eval_episodes": [0], "budget.online_rounds": [-1], "budget.online_feedback": [1],
+    "strata.k": [0],
+    "render.episodes": [0], "render.max_steps": [0], "render.width": [0], "render.height": [0], "render.seed": [-1],
+    "segments.length": [0, 201], "segments.oversample": [0.5], "segments.n_envs": [0],
+    "reward_model.hidden": [[0], [64, -1]], "reward_model.ensemble": [0], "reward_model.lr": [0, -1e-3],
+    "reward_model.weight_decay": [-0.1], "reward_model.batch_size": [0], "reward_model.max_epochs": [0],
+    "reward_model.patience": [0], "reward_model.val_fraction": [1.5, 1.0, -0.1],
+    "reward_model.label_smoothing": [-0.1, 0.5, 0.1],  # 0.1: rr takes no label smoothing
+    "online.rounds": [-1], "online.n_feedback": [1], "online.n_envs": [0], "online.action_noise": [-0.1],
+    "online.refit_epochs": [0, 1.5], "online.refit_replay": [-1],
+}
+
+# key -> (a valid other value, the stages whose own key it moves) with online rounds on (budget=default),
+# where the agent stage labels and refits, so teacher, segments and reward model settings key it too.
+MOVES = {
+    "seed": (1, ALL), "reward": ("oracle", {"agent"}), "video": (True, set()), "torch_threads": (2, set()),
+    "cache_dir": ("/tmp/elsewhere", set()),
+    "env.id": ("Swimmer-v5", {"source", "agent"}), "env.max_episode_steps": (100, {"source", "agent"}),
+    "env.discrete": (True, "error"), "env.algo": ("ppo", {"source", "segments", "feedback", "agent"}),
+    "env.n_envs": (2, {"source", "agent"}), "env.steps_scale": (0.5, {"source", "agent"}),
+    "env.normalize.obs": (True, {"source", "agent"}), "env.normalize.reward": (True, {"source", "agent"}),
+    "loss.name": ("bt", {"reward_model", "agent"}), "agent.name": ("auto", set()),
+    "teacher.name": ("other", set()),
+    **{f"teacher.{k}": (v, {"feedback", "agent"}) for k, v in (
+        ("sigma", 0.25), ("noise", "relative"), ("strength", "noisy"), ("pairing", "within_batch"), ("near_tie", 0.0),
+        ("beta", 2.0), ("myopic_gamma", 0.9), ("eps_mistake", 0.1), ("skip_threshold", 0.1),
+        ("equal_threshold", 0.1), ("scale", "scope"))},
+    "budget.name": ("other", set()), "budget.source_steps": (1000, {"source"}), "budget.n_checkpoints": (5, {"source"}),
+    "budget.n_feedback": (500, {"segments", "feedback", "agent"}),
+    **{f"budget.{k}": (v, {"agent"}) for k, v in (("agent_steps", 1000), ("eval_every", 500), ("eval_episodes", 2),
+                                                  ("online_rounds", 3), ("online_feedback", 20),
+                                                  ("online_schedule", "even"))},
+    "strata.name": ("other", set()), "strata.kind": ("global", {"reward_model", "agent"}),
+    "strata.k": (4, set()),  # by_group ignores k
+    "logger.name": ("wandb", set()),
+    **{f"render.{k}": (v, set()) for k, v in (("episodes", 2), ("max_steps", 10), ("width", 64), ("height", 64),
+                                              ("seed", 1))},
+    **{f"segments.{k}": (v, {"segments", "agent"}) for k, v in (("length", 25), ("oversample", 2.0), ("n_envs", 4),
+                                                                ("deterministic", False))},
+    **{f"reward_model.{k}": (v, {"reward_model", "agent"}) for k, v in (
+        ("hidden", [64, 64]), ("use_next_obs", True), ("use_actions", True), ("ensemble", 3), ("lr", 1e-3),
+        ("weight_decay", 1e-4), ("batch_size", 32), ("max_epochs", 10), ("patience", 2), ("val_fraction", 0.2))},
+    "reward_model.label_smoothing": (0.1, "error"),  # rr takes none
+    **{f"online.{k}": (v, {"agent"}) for k, v in (
+        ("rounds", 3), ("n_feedback", 20), ("deterministic", True), ("n_envs", 4), ("schedule", "even"),
+        ("pairing", "mixed"), ("scale", "all"), ("action_noise", 0.3), ("refit", "gated"), ("keep_level", True),
+        ("refit_epochs", 3), ("refit_replay", 1.0))},
+}
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not path.startswith(FREE_FORM):
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def _set(cfg: dict, dotted: str, value) -> dict:
+    out = json.loads(json.dumps(cfg))
+    node = out
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def pendulum_cfg(compose_config):
+    """The default config on Pendulum-v1 (SAC: the PPO hyperparameters are ignored), resolved."""
+    return compose_config(["env=Pendulum-v1"])
+
+
+def test_tables_cover_every_key(pendulum_cfg):
+    leaves = dict(_leaves(pendulum_cfg))
+    numeric = {k for k, v in leaves.items() if not k.startswith(FREE_FORM) and not isinstance(v, (bool, str))
+               and (v is None or isinstance(v, (int, float, list)))}
+    assert numeric - {"render.max_steps", "teacher.beta", "teacher.myopic_gamma", "strata.k", "online.refit_replay"} \
+        <= set(INVALID), "numeric keys without a rejection row"
+    assert set(INVALID) <= set(leaves)
+    walked = {k for k in leaves if not k.startswith(FREE_FORM)} | {"env.normalize.obs", "env.normalize.reward"}
+    assert walked - {"sweep"} <= set(MOVES), f"keys the key walk misses: {sorted(walked - set(MOVES))}"
+
+
+@pytest.mark.parametrize("key", sorted(INVALID))
+def test_every_numeric_key_rejects_bad_values_naming_the_key(pendulum_cfg, key):
+    for bad in ["abc", *INVALID[key]]:
+        with pytest.raises(ValueError) as err:
+            validate(_set(pendulum_cfg, key, bad))
+        msg = str(err.value)
+        named = f"{key}={bad!r}" in msg or (key == "segments.length" and "episode limit of 200" in msg) \
+            or (key == "reward_model.label_smoothing" and "no effect with loss=rr" in msg)
+        assert named, f"{key}={bad!r}: {msg}"
+
+
+def test_issue_examples_fail_before_any_work(pendulum_cfg):
+    for key, bad, msg in [("teacher.sigma", "abc", "teacher.sigma='abc': must be a number >= 0"),
+                          ("segments.length", 0, "segments.length=0: must be an integer >= 1"),
+                          ("strata.k", 0, "strata.k=0: must be an integer >= 1 (or null)"),
+                          ("reward_model.val_fraction", 1.5, "reward_model.val_fraction=1.5: must be a number >= 0 and < 1"),
+                          ("reward_model.lr", 0, "reward_model.lr=0: must be a number > 0"),
+                          ("reward_model.batch_size", 0, "reward_model.batch_size=0: must be an integer >= 1"),
+                          ("reward_model.strata", "global", "comes from the strata group")]:
+        with pytest.raises(ConfigError) as err:
+            validate(_set(pendulum_cfg, key, bad))
+        assert msg in str(err.value)
+
+
+def _stage_keys(spec) -> dict:
+    keys = {"source": spec.source_key(), "segments": spec.segments_key(), "feedback": spec.feedback_key(),
+            "reward_model": spec.reward_key(), "agent": spec.agent_key()}
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in keys.items()}
+
+
+@pytest.mark.parametrize("key", sorted(MOVES))
+def test_each_key_moves_exactly_the_artefacts_it_changes(compose_config, pendulum_cfg, key):
+    value, expected = MOVES[key]
+    base = _stage_keys(validate(pendulum_cfg))
+    override = f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+    if key == "strata.k":
+        override = "strata.k=4"
+    cfg = compose_config(["env=Pendulum-v1", override])
+    if expected == "error":
+        with pytest.raises(ValueError):
+            validate(cfg)
+        return
+    moved = {stage for stage, k in _stage_keys(validate(cfg)).items() if k != base[stage]}
+    assert moved == expected, f"{override}: moved {sorted(moved)}, expected {sorted(expected)}"
+
+
+def test_strata_k_keys_the_reward_model_only_where_it_is_read(compose_config):
+    def reward_key(*overrides):
+        return _stage_keys(validate(compose_config(["env=Pendulum-v1", *overrides])))["reward_model"]
+
+    assert reward_key("strata=by_batch", "strata.k=3") == reward_key("strata=by_batch", "strata.k=5")
+    assert reward_key("strata=random_k", "strata.k=3") != reward_key("strata=random_k", "strata.k=5")
+    assert reward_key("loss=bt", "reward_model.label_smoothing=0.1") != reward_key("loss=bt")
+
+
+def test_offline_protocol_keeps_label_settings_out_of_the_agent_key(compose_config):
+    def agent_key(*overrides):
+        return _stage_keys(validate(compose_config(["env=Pendulum-v1", "budget=smoke", *overrides])))["agent"]
+
+    assert agent_key() == agent_key("online.pairing=mixed") == agent_key("teacher.sigma=0.5")
+    assert agent_key() != agent_key("+agent.overrides.learning_rate=0.003")
+
+
+def test_sections_built_in_code_are_checked_too():
+    from rlpref.control.reward_net import RewardTrainConfig
+    from rlpref.control.teacher import TeacherConfig
+
+    with pytest.raises(ConfigError, match="teacher.sigma=-1: must be a number >= 0"):
+        TeacherConfig(sigma=-1)
+    with pytest.raises(ConfigError, match=r"reward_model.hidden=\(8, 0\): must be a list of integers >= 1"):
+        RewardTrainConfig(hidden=(8, 0))
+    coerced = RewardTrainConfig(hidden=[8, 8], lr=1)  # lists and ints coerced where unambiguous
+    assert coerced.hidden == (8, 8) and isinstance(coerced.lr, float)
