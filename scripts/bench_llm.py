@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import sys
 import time
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rlpref.report.stats import mean_with_ci  # noqa: E402
-from rlpref.llm.train import prepare, run  # noqa: E402
+from rlpref.llm.train import LLMRunConfig, prepare, run  # noqa: E402
 
 FIELDS = [
     "experiment", "loss", "strength", "strata", "seed", "fraction", "n_train", "n_strata", "steps",
@@ -115,16 +116,15 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prep = prepare(compose(base))
     print(f"dataset: {prep.dataset}\nprepared in {time.perf_counter() - t0:.1f}s; output {out}", flush=True)
-    cfgs = {e: compose([f"experiment={e}", *base]) for e in args.experiments}  # unknown names fail here, early
+    # Unknown experiments and bad keys fail here, before the first run.
+    cfgs = {e: LLMRunConfig.from_config(compose([f"experiment={e}", *base])) for e in args.experiments}
     rows = []
     grid = [(s, f, e) for s in range(args.seeds) for f in args.fractions for e in args.experiments]
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         for seed, frac, exp in tqdm(grid, desc="grid"):
-            cfg = cfgs[exp].copy()
-            cfg.seed, cfg.fraction = seed, frac
-            r = run(cfg, prep)
+            r = run(dataclasses.replace(cfgs[exp], seed=seed, fraction=frac), prep)
             r.pop("_model", None)
             r["experiment"] = exp
             rows.append(r)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlpref import metrics
-from rlpref.llm.data import TestSet
+from rlpref.llm.splits import TestSet
 
 __all__ = ["evaluate_rewards"]
 

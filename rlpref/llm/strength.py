@@ -31,7 +31,7 @@ STRENGTHS = ("agreement", "consensus", "stated", "time")
 def vote_counts(prefs: Sequence[float]) -> tuple[int, int, int, int, int]:
     """Counts (clearly A, slightly A, tie, slightly B, clearly B) of signed preference scores.
 
-    Scores follow :data:`rlpref.llm.data.PREF_SCORES`: +1 / +0.5 / 0 / −0.5 / −1 for
+    Scores follow :data:`rlpref.llm.multipref.PREF_SCORES`: +1 / +0.5 / 0 / −0.5 / −1 for
     A clearly / A slightly / tie / B slightly / B clearly.
     """
     p = np.asarray(prefs, dtype=np.float64)

@@ -4,60 +4,65 @@ Pipeline: data (MultiPref from a file or the hub, or the labelled simulated stan
 train/test split by prompt → training labels from one random non-tie annotation per comparison
 (seeded; the first ``fraction`` of a seeded permutation) → strength rank keys → strata per
 annotator, split round-robin so no stratum holds tied keys → whole-stratum batches → reward model
-trained with ``rlpref.losses`` → test accuracy against the aggregated preference (and against the
-hidden utility on simulated data). Writes ``results.json`` to the Hydra run directory.
+trained with the loss's :class:`rlpref.losses.LossSpec` → test accuracy against the aggregated
+preference (and against the hidden utility on simulated data). Writes ``results.json`` to the Hydra
+run directory. The config is read once into :class:`rlpref.llm.config.LLMRunConfig`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from rlpref import strata as strata_lib
-from rlpref.artifacts import atomic_write_json
-from rlpref.losses import USES_STRENGTH, get_loss
-from rlpref.llm import data as D
+from rlpref.artifacts import atomic_path, atomic_write_json
+from rlpref.llm.config import LLMConfigError, LLMModelConfig, LLMRunConfig
 from rlpref.llm.evaluate import evaluate_rewards
 from rlpref.llm.models import FrozenEncoder, RewardHead, SequenceRewardModel, pair_features
+from rlpref.llm.multipref import SIMULATED_SOURCE, Comparison, hub_reachable, load_multipref
 from rlpref.llm.sampler import StratumBatchSampler
+from rlpref.llm.simulated import simulated_dataset
+from rlpref.llm.splits import TestSet, TrainPairs, make_test_set, sample_train_pairs, split_by_prompt
 from rlpref.llm.strength import strength_keys
+from rlpref.losses import LossSpec, get_loss_spec
 from rlpref.runtime import pin_threads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Prepared", "build_strata", "prepare", "run"]
+__all__ = [
+    "LLMConfigError",
+    "LLMModelConfig",
+    "LLMRunConfig",
+    "Fit",
+    "Prepared",
+    "TrainingData",
+    "build_strata",
+    "build_training_data",
+    "load_comparisons",
+    "make_batch_loss",
+    "prepare",
+    "run",
+]
 
 SIMULATED_LABEL = (
     "SIMULATED multi-annotator preferences (rlpref-simulated) over real Python-documentation text "
     "with a hidden utility — NOT MultiPref"
 )
 
-
-def _get(cfg, dotted: str, default=None):
-    cur = cfg
-    for part in dotted.split("."):
-        if cur is None:
-            return default
-        try:
-            cur = cur[part] if part in cur else None
-        except TypeError:
-            cur = getattr(cur, part, None)
-    return default if cur is None else cur
-
-
-def _hash_json(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+#: (prompts, completions) -> rewards [N], the form RewardBench scoring takes.
+RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+#: (u_chosen, u_rejected, batch indices) -> scalar loss.
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, Sequence[int]], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,54 +70,34 @@ def _hash_json(obj) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def simulated_path(cfg) -> Path:
-    """Build (once) and return the simulated MultiPref-schema file in the cache directory."""
-    sim = dict(_get(cfg, "data.simulated", {}) or {})
-    params = {
-        "n_comparisons": int(sim.get("n_comparisons", 5000)),
-        "n_normal": int(sim.get("n_normal", 16)),
-        "n_expert": int(sim.get("n_expert", 8)),
-        "seed": int(sim.get("seed", 0)),
-        "max_doc_items": int(sim.get("max_doc_items", 600)),
-    }
-    corpus = D.text_corpus(params["max_doc_items"])
-    key = _hash_json({"params": params, "corpus": _hash_json(corpus), "v": 1})
-    path = Path(cfg.cache_dir) / f"simulated-multipref-{key}.jsonl"
-    if not path.is_file():
-        log.info("building the simulated data set %s", path)
-        encoder = FrozenEncoder("minilm", cache_dir=cfg.cache_dir, progress=bool(cfg.progress))
-        rows = D.build_simulated_rows(encoder, corpus=corpus, progress=bool(cfg.progress), **params)
-        D.write_jsonl_atomic(rows, path)
-    return path
+def _resolve_source(rc: LLMRunConfig) -> str:
+    """``data.source=auto``: a file if ``data.path`` is set, else the hub if reachable, else simulated."""
+    if rc.data.source != "auto":
+        return rc.data.source
+    if rc.data.path:
+        return "file"
+    if hub_reachable():
+        return "hub"
+    log.warning("no network and no data.path: using the SIMULATED data set (not MultiPref)")
+    return "simulated"
 
 
-def load_comparisons(cfg) -> tuple[list[D.Comparison], str]:
-    source = str(_get(cfg, "data.source", "auto"))
-    path = _get(cfg, "data.path")
-    kw = dict(annotators=str(_get(cfg, "data.annotators", "all")))
-    if source == "auto":
-        if path:
-            source = "file"
-        elif D.hub_reachable():
-            source = "hub"
-        else:
-            log.warning("no network and no data.path: using the SIMULATED data set (not MultiPref)")
-            source = "simulated"
+def load_comparisons(cfg: Any) -> tuple[list[Comparison], str]:
+    """The comparisons of ``data.source`` and a label of the data set for every output."""
+    rc = LLMRunConfig.from_config(cfg)
+    d = rc.data
+    source = _resolve_source(rc)
     if source == "file":
-        if not path:
-            raise ValueError("data.source=file needs data.path=<MultiPref .jsonl/.json/.parquet file>")
-        comps = D.load_multipref(str(path), **kw)
-        label = f"MultiPref schema from file {path}"
+        comps = load_multipref(str(d.path), annotators=d.annotators)
+        label = f"MultiPref schema from file {d.path}"
     elif source == "hub":
-        hub_id = str(_get(cfg, "data.hub_id", "allenai/multipref"))
-        comps = D.load_multipref(None, hub_id=hub_id, hub_config=str(_get(cfg, "data.hub_config", "default")), **kw)
-        label = f"{hub_id} (Hugging Face hub)"
-    elif source == "simulated":
-        comps = D.load_multipref(str(simulated_path(cfg)), **kw)
-        label = SIMULATED_LABEL
+        comps = load_multipref(None, hub_id=d.hub_id, hub_config=d.hub_config, annotators=d.annotators)
+        label = f"{d.hub_id} (Hugging Face hub)"
     else:
-        raise ValueError(f"unknown data.source '{source}'; choose one of: auto, file, hub, simulated")
-    if any(c.source == D.SIMULATED_SOURCE for c in comps):
+        path = simulated_dataset(rc.cache_dir, progress=rc.progress, **dataclasses.asdict(d.simulated))
+        comps = load_multipref(str(path), annotators=d.annotators)
+        label = SIMULATED_LABEL
+    if any(c.source == SIMULATED_SOURCE for c in comps):
         label = SIMULATED_LABEL
     return comps, label
 
@@ -124,39 +109,39 @@ class Prepared:
     comparisons: list
     dataset: str
     train_index: list
-    test: D.TestSet
+    test: TestSet
     feat_a: Optional[np.ndarray] = None  # frozen features of (prompt, completion_a), all comparisons
     feat_b: Optional[np.ndarray] = None
 
 
-def prepare(cfg) -> Prepared:
-    comps, label = load_comparisons(cfg)
-    train_idx, test_idx = D.split_by_prompt(
-        comps, float(_get(cfg, "data.test_fraction", 0.2)), str(_get(cfg, "data.split_salt", "rlpref-llm"))
-    )
-    test = D.make_test_set(comps, test_idx)
-    prep = Prepared(comps, label, train_idx, test)
-    if str(cfg.model.kind) == "frozen":
-        enc = FrozenEncoder(
-            str(cfg.model.name),
-            max_seq_length=int(_get(cfg, "model.max_seq_length", 256)),
-            batch_size=int(_get(cfg, "model.encode_batch_size", 64)),
-            cache_dir=cfg.cache_dir,
-            device=str(cfg.device),
-            progress=bool(cfg.progress),
-        )
-        prompts = sorted({c.prompt for c in comps})
-        completions = sorted({t for c in comps for t in (c.completion_a, c.completion_b)})
-        e_p = dict(zip(prompts, enc(prompts)))
-        e_c = dict(zip(completions, enc(completions)))
-        p = np.stack([e_p[c.prompt] for c in comps])
-        prep.feat_a = pair_features(p, np.stack([e_c[c.completion_a] for c in comps]))
-        prep.feat_b = pair_features(p, np.stack([e_c[c.completion_b] for c in comps]))
+def _frozen_features(rc: LLMRunConfig, comps: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
+    """Features of (prompt, completion A) and (prompt, completion B) of every comparison, each text encoded once."""
+    m = rc.model
+    enc = FrozenEncoder(m.name, max_seq_length=m.max_seq_length, batch_size=m.encode_batch_size,
+                        cache_dir=rc.cache_dir, device=rc.device, progress=rc.progress)
+    prompts = sorted({c.prompt for c in comps})
+    completions = sorted({t for c in comps for t in (c.completion_a, c.completion_b)})
+    e_p = dict(zip(prompts, enc(prompts)))
+    e_c = dict(zip(completions, enc(completions)))
+    p = np.stack([e_p[c.prompt] for c in comps])
+    feat_a = pair_features(p, np.stack([e_c[c.completion_a] for c in comps]))
+    feat_b = pair_features(p, np.stack([e_c[c.completion_b] for c in comps]))
+    return feat_a, feat_b
+
+
+def prepare(cfg: Any) -> Prepared:
+    """Load, split and (frozen model) encode once; ``cfg``: a Hydra config, a mapping or an LLMRunConfig."""
+    rc = LLMRunConfig.from_config(cfg)
+    comps, label = load_comparisons(rc)
+    train_idx, test_idx = split_by_prompt(comps, rc.data.test_fraction, rc.data.split_salt)
+    prep = Prepared(comps, label, train_idx, make_test_set(comps, test_idx))
+    if rc.model.kind == "frozen":
+        prep.feat_a, prep.feat_b = _frozen_features(rc, comps)
     return prep
 
 
 # --------------------------------------------------------------------------------------------
-# Strength and strata
+# Training pairs, strength and strata
 # --------------------------------------------------------------------------------------------
 
 
@@ -170,180 +155,260 @@ def build_strata(key: np.ndarray, annotator: np.ndarray, kind: str = "annotator"
     raise ValueError(f"unknown strata kind '{kind}'; choose one of: annotator, global")
 
 
+@dataclass
+class TrainingData:
+    """The training side of one run: labelled pairs, their strength keys and strata, and the batches."""
+
+    pairs: TrainPairs
+    key: np.ndarray  # strength rank key per pair (lower = stronger)
+    stratum: np.ndarray  # stratum id per pair
+    sampler: StratumBatchSampler
+
+    @property
+    def n_strata(self) -> int:
+        return int(np.unique(self.stratum).shape[0])
+
+
+def build_training_data(rc: LLMRunConfig, prep: Prepared) -> TrainingData:
+    """Sample the seed's labelled pairs, compute strength keys and strata, and batch whole strata."""
+    pairs = sample_train_pairs(prep.comparisons, prep.train_index, rc.seed, rc.fraction)
+    if rc.strength == "time":  # annotations without a time cannot be ranked by it
+        keep = np.isfinite(pairs.label_time)
+        if not keep.all():
+            log.warning("dropping %d training comparisons without time_spent", int((~keep).sum()))
+            pairs = pairs.subset(keep)
+    key = strength_keys(rc.strength, pairs.all_prefs, pairs.label_pref, pairs.label_time)
+    if rc.shuffle_strength:  # rr_perm control: break the key–comparison link
+        key = key[np.random.default_rng([rc.seed, 99]).permutation(key.shape[0])]
+    stratum = build_strata(key, pairs.annotator, rc.strata.kind, rc.strata.k)
+    sampler = StratumBatchSampler(stratum, rc.model.batch_size, seed=rc.seed)
+    return TrainingData(pairs, key, stratum, sampler)
+
+
+def make_batch_loss(spec: LossSpec, data: TrainingData, device: torch.device) -> BatchLoss:
+    """The loss of one mini-batch as its spec asks: ``spec.inputs`` turns the batch's strength keys and
+    strata into the loss's keyword arguments (nothing, strength and strata, or a rank plan)."""
+    strength_t = torch.as_tensor(data.key, dtype=torch.float64).to(device)
+    stratum_t = torch.as_tensor(data.stratum, dtype=torch.long).to(device)
+
+    def loss_of(u_chosen: torch.Tensor, u_rejected: torch.Tensor, batch: Sequence[int]) -> torch.Tensor:
+        b = torch.as_tensor(batch, dtype=torch.long, device=device)
+        return spec.fn(u_chosen, u_rejected, **spec.inputs(strength_t[b], stratum_t[b]))
+
+    return loss_of
+
+
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
 
 
-def _epochs(cfg_model, n_batches: int) -> int:
-    epochs = int(_get(cfg_model, "epochs", 1))
-    min_steps = int(_get(cfg_model, "min_steps", 0) or 0)
-    return max(epochs, math.ceil(min_steps / max(n_batches, 1)))
+@dataclass
+class Fit:
+    """A trained reward model with its test-set rewards."""
+
+    model: torch.nn.Module
+    train_info: dict  # steps, epochs, final_loss
+    r_a: np.ndarray  # rewards of completion A / B of the test comparisons
+    r_b: np.ndarray
+    reward_fn: RewardFn  # for benchmarks on raw text
 
 
-def _train_loop(cfg, sampler, step_fn, params, progress: bool) -> dict:
-    opt = torch.optim.AdamW(params, lr=float(cfg.model.lr), weight_decay=float(_get(cfg, "model.weight_decay", 0.0)))
-    clip = float(_get(cfg, "model.grad_clip", 0.0) or 0.0)
-    max_steps = _get(cfg, "model.max_steps")
-    epochs = _epochs(cfg.model, len(sampler))
+def _epochs(m: LLMModelConfig, n_batches: int) -> int:
+    """``epochs``, raised so that at least ``min_steps`` optimiser steps run."""
+    return max(m.epochs, math.ceil(m.min_steps / max(n_batches, 1)))
+
+
+def _train_loop(m: LLMModelConfig, desc: str, sampler: StratumBatchSampler,
+                step_fn: Callable[[list[int]], torch.Tensor], params: list, progress: bool) -> dict:
+    """AdamW over the sampler's batches for the configured epochs, stopping at ``max_steps``."""
+    opt = torch.optim.AdamW(params, lr=m.lr, weight_decay=m.weight_decay)
+    epochs = _epochs(m, len(sampler))
     steps, last = 0, float("nan")
-    bar = tqdm(range(epochs), desc=f"train {cfg.loss}", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=f"train {desc}", disable=not progress, leave=False)
     for _ in bar:
         for batch in sampler:
             loss = step_fn(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip)
+            if m.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, m.grad_clip)
             opt.step()
             steps += 1
             last = float(loss.detach())
-            if max_steps is not None and steps >= int(max_steps):
+            if m.max_steps is not None and steps >= m.max_steps:
                 break
         bar.set_postfix(loss=f"{last:.4f}")
-        if max_steps is not None and steps >= int(max_steps):
+        if m.max_steps is not None and steps >= m.max_steps:
             break
     return {"steps": steps, "epochs": epochs, "final_loss": last}
 
 
-def run(cfg, prepared: Optional[Prepared] = None) -> dict:
-    """Train one reward model and evaluate it; returns the results dict (see module doc)."""
-    t0 = time.perf_counter()
-    pin_threads(int(_get(cfg, "threads", 2)))
-    seed = int(cfg.seed)
-    loss_name = str(cfg.loss)
-    loss_fn = get_loss(loss_name)
-    prep = prepared if prepared is not None else prepare(cfg)
-    comps = prep.comparisons
+def _frozen_reward_fn(m: LLMModelConfig, head: RewardHead, device: torch.device, device_name: str) -> RewardFn:
+    """Rewards of raw text through the frozen encoder and the head; the encoder loads on first use."""
+    encoders: list[FrozenEncoder] = []
 
-    pairs = D.sample_train_pairs(comps, prep.train_index, seed, float(cfg.fraction))
-    kind = str(cfg.strength)
-    if kind == "time":  # annotations without a time cannot be ranked by it
-        keep = np.isfinite(pairs.label_time)
-        if not keep.all():
-            log.warning("dropping %d training comparisons without time_spent", int((~keep).sum()))
-            pairs = pairs.subset(keep)
-    key = strength_keys(kind, pairs.all_prefs, pairs.label_pref, pairs.label_time)
-    if bool(_get(cfg, "shuffle_strength", False)):  # rr_perm control: break the key–comparison link
-        key = key[np.random.default_rng([seed, 99]).permutation(key.shape[0])]
-    stratum = build_strata(key, pairs.annotator, str(_get(cfg, "strata.kind", "annotator")), _get(cfg, "strata.k"))
-    sampler = StratumBatchSampler(stratum, int(cfg.model.batch_size), seed=seed)
-    strength_t = torch.as_tensor(key, dtype=torch.float64)
-    stratum_t = torch.as_tensor(stratum, dtype=torch.long)
-    torch.manual_seed(seed)
-    progress = bool(cfg.progress)
-    device = torch.device(str(cfg.device))
-
-    def loss_of(uc, ur, batch):
-        b = torch.as_tensor(batch, dtype=torch.long)
-        if loss_name in USES_STRENGTH:
-            return loss_fn(uc, ur, strength_t[b].to(device), stratum_t[b].to(device))
-        return loss_fn(uc, ur)
-
-    model_kind = str(cfg.model.kind)
-    if model_kind == "frozen":
-        fa = torch.as_tensor(prep.feat_a, device=device)
-        fb = torch.as_tensor(prep.feat_b, device=device)
-        ci = torch.as_tensor(pairs.index, device=device)
-        a_first = torch.as_tensor(pairs.chosen_is_a, device=device)
-        x_chosen = torch.where(a_first[:, None], fa[ci], fb[ci])
-        x_rejected = torch.where(a_first[:, None], fb[ci], fa[ci])
-        head = RewardHead(fa.shape[1], int(_get(cfg, "model.hidden", 128)), float(_get(cfg, "model.dropout", 0.1))).to(device)
-        head.train()
-
-        def step(batch):
-            b = torch.as_tensor(batch, dtype=torch.long, device=device)
-            return loss_of(head(x_chosen[b]), head(x_rejected[b]), batch)
-
-        train_info = _train_loop(cfg, sampler, step, list(head.parameters()), progress)
-        head.eval()
+    def reward_fn(ps: Sequence[str], cs: Sequence[str]) -> np.ndarray:
+        if not encoders:
+            encoders.append(FrozenEncoder(m.name, cache_dir=None, device=device_name, progress=False))
+        f = pair_features(encoders[0](list(ps)), encoders[0](list(cs)))
         with torch.no_grad():
-            ti = torch.as_tensor(prep.test.index, device=device)
-            r_a = head(fa[ti]).cpu().numpy()
-            r_b = head(fb[ti]).cpu().numpy()
-        model_obj = head
-        reward_fn = None
-    elif model_kind == "finetune":
-        model_obj = SequenceRewardModel(
-            str(cfg.model.name),
-            max_length=int(_get(cfg, "model.max_length", 512)),
-            gradient_checkpointing=bool(_get(cfg, "model.gradient_checkpointing", False)),
-            dtype=_get(cfg, "model.dtype"),
-        ).to(device)
-        model_obj.train()
-        prompts = [comps[i].prompt for i in pairs.index]
-        chosen = [comps[i].completion_a if a else comps[i].completion_b for i, a in zip(pairs.index, pairs.chosen_is_a)]
-        rejected = [comps[i].completion_b if a else comps[i].completion_a for i, a in zip(pairs.index, pairs.chosen_is_a)]
+            return head(torch.as_tensor(f, device=device)).cpu().numpy()
 
-        def step(batch):
-            p = [prompts[j] for j in batch]
-            r = model_obj(p + p, [chosen[j] for j in batch] + [rejected[j] for j in batch])
-            return loss_of(r[: len(batch)], r[len(batch) :], batch)
+    return reward_fn
 
-        train_info = _train_loop(cfg, sampler, step, [q for q in model_obj.parameters() if q.requires_grad], progress)
-        model_obj.eval()
-        eb = int(_get(cfg, "model.eval_batch_size", 32))
 
-        def reward_fn(ps, cs):
-            out = []
-            with torch.no_grad():
-                for s in range(0, len(ps), eb):
-                    out.append(model_obj(ps[s : s + eb], cs[s : s + eb]).cpu().numpy())
-            return np.concatenate(out) if out else np.zeros(0)
+def _train_frozen(rc: LLMRunConfig, prep: Prepared, data: TrainingData, loss_of: BatchLoss,
+                  device: torch.device) -> Fit:
+    """An MLP head on the prepared frozen features of (prompt, completion)."""
+    fa = torch.as_tensor(prep.feat_a, device=device)
+    fb = torch.as_tensor(prep.feat_b, device=device)
+    ci = torch.as_tensor(data.pairs.index, device=device)
+    a_first = torch.as_tensor(data.pairs.chosen_is_a, device=device)
+    x_chosen = torch.where(a_first[:, None], fa[ci], fb[ci])
+    x_rejected = torch.where(a_first[:, None], fb[ci], fa[ci])
+    head = RewardHead(fa.shape[1], rc.model.hidden, rc.model.dropout).to(device)
+    head.train()
 
-        tp = [comps[i].prompt for i in prep.test.index]
-        r_a = reward_fn(tp, [comps[i].completion_a for i in prep.test.index])
-        r_b = reward_fn(tp, [comps[i].completion_b for i in prep.test.index])
-    else:
-        raise ValueError(f"unknown model.kind '{model_kind}'; choose one of: frozen, finetune")
+    def step(batch: list[int]) -> torch.Tensor:
+        b = torch.as_tensor(batch, dtype=torch.long, device=device)
+        return loss_of(head(x_chosen[b]), head(x_rejected[b]), batch)
 
-    results = {
-        "experiment": str(_get(cfg, "name", loss_name)),
+    info = _train_loop(rc.model, rc.loss, data.sampler, step, list(head.parameters()), rc.progress)
+    head.eval()
+    with torch.no_grad():
+        ti = torch.as_tensor(prep.test.index, device=device)
+        r_a = head(fa[ti]).cpu().numpy()
+        r_b = head(fb[ti]).cpu().numpy()
+    return Fit(head, info, r_a, r_b, _frozen_reward_fn(rc.model, head, device, rc.device))
+
+
+def _batched_reward_fn(model: SequenceRewardModel, batch_size: int) -> RewardFn:
+    """Rewards of raw text from the fine-tuned model, ``batch_size`` pairs at a time, without gradients."""
+
+    def reward_fn(ps: Sequence[str], cs: Sequence[str]) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(ps), batch_size):
+                out.append(model(ps[s : s + batch_size], cs[s : s + batch_size]).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    return reward_fn
+
+
+def _train_finetune(rc: LLMRunConfig, prep: Prepared, data: TrainingData, loss_of: BatchLoss,
+                    device: torch.device) -> Fit:
+    """Every weight of a sequence classifier on (prompt, completion) token pairs."""
+    m, comps, pairs = rc.model, prep.comparisons, data.pairs
+    model = SequenceRewardModel(m.name, max_length=m.max_length, gradient_checkpointing=m.gradient_checkpointing,
+                                dtype=m.dtype).to(device)
+    model.train()
+    prompts = [comps[i].prompt for i in pairs.index]
+    chosen = [comps[i].completion_a if a else comps[i].completion_b for i, a in zip(pairs.index, pairs.chosen_is_a)]
+    rejected = [comps[i].completion_b if a else comps[i].completion_a for i, a in zip(pairs.index, pairs.chosen_is_a)]
+
+    def step(batch: list[int]) -> torch.Tensor:
+        p = [prompts[j] for j in batch]
+        r = model(p + p, [chosen[j] for j in batch] + [rejected[j] for j in batch])
+        return loss_of(r[: len(batch)], r[len(batch) :], batch)
+
+    info = _train_loop(m, rc.loss, data.sampler, step, [q for q in model.parameters() if q.requires_grad], rc.progress)
+    model.eval()
+    reward_fn = _batched_reward_fn(model, m.eval_batch_size)
+    tp = [comps[i].prompt for i in prep.test.index]
+    r_a = reward_fn(tp, [comps[i].completion_a for i in prep.test.index])
+    r_b = reward_fn(tp, [comps[i].completion_b for i in prep.test.index])
+    return Fit(model, info, r_a, r_b, reward_fn)
+
+
+#: model.kind -> trainer (the choices of LLMModelConfig.kind).
+TRAINERS: dict[str, Callable[[LLMRunConfig, Prepared, TrainingData, BatchLoss, torch.device], Fit]] = {
+    "frozen": _train_frozen,
+    "finetune": _train_finetune,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Run and results
+# --------------------------------------------------------------------------------------------
+
+
+def _results(rc: LLMRunConfig, prep: Prepared, data: TrainingData, fit: Fit) -> dict:
+    """The results dict of one run (without timing, the model and optional benchmarks)."""
+    return {
+        "experiment": rc.experiment,
         "dataset": prep.dataset,
         "simulated": prep.dataset == SIMULATED_LABEL,
-        "loss": loss_name,
-        "strength": kind,
-        "strength_shuffled": bool(_get(cfg, "shuffle_strength", False)),
-        "strata": str(_get(cfg, "strata.kind", "annotator")),
-        "model": f"{model_kind}:{cfg.model.name}",
-        "seed": seed,
-        "fraction": float(cfg.fraction),
-        "n_train": len(pairs),
-        "n_train_dropped_ties": pairs.n_dropped_ties,
-        "n_strata": int(np.unique(stratum).shape[0]),
+        "loss": rc.loss,
+        "strength": rc.strength,
+        "strength_shuffled": rc.shuffle_strength,
+        "strata": rc.strata.kind,
+        "model": f"{rc.model.kind}:{rc.model.name}",
+        "seed": rc.seed,
+        "fraction": rc.fraction,
+        "n_train": len(data.pairs),
+        "n_train_dropped_ties": data.pairs.n_dropped_ties,
+        "n_strata": data.n_strata,
         "n_test_dropped_ties": prep.test.n_dropped_ties,
-        **train_info,
-        **evaluate_rewards(r_a, r_b, prep.test),
+        **fit.train_info,
+        **evaluate_rewards(fit.r_a, fit.r_b, prep.test),
     }
-    if bool(_get(cfg, "eval.rewardbench", False)):
+
+
+def run(cfg: Any, prepared: Optional[Prepared] = None) -> dict:
+    """Train one reward model and evaluate it; returns the results dict (see module doc).
+
+    ``cfg``: a Hydra config, a plain mapping or an :class:`LLMRunConfig`; ``prepared``: the shared
+    :func:`prepare` output of a grid (built here when None). The model is under ``"_model"``.
+    """
+    t0 = time.perf_counter()
+    rc = LLMRunConfig.from_config(cfg)
+    pin_threads(rc.threads)
+    spec = get_loss_spec(rc.loss)
+    prep = prepared if prepared is not None else prepare(rc)
+    data = build_training_data(rc, prep)
+    torch.manual_seed(rc.seed)
+    device = torch.device(rc.device)
+    fit = TRAINERS[rc.model.kind](rc, prep, data, make_batch_loss(spec, data, device), device)
+    results = _results(rc, prep, data, fit)
+    if rc.eval.rewardbench:
         from rlpref.llm.rewardbench import load_rewardbench, score_rewardbench
 
-        if reward_fn is None:
-            enc = FrozenEncoder(str(cfg.model.name), cache_dir=None, device=str(cfg.device), progress=False)
-
-            def reward_fn(ps, cs):
-                f = pair_features(enc(list(ps)), enc(list(cs)))
-                with torch.no_grad():
-                    return head(torch.as_tensor(f, device=device)).cpu().numpy()
-
-        results["rewardbench"] = score_rewardbench(reward_fn, load_rewardbench(_get(cfg, "eval.rewardbench_path")))
+        results["rewardbench"] = score_rewardbench(fit.reward_fn, load_rewardbench(rc.eval.rewardbench_path))
     results["seconds"] = round(time.perf_counter() - t0, 3)
-    results["_model"] = model_obj
+    results["_model"] = fit.model
     return results
 
 
+def _save_model(model: torch.nn.Module, out_dir: Path) -> None:
+    """A fine-tuned model as a Hugging Face folder; a frozen-encoder head as safetensors (no pickle)."""
+    if isinstance(model, SequenceRewardModel):
+        model.model.save_pretrained(out_dir / "model")
+        model.tokenizer.save_pretrained(out_dir / "model")
+        return
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / "head.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+
+
 def _write_results(results: dict, out_dir: Path, save_model: bool) -> Path:
-    model_obj = results.pop("_model", None)
+    model = results.pop("_model", None)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
     atomic_write_json(path, results)
-    if save_model and model_obj is not None:
-        if isinstance(model_obj, SequenceRewardModel):
-            model_obj.model.save_pretrained(out_dir / "model")
-            model_obj.tokenizer.save_pretrained(out_dir / "model")
-        else:
-            torch.save(model_obj.state_dict(), out_dir / "head.pt")
+    if save_model and model is not None:
+        _save_model(model, out_dir)
     return path
+
+
+def _summary(results: dict, path: Path) -> str:
+    banner = "[SIMULATED DATA] " if results["simulated"] else ""
+    msg = f"{banner}{results['experiment']}: test accuracy {results['accuracy']:.4f}"
+    if "accuracy_true" in results:
+        msg += f", vs hidden utility {results['accuracy_true']:.4f}"
+    return msg + f" (n_train={results['n_train']}, n_test={results['n_test']}, {results['seconds']:.1f}s) -> {path}"
 
 
 def _main() -> None:
@@ -355,16 +420,11 @@ def _main() -> None:
     def main(cfg: DictConfig) -> float:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         log.info("config:\n%s", OmegaConf.to_yaml(cfg))
-        results = run(cfg)
-        out_dir = Path(HydraConfig.get().runtime.output_dir)
-        path = _write_results(results, out_dir, bool(cfg.save_model))
-        banner = "[SIMULATED DATA] " if results["simulated"] else ""
-        msg = f"{banner}{results['experiment']}: test accuracy {results['accuracy']:.4f}"
-        if "accuracy_true" in results:
-            msg += f", vs hidden utility {results['accuracy_true']:.4f}"
-        msg += f" (n_train={results['n_train']}, n_test={results['n_test']}, {results['seconds']:.1f}s) -> {path}"
+        rc = LLMRunConfig.from_config(cfg)  # fails here, before any work, on a bad key
+        results = run(rc)
+        path = _write_results(results, Path(HydraConfig.get().runtime.output_dir), rc.save_model)
         print(f"dataset: {results['dataset']}")
-        print(msg)
+        print(_summary(results, path))
         return float(results["accuracy"])
 
     main()
