@@ -57,7 +57,8 @@ def _loop(segs: Segments, pairing: str, n: int, scale: str = "all", sigma: float
     return OnlineFeedback(env_cfg={}, cfg=OnlineConfig(rounds=1, n_feedback=n, pairing=pairing, scale=scale),
                           teacher=TeacherConfig(sigma=sigma),
                           reward_cfg=RewardTrainConfig(hidden=(4,)), loss_name="rr", gamma=0.99, length=6, oversample=1.5,
-                          seed=0, segments=segs, prefs=prefs, model=RewardModel(3, 2, (4,)))
+                          seed=0, segments=segs, prefs=prefs, model=RewardModel(3, 2, (4,)),
+                          val_mask=np.zeros(len(prefs), bool))
 
 
 @pytest.mark.parametrize("uniform", [False, True])
@@ -356,6 +357,9 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     final = load_reward_model(tmp_path / "run" / "online_reward")
     x = torch.randn(64, 3), torch.randn(64, 1)
     assert not torch.allclose(offline(*x), final(*x))
+    # The offline stage's validation split is stored with its model; the rounds validate on those pairs.
+    split = np.load(Path(cfg.cache_dir) / "reward_model" / res["artifacts"]["reward_model"] / "split.npz")["val_mask"]
+    assert split.dtype == bool and split.shape == (60,) and split.sum() == round(0.15 * 60)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["online_rounds"] == rounds and saved["n_feedback_total"] == 100
     # Saved online pairs index the offline segments followed by the online ones.

@@ -135,14 +135,13 @@ class OnlineFeedback:
     segments: Segments
     prefs: Preferences
     model: RewardModel
-    val_mask: np.ndarray = field(default=None)  # type: ignore[assignment]
+    val_mask: np.ndarray  # bool [P]: the reward-model stage's stored split, so its validation pairs stay unseen
     rounds_log: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.val_mask is None:
-            # The offline stage's split, rebuilt from the same seed, so its validation pairs stay unseen.
-            self.val_mask = validation_mask(len(self.prefs), self.reward_cfg.val_fraction,
-                                            np.random.default_rng(self.seed))
+        if self.val_mask.dtype != bool or self.val_mask.shape != (len(self.prefs),):
+            raise ValueError(f"val_mask must be bool [{len(self.prefs)}] (one per offline comparison), "
+                             f"got {self.val_mask.dtype} {self.val_mask.shape}")
 
     def round(self, agent, step: int) -> RewardModel:
         """Label the agent's current behaviour as a new rollout batch and fine-tune r_θ on all feedback."""

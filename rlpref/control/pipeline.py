@@ -24,12 +24,13 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from rlpref.artifacts import Artifact, ArtifactStore, atomic_write_json, atomic_write_text
+from rlpref.artifacts import Artifact, ArtifactStore, atomic_write_json, atomic_write_text, load_npz, save_npz
 from rlpref.control.agent import AgentResult, train_agent
 from rlpref.control.config import REWARDS, RunSpec
 from rlpref.control.online import OnlineCallback, OnlineFeedback
 from rlpref.control.records import Preferences, Segments, curve_csv, read_curve
-from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model, train_reward_model
+from rlpref.control.reward_net import (RewardModel, load_reward_model, save_reward_model, train_reward_model,
+                                      validation_mask)
 from rlpref.control.segments import collect_segments
 from rlpref.control.source import train_source
 from rlpref.control.teacher import label_pairs
@@ -94,24 +95,29 @@ def build_feedback(spec: RunSpec, segments: Segments, out: Path) -> dict:
 
 
 def build_reward_model(spec: RunSpec, segments: Segments, prefs: Preferences, out: Path) -> dict:
+    """r_θ on the feedback; its validation split is stored (``split.npz``) for the online rounds to keep."""
+    val_mask = validation_mask(len(prefs), spec.reward_train.val_fraction, np.random.default_rng(spec.seed))
     model, metrics, history = train_reward_model(segments, prefs, spec.loss, spec.reward_train, spec.seed,
-                                                 on_epoch=advance_stage)
+                                                 val_mask=val_mask, on_epoch=advance_stage)
     save_reward_model(model, out)
+    save_npz(out / "split.npz", {"val_mask": val_mask})
     atomic_write_json(out / "history.json", history)
     atomic_write_json(out / "metrics.json", metrics)
     return {"metrics": metrics}
 
 
 def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[Segments],
-                prefs: Optional[Preferences], out: Path, on_eval: Optional[Callable[[dict], None]] = None) -> dict:
-    """A fresh agent on r_θ (``model``; None = the true reward), with the online rounds when configured."""
+                prefs: Optional[Preferences], val_mask: Optional[np.ndarray], out: Path,
+                on_eval: Optional[Callable[[dict], None]] = None) -> dict:
+    """A fresh agent on r_θ (``model``; None = the true reward), with the online rounds when configured
+    (they extend ``segments``/``prefs`` and keep the reward model's validation split ``val_mask``)."""
     loop = None
     callbacks = []
     if spec.online_rounds:
         loop = OnlineFeedback(env_cfg=spec.env, cfg=spec.online, teacher=spec.teacher, reward_cfg=spec.reward_train,
                               loss_name=spec.loss, gamma=spec.gamma, length=spec.segments.length,
                               oversample=spec.segments.oversample, seed=spec.seed, segments=segments, prefs=prefs,
-                              model=model)
+                              model=model, val_mask=val_mask)
         callbacks.append(OnlineCallback(loop, spec.budget.agent_steps))
     result = train_agent(spec.env, spec.algo, reward_model=model, total_steps=spec.budget.agent_steps,
                          eval_every=spec.budget.eval_every, eval_episodes=spec.budget.eval_episodes,
@@ -177,7 +183,8 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
 
     def build(d: Path) -> dict:
         served = load_reward_model(rm.path) if rm is not None else None
-        return build_agent(spec, served, segments, prefs, d, _curve_logger(logger))
+        val_mask = load_npz(rm.path / "split.npz", ["val_mask"])["val_mask"] if rm is not None else None
+        return build_agent(spec, served, segments, prefs, val_mask, d, _curve_logger(logger))
 
     ag = stages.run("agent", spec.agent_key(), [rm.key] if rm is not None else [], build)
     _gather(run_dir, ag, rm, spec)
