@@ -298,13 +298,7 @@ def train_reward_model(
     train_idx, val_idx = _split(len(prefs), cfg.val_fraction, val_mask, rng)
     stratum = _strata_for(prefs, train_idx, loss_name, cfg, rng)
     val_stratum = _strata_for(prefs, val_idx, loss_name, cfg, rng) if val_idx.size else None
-    model = copy.deepcopy(init) if init is not None else RewardModel(
-        segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs, cfg.ensemble, cfg.use_actions)
-    data = _Data(model, segments)
-    if init is None:  # a new model standardises its inputs by the training pairs' segments
-        train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
-        model.set_input_stats(data.x[torch.as_tensor(train_segs)])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, data = _start_model(segments, prefs, train_idx, cfg, init)
     val_parts = ([val_idx[prefs.batch[val_idx] == b] for b in np.unique(prefs.batch[val_idx])] if balance_val
                  else [val_idx])
 
@@ -314,17 +308,45 @@ def train_reward_model(
             return float(np.mean([_pair_loss(model, data, prefs, part, val_stratum, loss_name, cfg).item()
                                   for part in val_parts]))
 
-    best_state, best_val, bad_epochs, history = copy.deepcopy(model.state_dict()), math.inf, 0, []
-    if init is not None and val_idx.size and keep_init:
-        # Fine-tuning must beat the starting model on validation, or the starting model is kept.
-        best_val = validation_loss()
-    epoch_pairs = _epoch_sampler(train_idx, focus, replay, len(prefs), rng)
+    def train_epoch(pairs: np.ndarray, opt) -> float:
+        model.train()
+        return _train_epoch(model, opt, data, prefs, pairs, stratum, loss_name, cfg, rng)
+
+    # Fine-tuning with keep_init must beat the starting model on validation, or the starting model is kept.
+    start_val = validation_loss() if init is not None and val_idx.size and keep_init else math.inf
+    history, best_val = _fit(model, cfg, loss_name, _epoch_sampler(train_idx, focus, replay, len(prefs), rng),
+                             train_epoch, validation_loss if val_idx.size else None, start_val, on_epoch)
+    model.eval()
+    result = evaluate_reward_model(model, segments, prefs.subset(val_idx) if val_idx.size else prefs)
+    result.update({"val_loss": best_val if val_idx.size else None, "epochs": len(history),
+                   "n_train": int(train_idx.size)})
+    return model, result, history
+
+
+def _start_model(segments: Segments, prefs: Preferences, train_idx: np.ndarray, cfg: RewardTrainConfig,
+                 init: Optional[RewardModel]) -> tuple[RewardModel, "_Data"]:
+    """A copy of ``init`` (its input normalisation kept), or a fresh model standardised on the training
+    pairs' segments; with the segments' features for it."""
+    model = copy.deepcopy(init) if init is not None else RewardModel(
+        segments.obs.shape[-1], segments.acts.shape[-1], cfg.hidden, cfg.use_next_obs, cfg.ensemble, cfg.use_actions)
+    data = _Data(model, segments)
+    if init is None:
+        train_segs = np.unique(np.concatenate([prefs.chosen[train_idx], prefs.rejected[train_idx]]))
+        model.set_input_stats(data.x[torch.as_tensor(train_segs)])
+    return model, data
+
+
+def _fit(model: RewardModel, cfg: RewardTrainConfig, loss_name: str, epoch_pairs: Callable[[], np.ndarray],
+         train_epoch: Callable, validation_loss: Optional[Callable[[], float]], best_val: float,
+         on_epoch: Optional[Callable[[float], None]]) -> tuple[list[dict], float]:
+    """Epochs with early stopping on validation loss (none without a validation set); the model ends at
+    its best epoch (or unchanged, when nothing beats ``best_val``). Returns (history, best val loss)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_state, bad_epochs, history = copy.deepcopy(model.state_dict()), 0, []
     bar = tqdm(range(cfg.max_epochs), desc=f"reward model ({loss_name})", unit="epoch", disable=not progress_enabled())
     for epoch in bar:
-        model.train()
-        record = {"epoch": epoch, "train_loss": _train_epoch(model, opt, data, prefs, epoch_pairs(), stratum,
-                                                             loss_name, cfg, rng)}
-        if val_idx.size:
+        record = {"epoch": epoch, "train_loss": train_epoch(epoch_pairs(), opt)}
+        if validation_loss is not None:
             record["val_loss"] = validation_loss()
             if record["val_loss"] < best_val - 1e-6:
                 best_val, bad_epochs, best_state = record["val_loss"], 0, copy.deepcopy(model.state_dict())
@@ -334,16 +356,12 @@ def train_reward_model(
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
         if on_epoch is not None:
             on_epoch((epoch + 1) / cfg.max_epochs)
-        if val_idx.size and bad_epochs >= cfg.patience:
+        if validation_loss is not None and bad_epochs >= cfg.patience:
             break
     bar.close()
-    if val_idx.size:
+    if validation_loss is not None:
         model.load_state_dict(best_state)
-    model.eval()
-    result = evaluate_reward_model(model, segments, prefs.subset(val_idx) if val_idx.size else prefs)
-    result.update({"val_loss": best_val if val_idx.size else None, "epochs": len(history),
-                   "n_train": int(train_idx.size)})
-    return model, result, history
+    return history, best_val
 
 
 def _split(n: int, val_fraction: float, val_mask: Optional[np.ndarray], rng) -> tuple[np.ndarray, np.ndarray]:
