@@ -102,62 +102,90 @@ def sample_pairs(
     """
     if n_feedback < 2:
         raise ValueError(f"n_feedback must be >= 2, got {n_feedback}")
-    returns = segments.returns
-    present = np.unique(segments.batch)
-    if batches is None:
-        batches, in_scope = present, np.arange(len(segments))
-    else:
-        batches = np.unique(np.asarray(batches, dtype=np.int64))
-        missing = np.setdiff1d(batches, present)
-        if missing.size:
-            raise ValueError(f"rollout batches {missing.tolist()} have no segments; present: {present.tolist()}")
-        in_scope = np.flatnonzero(np.isin(segments.batch, batches))
-    yard = returns[_yardstick(segments, cfg, batches)]
-    r_min, d_range = float(yard.min()), float(yard.max() - yard.min())
-    tie_gap = cfg.near_tie * float(yard.std())
-    wanted = _split_evenly(n_feedback, batches.size)
+    batches, in_scope = _requested(segments, batches)
+    yard = segments.returns[_yardstick(segments, cfg, batches)]
+    gate = _PairGate(segments.returns, cfg, float(yard.min()), float(yard.max() - yard.min()), cfg.near_tie * float(yard.std()))
     out_pairs, out_batch = [], []
-    m = len(segments)
     taken = np.zeros(0, dtype=np.int64)  # pairs of earlier batches as lo*M + hi: across/random pools overlap
-    for b, need in zip(batches, wanted):
-        own = np.flatnonzero(segments.batch == b)
-        if cfg.pairing == "within_batch":
-            pool_a, pool_b = own, own
-        elif cfg.pairing == "across_batches":
-            pool_a, pool_b = own, np.flatnonzero(segments.batch != b)
-        else:  # random pairing, among the requested batches only
-            pool_a, pool_b = in_scope, in_scope
-        if pool_a.size < 1 or pool_b.size < 1 or (pool_a.size < 2 and cfg.pairing == "within_batch"):
-            raise ValueError(f"rollout batch {b} has too few segments to form pairs")
-        chosen: np.ndarray = np.zeros((0, 2), dtype=np.int64)
-        for _ in range(20):
-            cand = _candidate_pairs(pool_a, pool_b, 4 * int(need) + 16, rng)
-            gap = np.abs(returns[cand[:, 0]] - returns[cand[:, 1]])
-            keep = gap > tie_gap
-            if cfg.skip_threshold > 0:
-                best = np.maximum(returns[cand[:, 0]], returns[cand[:, 1]])
-                keep &= best >= r_min + cfg.skip_threshold * d_range
-            if cfg.equal_threshold > 0:
-                keep &= gap >= cfg.equal_threshold * d_range
-            cand = np.concatenate([chosen, cand[keep]])
-            canon = np.sort(cand, axis=1)
-            code = canon[:, 0] * m + canon[:, 1]
-            _, first = np.unique(code, return_index=True)
-            first = np.sort(first)
-            first = first[~np.isin(code[first], taken)]
-            chosen = cand[first][: int(need)]
-            if len(chosen) >= need:
-                break
+    for b, need in zip(batches, _split_evenly(n_feedback, batches.size)):
+        pool_a, pool_b = _pools(segments, cfg.pairing, b, in_scope)
+        chosen = _draw_distinct(pool_a, pool_b, int(need), gate, taken, len(segments), rng)
         if len(chosen) < need and strict:
             raise ValueError(
                 f"rollout batch {b}: only {len(chosen)} of {need} distinct non-tied pairs exist; lower "
                 "n_feedback, raise segments.oversample, or relax teacher.near_tie / skip / equal thresholds"
             )
         canon = np.sort(chosen, axis=1)
-        taken = np.concatenate([taken, canon[:, 0] * m + canon[:, 1]])
+        taken = np.concatenate([taken, canon[:, 0] * len(segments) + canon[:, 1]])
         out_pairs.append(chosen)
         out_batch.append(np.full(len(chosen), b, dtype=np.int64))
     return np.concatenate(out_pairs), np.concatenate(out_batch)
+
+
+def _requested(segments: Segments, batches: Optional[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(the rollout batches to label, the indices of their segments); every batch by default."""
+    present = np.unique(segments.batch)
+    if batches is None:
+        return present, np.arange(len(segments))
+    batches = np.unique(np.asarray(batches, dtype=np.int64))
+    missing = np.setdiff1d(batches, present)
+    if missing.size:
+        raise ValueError(f"rollout batches {missing.tolist()} have no segments; present: {present.tolist()}")
+    return batches, np.flatnonzero(np.isin(segments.batch, batches))
+
+
+def _pools(segments: Segments, pairing: str, b: int, in_scope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where batch ``b``'s pairs draw their two segments from, by ``pairing``."""
+    own = np.flatnonzero(segments.batch == b)
+    if pairing == "within_batch":
+        pool_a, pool_b = own, own
+    elif pairing == "across_batches":
+        pool_a, pool_b = own, np.flatnonzero(segments.batch != b)
+    else:  # random pairing, among the requested batches only
+        pool_a, pool_b = in_scope, in_scope
+    if pool_a.size < 1 or pool_b.size < 1 or (pool_a.size < 2 and pairing == "within_batch"):
+        raise ValueError(f"rollout batch {b} has too few segments to form pairs")
+    return pool_a, pool_b
+
+
+@dataclass(frozen=True)
+class _PairGate:
+    """Which candidate pairs the teacher answers: not near-tied, and past the B-Pref skip/equal thresholds."""
+
+    returns: np.ndarray
+    cfg: TeacherConfig
+    r_min: float
+    d_range: float
+    tie_gap: float
+
+    def keep(self, cand: np.ndarray) -> np.ndarray:
+        r0, r1 = self.returns[cand[:, 0]], self.returns[cand[:, 1]]
+        gap = np.abs(r0 - r1)
+        keep = gap > self.tie_gap
+        if self.cfg.skip_threshold > 0:
+            keep &= np.maximum(r0, r1) >= self.r_min + self.cfg.skip_threshold * self.d_range
+        if self.cfg.equal_threshold > 0:
+            keep &= gap >= self.cfg.equal_threshold * self.d_range
+        return keep
+
+
+def _draw_distinct(pool_a: np.ndarray, pool_b: np.ndarray, need: int, gate: _PairGate, taken: np.ndarray, m: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Up to ``need`` distinct pairs [n, 2] the gate keeps and no earlier batch took, in draw order
+    (at most 20 rounds of oversampled candidates)."""
+    chosen: np.ndarray = np.zeros((0, 2), dtype=np.int64)
+    for _ in range(20):
+        cand = _candidate_pairs(pool_a, pool_b, 4 * need + 16, rng)
+        cand = np.concatenate([chosen, cand[gate.keep(cand)]])
+        canon = np.sort(cand, axis=1)
+        code = canon[:, 0] * m + canon[:, 1]
+        _, first = np.unique(code, return_index=True)
+        first = np.sort(first)
+        first = first[~np.isin(code[first], taken)]
+        chosen = cand[first][:need]
+        if len(chosen) >= need:
+            break
+    return chosen
 
 
 def _noisy_returns(r: np.ndarray, cfg: TeacherConfig, d_range: float, lo: float, hi: float, rng) -> np.ndarray:
