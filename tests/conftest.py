@@ -77,3 +77,36 @@ def compose_config():
             return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
 
     return _compose
+
+
+def _make_segments(m: int, length: int, batches: int, seed: int = 0, *, act_dim: int = 2, reward: str = "obs0",
+                   shift: bool = False):
+    """Synthetic segments [m, length] in ``batches`` equal rollout batches, 3-d observations.
+
+    ``reward="obs0"``: the per-step reward is obs[..., 0], so the true return is learnable from
+    observations; ``"noise"``: rewards are noise unrelated to them. ``shift``: batch b's rewards (or
+    observations) are raised by b, as a later checkpoint of a learning agent would be.
+    """
+    import numpy as np
+
+    from rlpref.control.records import Segments
+    from rlpref.control.segments import discounted_returns
+
+    rng = np.random.default_rng(seed)
+    level = np.repeat(np.arange(batches), m // batches)
+    if reward == "noise":
+        rewards = rng.normal(size=(m, length)).astype(np.float32) + (level[:, None] if shift else 0)
+        obs = rng.normal(size=(m, length, 3)).astype(np.float32)
+    elif reward == "obs0":
+        obs = (rng.normal(size=(m, length, 3)) + (level[:, None, None] if shift else 0)).astype(np.float32)
+        rewards = obs[..., 0].copy()
+    else:
+        raise ValueError(f"reward must be 'obs0' or 'noise', got {reward!r}")
+    return Segments(obs=obs, acts=rng.normal(size=(m, length, act_dim)).astype(np.float32), next_obs=obs,
+                    rewards=rewards, returns=discounted_returns(rewards, 0.99), batch=level.astype(np.int64))
+
+
+@pytest.fixture
+def make_segments():
+    """make_segments(m, length, batches, seed=0, *, act_dim, reward, shift) -> Segments (see _make_segments)."""
+    return _make_segments

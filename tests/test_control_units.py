@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -25,18 +26,10 @@ from rlpref.control.teacher import TeacherConfig, label_pairs
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def _segments(m: int = 400, length: int = 10, batches: int = 4, seed: int = 0) -> Segments:
-    rng = np.random.default_rng(seed)
-    rewards = rng.normal(size=(m, length)).astype(np.float32) + np.repeat(np.arange(batches), m // batches)[:, None]
-    obs = rng.normal(size=(m, length, 3)).astype(np.float32)
-    return Segments(
-        obs=obs,
-        acts=rng.normal(size=(m, length, 2)).astype(np.float32),
-        next_obs=obs,
-        rewards=rewards,
-        returns=discounted_returns(rewards, 0.99),
-        batch=np.repeat(np.arange(batches), m // batches).astype(np.int64),
-    )
+@pytest.fixture
+def new_segments(make_segments):
+    """This module's synthetic segments: conftest's make_segments at this module's sizes."""
+    return functools.partial(make_segments, m=400, length=10, batches=4, act_dim=2, reward="noise", shift=True)
 
 
 def test_discounted_returns_known_value():
@@ -78,8 +71,8 @@ def test_one_hot_actions_for_discrete_space():
     np.testing.assert_array_equal(out, np.eye(3)[[0, 2, 1]])
 
 
-def test_noise_free_teacher_is_always_right_and_strength_is_clean_gap():
-    segs = _segments()
+def test_noise_free_teacher_is_always_right_and_strength_is_clean_gap(new_segments):
+    segs = new_segments()
     prefs = label_pairs(segs, 200, TeacherConfig(sigma=0.0, pairing="within_batch"), 0.99, np.random.default_rng(1))
     assert len(prefs) == 200
     assert prefs.label_accuracy() == 1.0
@@ -91,8 +84,8 @@ def test_noise_free_teacher_is_always_right_and_strength_is_clean_gap():
     assert np.all(np.abs(prefs.return_chosen - prefs.return_rejected) > 0.1 * segs.returns.std())
 
 
-def test_range_noise_error_rate_grows_with_sigma_and_matches_simulation():
-    segs = _segments(m=800, batches=1)
+def test_range_noise_error_rate_grows_with_sigma_and_matches_simulation(new_segments):
+    segs = new_segments(m=800, batches=1)
     err = []
     for sigma in (0.0, 0.1, 0.25, 0.5):
         prefs = label_pairs(segs, 300, TeacherConfig(sigma=sigma, near_tie=0.0), 0.99, np.random.default_rng(2))
@@ -112,8 +105,8 @@ def test_range_noise_error_rate_grows_with_sigma_and_matches_simulation():
     assert err[3] == pytest.approx(expected, abs=0.06)
 
 
-def test_relative_noise_and_noisy_strength():
-    segs = _segments(m=400, batches=2)
+def test_relative_noise_and_noisy_strength(new_segments):
+    segs = new_segments(m=400, batches=2)
     cfg = TeacherConfig(sigma=0.5, noise="relative", strength="noisy")
     prefs = label_pairs(segs, 200, cfg, 0.99, np.random.default_rng(0))
     clean = -np.abs(prefs.return_chosen - prefs.return_rejected)
@@ -121,14 +114,14 @@ def test_relative_noise_and_noisy_strength():
     assert 0.55 < prefs.label_accuracy() < 1.0  # the error rate itself: tests/test_teacher.py
 
 
-def test_bpref_mistake_teacher_flips_about_eps():
-    segs = _segments(m=800, batches=1)
+def test_bpref_mistake_teacher_flips_about_eps(new_segments):
+    segs = new_segments(m=800, batches=1)
     prefs = label_pairs(segs, 400, TeacherConfig(eps_mistake=0.3), 0.99, np.random.default_rng(5))
     assert 1 - prefs.label_accuracy() == pytest.approx(0.3, abs=0.07)
 
 
-def test_across_batches_pairing_mixes_batches():
-    segs = _segments()
+def test_across_batches_pairing_mixes_batches(new_segments):
+    segs = new_segments()
     prefs = label_pairs(segs, 100, TeacherConfig(pairing="across_batches"), 0.99, np.random.default_rng(0))
     assert np.all(segs.batch[prefs.chosen] != segs.batch[prefs.rejected])
 
@@ -143,8 +136,8 @@ def test_teacher_config_rejects_bad_values(bad, match):
         TeacherConfig.from_mapping(bad)
 
 
-def test_records_roundtrip_without_pickle(tmp_path):
-    segs = _segments(m=8, batches=2)
+def test_records_roundtrip_without_pickle(new_segments, tmp_path):
+    segs = new_segments(m=8, batches=2)
     segs.save(tmp_path / "s.npz")
     back = Segments.load(tmp_path / "s.npz")
     np.testing.assert_array_equal(back.obs, segs.obs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -24,18 +25,14 @@ from rlpref.control.teacher import TeacherConfig, label_pairs
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def _segments(m: int = 240, length: int = 6, batches: int = 3, seed: int = 0) -> Segments:
-    """Per-step reward = obs[0], so the true return is learnable from observations."""
-    rng = np.random.default_rng(seed)
-    obs = (rng.normal(size=(m, length, 3)) + np.repeat(np.arange(batches), m // batches)[:, None, None]).astype(np.float32)
-    rewards = obs[..., 0].copy()
-    return Segments(obs=obs, acts=rng.normal(size=(m, length, 2)).astype(np.float32), next_obs=obs, rewards=rewards,
-                    returns=discounted_returns(rewards, 0.99),
-                    batch=np.repeat(np.arange(batches), m // batches).astype(np.int64))
+@pytest.fixture
+def new_segments(make_segments):
+    """This module's synthetic segments: conftest's make_segments at this module's sizes."""
+    return functools.partial(make_segments, m=240, length=6, batches=3, act_dim=2, reward="obs0", shift=True)
 
 
-def test_labelling_one_batch_pairs_only_inside_it():
-    segs = _segments()
+def test_labelling_one_batch_pairs_only_inside_it(new_segments):
+    segs = new_segments()
     prefs = label_pairs(segs, 50, TeacherConfig(), 0.99, np.random.default_rng(0), batches=[2])
     assert len(prefs) == 50
     assert np.all(prefs.batch == 2)
@@ -44,8 +41,8 @@ def test_labelling_one_batch_pairs_only_inside_it():
         label_pairs(segs, 10, TeacherConfig(), 0.99, np.random.default_rng(0), batches=[7])
 
 
-def test_non_strict_labelling_returns_what_exists_instead_of_raising():
-    segs = _segments(m=12, batches=3)  # 4 segments per batch: at most 6 distinct pairs
+def test_non_strict_labelling_returns_what_exists_instead_of_raising(new_segments):
+    segs = new_segments(m=12, batches=3)  # 4 segments per batch: at most 6 distinct pairs
     with pytest.raises(ValueError, match="distinct non-tied pairs"):
         label_pairs(segs, 30, TeacherConfig(near_tie=0.0), 0.99, np.random.default_rng(0), batches=[1])
     prefs = label_pairs(segs, 30, TeacherConfig(near_tie=0.0), 0.99, np.random.default_rng(0), batches=[1], strict=False)
@@ -62,10 +59,10 @@ def _loop(segs: Segments, pairing: str, n: int, scale: str = "all", sigma: float
 
 
 @pytest.mark.parametrize("uniform", [False, True])
-def test_online_pairing_within_across_mixed(uniform):
+def test_online_pairing_within_across_mixed(new_segments, uniform):
     """A uniform agent's batch (every new segment the same return) yields no within-round pairs, since
     all are near-ties, but across pairs still tell the new behaviour apart from earlier segments."""
-    segs = _segments()
+    segs = new_segments()
     if uniform:
         segs.obs[segs.batch == 2] = 0.5
         segs.rewards[segs.batch == 2] = 0.5
@@ -86,11 +83,11 @@ def test_online_pairing_within_across_mixed(uniform):
         OnlineConfig(rounds=1, pairing="both")
 
 
-def test_round_scale_judges_a_narrow_batch_on_its_own_spread():
+def test_round_scale_judges_a_narrow_batch_on_its_own_spread(new_segments):
     """A stumbling agent's round spans a sliver of the feedback's return range. Range noise sized by the
     whole range (scale=all) turns its pairs into near coin flips; sized by the round's own spread
     (scale=round) the teacher still tells its clips apart."""
-    segs = _segments()
+    segs = new_segments()
     new = segs.batch == 2
     segs.rewards[new] = 0.5 + 0.05 * np.random.default_rng(9).normal(size=segs.rewards[new].shape)
     segs.returns[new] = discounted_returns(segs.rewards[new], 0.99)
@@ -107,9 +104,9 @@ def test_round_scale_judges_a_narrow_batch_on_its_own_spread():
         OnlineConfig(rounds=1, scale="local")
 
 
-def test_scope_scale_changes_nothing_without_a_batch_restriction_or_across_batches():
+def test_scope_scale_changes_nothing_without_a_batch_restriction_or_across_batches(new_segments):
     """Offline labelling (no batch restriction) and across-batch pairs always use every segment's scale."""
-    segs = _segments()
+    segs = new_segments()
     for kw in ({"batches": None}, {"batches": [1]}):
         for pairing in (("within_batch", "across_batches", "random") if kw["batches"] is None else ("across_batches",)):
             a, b = (label_pairs(segs, 50, TeacherConfig(sigma=0.5, pairing=pairing, scale=scale), 0.99,
@@ -121,9 +118,9 @@ def test_scope_scale_changes_nothing_without_a_batch_restriction_or_across_batch
     assert not np.array_equal(within[0].chosen, within[1].chosen)  # ... while a restricted batch does differ
 
 
-def test_explicit_validation_mask_reproduces_the_default_split_and_is_obeyed():
+def test_explicit_validation_mask_reproduces_the_default_split_and_is_obeyed(new_segments):
     """The online loop rebuilds the offline split from the seed: it must be the very split training used."""
-    segs = _segments()
+    segs = new_segments()
     prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
     cfg = RewardTrainConfig(hidden=(16,), max_epochs=3)
     m_default, res_default, _ = train_reward_model(segs, prefs, "bt", cfg, seed=5)
@@ -141,8 +138,8 @@ def test_explicit_validation_mask_reproduces_the_default_split_and_is_obeyed():
         train_reward_model(segs, prefs, "bt", cfg, seed=5, val_mask=mask.astype(int))
 
 
-def test_fine_tuning_starts_from_init_and_leaves_it_untouched():
-    segs = _segments()
+def test_fine_tuning_starts_from_init_and_leaves_it_untouched(new_segments):
+    segs = new_segments()
     prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
     cfg = RewardTrainConfig(hidden=(16,), max_epochs=30, lr=1e-2)
     base, res_base, _ = train_reward_model(segs, prefs, "rr", cfg, seed=0)
@@ -162,8 +159,8 @@ def test_fine_tuning_starts_from_init_and_leaves_it_untouched():
         torch.testing.assert_close(frozen.state_dict()[k], v)
 
 
-def test_refit_trained_always_moves_the_model_and_balances_validation_by_batch():
-    segs = _segments()
+def test_refit_trained_always_moves_the_model_and_balances_validation_by_batch(new_segments):
+    segs = new_segments()
     prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
     base, _, _ = train_reward_model(segs, prefs, "bt", RewardTrainConfig(hidden=(16,), max_epochs=30, lr=1e-2), seed=0)
     more = Preferences.concat([prefs, label_pairs(segs, 12, TeacherConfig(), 0.99, np.random.default_rng(2), batches=[0])])
@@ -187,10 +184,10 @@ def test_refit_trained_always_moves_the_model_and_balances_validation_by_batch()
     np.testing.assert_allclose(hist[0]["val_loss"], np.mean(per_batch), rtol=1e-4)
 
 
-def test_refit_replay_trains_each_epoch_on_the_new_pairs_and_a_fresh_sample_of_older_ones(monkeypatch):
+def test_refit_replay_trains_each_epoch_on_the_new_pairs_and_a_fresh_sample_of_older_ones(new_segments, monkeypatch):
     import rlpref.control.reward_net as rn
 
-    segs = _segments()
+    segs = new_segments()
     prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(1))
     new = label_pairs(segs, 20, TeacherConfig(), 0.99, np.random.default_rng(2), batches=[0])
     more = Preferences.concat([prefs, new])
@@ -210,11 +207,11 @@ def test_refit_replay_trains_each_epoch_on_the_new_pairs_and_a_fresh_sample_of_o
         train_reward_model(segs, more, "rr", cfg, seed=1, replay=1.0)
 
 
-def test_keep_level_moves_the_served_reward_only_and_survives_save_and_load(tmp_path):
+def test_keep_level_moves_the_served_reward_only_and_survives_save_and_load(new_segments, tmp_path):
     from rlpref.control.online import _set_level, _step_reward_stats
     from rlpref.control.reward_net import save_reward_model
 
-    segs = _segments(m=30)
+    segs = new_segments(m=30)
     torch.manual_seed(0)
     model = RewardModel(3, 2, (16,), ensemble=2)
     x = model.features(torch.as_tensor(segs.obs), torch.as_tensor(segs.acts))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -10,18 +12,14 @@ import rlpref.control.reward_net as rn
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import (RewardModel, RewardTrainConfig, _Data, _pair_loss, _strata_for,
                                        evaluate_reward_model, train_reward_model, validation_mask)
-from rlpref.control.segments import discounted_returns
 from rlpref.control.teacher import TeacherConfig, label_pairs
 from rlpref.losses import bt_loss
 
 
-def _segments(m: int = 160, length: int = 5, batches: int = 4, seed: int = 0) -> Segments:
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(m, length, 3)).astype(np.float32)
-    rewards = obs[..., 0].copy()
-    return Segments(obs=obs, acts=rng.normal(size=(m, length, 1)).astype(np.float32), next_obs=obs, rewards=rewards,
-                    returns=discounted_returns(rewards, 0.99),
-                    batch=np.repeat(np.arange(batches), m // batches).astype(np.int64))
+@pytest.fixture
+def new_segments(make_segments):
+    """This module's synthetic segments: conftest's make_segments at this module's sizes."""
+    return functools.partial(make_segments, m=160, length=5, batches=4, act_dim=1, reward="obs0", shift=False)
 
 
 def test_validation_mask_sizes():
@@ -31,16 +29,16 @@ def test_validation_mask_sizes():
     assert validation_mask(100, 0.001, rng).sum() == 1  # at least one
 
 
-def test_all_held_out_is_an_error():
-    segs = _segments()
+def test_all_held_out_is_an_error(new_segments):
+    segs = new_segments()
     prefs = label_pairs(segs, 40, TeacherConfig(), 0.99, np.random.default_rng(0))
     with pytest.raises(ValueError, match="no training comparisons"):
         train_reward_model(segs, prefs, "bt", RewardTrainConfig(hidden=(8,)), 0, val_mask=np.ones(len(prefs), bool))
 
 
-def test_early_stopping_returns_the_best_epoch_not_the_last():
+def test_early_stopping_returns_the_best_epoch_not_the_last(new_segments):
     # 30 % label mistakes and a wide net: validation loss turns up long before max_epochs.
-    segs = _segments()
+    segs = new_segments()
     prefs = label_pairs(segs, 200, TeacherConfig(eps_mistake=0.3), 0.99, np.random.default_rng(1))
     cfg = RewardTrainConfig(hidden=(64, 64), lr=3e-3, max_epochs=300, patience=4, val_fraction=0.3)
     model, res, history = train_reward_model(segs, prefs, "bt", cfg, seed=0)
@@ -56,8 +54,8 @@ def test_early_stopping_returns_the_best_epoch_not_the_last():
     assert again == pytest.approx(vals[best], rel=1e-5)
 
 
-def test_strata_follow_rollout_batches_unless_random_k_or_global():
-    segs = _segments(batches=4)
+def test_strata_follow_rollout_batches_unless_random_k_or_global(new_segments):
+    segs = new_segments(batches=4)
     prefs = label_pairs(segs, 120, TeacherConfig(), 0.99, np.random.default_rng(2))
     idx = np.arange(len(prefs))
     by_batch = _strata_for(prefs, idx, "rr", RewardTrainConfig(), np.random.default_rng(0))
@@ -71,8 +69,8 @@ def test_strata_follow_rollout_batches_unless_random_k_or_global():
     assert np.unique(glob).size == 1
 
 
-def test_label_smoothing_reaches_the_bt_loss():
-    segs = _segments()
+def test_label_smoothing_reaches_the_bt_loss(new_segments):
+    segs = new_segments()
     prefs = label_pairs(segs, 40, TeacherConfig(), 0.99, np.random.default_rng(3))
     torch.manual_seed(0)
     model = RewardModel(3, 1, (8,))
@@ -84,9 +82,9 @@ def test_label_smoothing_reaches_the_bt_loss():
         torch.testing.assert_close(got, bt_loss(uc, ur, label_smoothing=eps))
 
 
-def test_evaluation_scores_labels_and_true_order_separately(monkeypatch):
+def test_evaluation_scores_labels_and_true_order_separately(new_segments, monkeypatch):
     m = 6
-    segs = _segments(m=m, batches=1)
+    segs = new_segments(m=m, batches=1)
     segs = Segments(obs=segs.obs, acts=segs.acts, next_obs=segs.next_obs, rewards=segs.rewards,
                     returns=np.arange(m, dtype=np.float64), batch=segs.batch)
     # Three pairs; the teacher got the second one wrong (chose the lower true return).

@@ -169,7 +169,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     store = ArtifactStore(Path(cfg["cache_dir"]))
     stages = StageRunner(store, RunProgress(spec.stage_costs(), _PRIOR_SECONDS_PER_STEP[spec.algo]))
 
-    model = segments = prefs = rm = fb = None
+    segments = prefs = rm = fb = None
     if spec.learned:
         src = stages.run("source", spec.source_key(), [], lambda d: build_source(spec, d))
         ckpts = [src.path / f"ckpt_{k + 1}" for k in range(spec.budget.n_checkpoints)]
