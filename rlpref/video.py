@@ -88,7 +88,8 @@ def play_episode(run_dir: Path, seed: int, max_steps: Optional[int], width: int,
     """Play the run's final policy for one episode (to its end, or at most ``max_steps`` steps) and render
     every step."""
     from envs import make_env
-    from rlpref.control.algos import load_agent, sb3_policy
+    from rlpref.control.algos import load_agent
+    from rlpref.control.policies import sb3_policy
     from rlpref.control.reward_net import load_reward_model
 
     run_dir = Path(run_dir)

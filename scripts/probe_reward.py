@@ -26,7 +26,8 @@ from scipy.stats import spearmanr
 
 from envs import make_env
 from rlpref.artifacts import load_npz, save_npz
-from rlpref.control.algos import load_agent, random_policy, sb3_policy
+from rlpref.control.algos import load_agent
+from rlpref.control.policies import random_policy, sb3_policy
 from rlpref.control.reward_net import load_reward_model
 from rlpref.control.segments import collect_stream
 

@@ -12,9 +12,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import rlpref.control.pipeline as run_mod
-from rlpref.artifacts import ArtifactStore
-from rlpref.control.algos import evaluate_policy_true, random_policy
 from envs import make_env
+from rlpref.artifacts import ArtifactStore
+from rlpref.control.evaluation import evaluate_policy_true
+from rlpref.control.policies import random_policy
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -18,8 +18,13 @@ from rlpref.control.learned_reward import LearnedRewardVecEnv
 from rlpref.control.online import OnlineConfig
 from rlpref.control.pipeline import validate
 from rlpref.control.records import Preferences, Segments
-from rlpref.control.reward_net import (RewardModel, load_reward_model, one_hot_actions, save_reward_model,
-                                      stratum_batches)
+from rlpref.control.reward_net import (
+    RewardModel,
+    load_reward_model,
+    one_hot_actions,
+    save_reward_model,
+    stratum_batches,
+)
 from rlpref.control.segments import cut_segments, discounted_returns, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
@@ -291,7 +296,7 @@ def test_state_only_reward_ignores_actions_and_roundtrips(tmp_path):
 
 def test_evaluation_behaviour_summary_known_values():
     """A constant action of 0.5 on HalfCheetah: |a| = 0.5 and ctrl reward -0.1 * 6 * 0.25 per step, exactly."""
-    from rlpref.control.algos import evaluate_policy_true
+    from rlpref.control.evaluation import evaluate_policy_true
 
     behaviour: dict = {}
     returns = evaluate_policy_true(lambda obs: np.full((obs.shape[0], 6), 0.5), {"id": "HalfCheetah-v4"}, 3, seed=0,

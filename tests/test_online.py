@@ -14,11 +14,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import rlpref.control.pipeline as run_mod
-from rlpref.control.algos import graded_noise_policy
 from rlpref.control.online import OnlineConfig, OnlineFeedback
+from rlpref.control.policies import graded_noise_policy
 from rlpref.control.records import Preferences, Segments
-from rlpref.control.reward_net import (RewardModel, RewardTrainConfig, load_reward_model, segment_utilities, train_reward_model,
-                                      validation_mask)
+from rlpref.control.reward_net import (
+    RewardModel,
+    RewardTrainConfig,
+    load_reward_model,
+    segment_utilities,
+    train_reward_model,
+    validation_mask,
+)
 from rlpref.control.segments import discounted_returns
 from rlpref.control.teacher import TeacherConfig, label_pairs
 

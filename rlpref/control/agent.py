@@ -19,14 +19,14 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from rlpref.control.algos import (
     ALGOS,
     build_model,
-    evaluate_policy_true,
     hyperparams,
     make_train_env,
     obs_norm_of,
     save_agent,
-    sb3_policy,
 )
+from rlpref.control.evaluation import evaluate_policy_true
 from rlpref.control.learned_reward import LearnedRewardVecEnv, RolloutRelabel
+from rlpref.control.policies import sb3_policy
 from rlpref.control.reward_net import RewardModel
 from rlpref.progress import StepProgress
 

@@ -1,4 +1,8 @@
-"""Building, saving and evaluating SB3 agents — the part shared by the source and learned-reward stages.
+"""Building and saving SB3 agents — the part shared by the source and learned-reward stages.
+
+Hyperparameters are data (``conf/env/*.yaml``, rl-zoo3 style) turned into SB3 objects here; policies
+as plain callables live in :mod:`rlpref.control.policies`, true-return evaluation in
+:mod:`rlpref.control.evaluation`.
 
 The env stack is ``Monitor(make_env) x n → DummyVecEnv → [reward wrapper] → [VecNormalize]``: the
 learned reward is injected *inside* VecNormalize so it is normalised by the running std of the
@@ -11,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
@@ -26,10 +29,10 @@ __all__ = [
     "ALGOS",
     "ObsNorm",
     "build_model",
-    "evaluate_policy_true",
-    "graded_noise_policy",
+    "hyperparams",
     "load_agent",
     "make_train_env",
+    "obs_norm_of",
     "resolve_algo",
     "save_agent",
 ]
@@ -180,111 +183,3 @@ def load_agent(algo: str, directory: Path) -> tuple[BaseAlgorithm, Optional[ObsN
         raise RuntimeError(f"corrupt agent file {path}: {type(exc).__name__}: {exc}. Delete it to rebuild.") from None
     norm_path = directory / "obs_norm.npz"
     return model, (ObsNorm.load(norm_path) if norm_path.is_file() else None)
-
-
-#: Per-step info entries averaged into an evaluation's behaviour summary when the env reports them.
-BEHAVIOUR_INFO_KEYS = ("x_velocity", "reward_ctrl", "reward_forward", "reward_run")  # v5 / v4 names
-
-
-def evaluate_policy_true(
-    policy: Callable[[np.ndarray], np.ndarray],
-    env_cfg: Mapping[str, Any],
-    n_episodes: int,
-    seed: int,
-    obs_norm: Optional[ObsNorm] = None,
-    max_steps: Optional[int] = None,
-    behaviour: Optional[dict] = None,
-) -> np.ndarray:
-    """True undiscounted returns of ``n_episodes`` episodes, all stepped together in one batch.
-
-    ``policy`` maps a batch of (normalised) observations to actions. Each env runs exactly one
-    episode, so the estimate is not biased toward short episodes. A ``behaviour`` dict is filled with
-    per-step means over all episodes: ``abs_action`` and the env's :data:`BEHAVIOUR_INFO_KEYS` it reports
-    (e.g. MuJoCo's ``x_velocity``), which tell a reward hack (flailing, flipping, running backwards)
-    from honest progress when the return alone cannot.
-    """
-    envs = [
-        make_env(env_cfg["id"], max_episode_steps=env_cfg.get("max_episode_steps"), env_kwargs=env_cfg.get("env_kwargs"))
-        for _ in range(n_episodes)
-    ]
-    obs = np.stack([e.reset(seed=seed + 10_000 + i)[0] for i, e in enumerate(envs)]).astype(np.float32)
-    returns = np.zeros(n_episodes)
-    active = np.ones(n_episodes, dtype=bool)
-    steps = 0
-    sums: dict[str, float] = {}
-    n_steps = 0
-    while active.any():
-        idx = np.flatnonzero(active)
-        batch = obs[idx]
-        actions = policy(obs_norm(batch) if obs_norm is not None else batch)
-        for j, i in enumerate(idx):
-            o, r, term, trunc, info = envs[i].step(actions[j])
-            returns[i] += float(r)
-            if behaviour is not None:
-                n_steps += 1
-                sums["abs_action"] = sums.get("abs_action", 0.0) + float(np.abs(np.asarray(actions[j], float)).mean())
-                for key in BEHAVIOUR_INFO_KEYS:
-                    if key in info:
-                        sums[key] = sums.get(key, 0.0) + float(info[key])
-            obs[i] = o
-            if term or trunc:
-                active[i] = False
-        steps += 1
-        if max_steps is not None and steps >= max_steps:
-            break
-    for e in envs:
-        e.close()
-    if behaviour is not None:
-        behaviour.update({k: v / max(n_steps, 1) for k, v in sums.items()})
-    return returns
-
-
-def sb3_policy(model: BaseAlgorithm, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    def act(obs: np.ndarray) -> np.ndarray:
-        action, _ = model.predict(obs, deterministic=deterministic)
-        return action
-
-    return act
-
-
-def random_policy(action_space: gym.Space, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    space = action_space
-    space.seed(seed)
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return np.stack([space.sample() for _ in range(obs.shape[0])])
-
-    return act
-
-
-def graded_noise_policy(
-    policy: Callable[[np.ndarray], np.ndarray], action_space: gym.Space, max_scale: float, rng: np.random.Generator
-) -> Callable[[np.ndarray], np.ndarray]:
-    """``policy`` with exploration that grows across the envs stepped together: env i of n gets scale
-    ``max_scale · i/(n-1)``, so env 0 acts as ``policy`` does and the last is the most perturbed.
-
-    Box actions get Gaussian noise of that scale times the action half-range, clipped to the bounds;
-    discrete actions are replaced by uniform random ones with that probability. One batch thus spans
-    the policy's own play and graded departures from it, which is what a teacher needs to say which
-    way from the current behaviour is better.
-    """
-    if max_scale < 0:
-        raise ValueError(f"action noise scale must be >= 0, got {max_scale}")
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    if not discrete and not (isinstance(action_space, gym.spaces.Box) and action_space.is_bounded()):
-        raise ValueError(f"graded action noise needs a Discrete or bounded Box action space, got {action_space}")
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        actions = np.asarray(policy(obs))
-        n = actions.shape[0]
-        scales = max_scale * np.arange(n) / max(n - 1, 1)
-        if discrete:
-            swap = rng.random(n) < scales
-            out = actions.copy()
-            out[swap] = rng.integers(0, int(action_space.n), size=(int(swap.sum()),) + out.shape[1:])
-            return out
-        half = (action_space.high - action_space.low) / 2.0
-        noise = rng.standard_normal(actions.shape) * scales.reshape((n,) + (1,) * (actions.ndim - 1)) * half
-        return np.clip(actions + noise, action_space.low, action_space.high).astype(actions.dtype)
-
-    return act

@@ -59,10 +59,16 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from rlpref.control.algos import graded_noise_policy, obs_norm_of, sb3_policy
+from rlpref.control.algos import obs_norm_of
 from rlpref.control.learned_reward import find_learned_reward_env
+from rlpref.control.policies import graded_noise_policy, sb3_policy
 from rlpref.control.records import Preferences, Segments
-from rlpref.control.reward_net import RewardModel, RewardTrainConfig, train_reward_model, validation_mask
+from rlpref.control.reward_net import (
+    RewardModel,
+    RewardTrainConfig,
+    train_reward_model,
+    validation_mask,
+)
 from rlpref.control.segments import rollout_batch, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 from rlpref.schema import Section, build, rule

@@ -24,13 +24,25 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from rlpref.artifacts import Artifact, ArtifactStore, atomic_write_json, atomic_write_text, load_npz, save_npz
+from rlpref.artifacts import (
+    Artifact,
+    ArtifactStore,
+    atomic_write_json,
+    atomic_write_text,
+    load_npz,
+    save_npz,
+)
 from rlpref.control.agent import AgentResult, train_agent
 from rlpref.control.config import REWARDS, RunSpec
 from rlpref.control.online import OnlineCallback, OnlineFeedback
 from rlpref.control.records import Preferences, Segments, curve_csv, read_curve
-from rlpref.control.reward_net import (RewardModel, load_reward_model, save_reward_model, train_reward_model,
-                                      validation_mask)
+from rlpref.control.reward_net import (
+    RewardModel,
+    load_reward_model,
+    save_reward_model,
+    train_reward_model,
+    validation_mask,
+)
 from rlpref.control.segments import collect_segments
 from rlpref.control.source import train_source
 from rlpref.control.teacher import label_pairs

@@ -15,7 +15,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from envs import make_env
-from rlpref.control.algos import ObsNorm, random_policy, sb3_policy
+from rlpref.control.algos import ObsNorm
+from rlpref.control.policies import random_policy, sb3_policy
 from rlpref.control.records import Segments
 from rlpref.control.reward_net import one_hot_actions
 from rlpref.progress import progress_enabled

@@ -11,7 +11,13 @@ from typing import Any, Mapping
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from rlpref.control.algos import build_model, hyperparams, make_train_env, obs_norm_of, save_agent
+from rlpref.control.algos import (
+    build_model,
+    hyperparams,
+    make_train_env,
+    obs_norm_of,
+    save_agent,
+)
 from rlpref.progress import StepProgress
 
 __all__ = ["checkpoint_steps", "train_source"]
