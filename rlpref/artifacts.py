@@ -6,7 +6,11 @@ the labelled feedback; a killed run resumes at the first missing stage; concurre
 workers, SLURM array tasks) that need the same artefact build it once: the others wait on its lock.
 
 An artefact is complete exactly when its ``manifest.json`` exists. It is built in a temporary
-sibling directory and renamed into place, so a crash never leaves a half-written artefact behind.
+sibling directory and renamed into place, so a crash never leaves a half-written artefact behind. The
+manifest lists every file's sha256 and size; a reused artefact is checked against them first, so a file
+replaced, truncated or edited after the build is reported (:class:`CorruptArtifactError`) instead of
+read. A stage that saves progress while it runs (checkpoints) keeps it in ``<stage>/.<key>.partial/``,
+which outlives a killed build, so the rebuild resumes from there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from filelock import FileLock
 __all__ = [
     "Artifact",
     "ArtifactStore",
+    "CorruptArtifactError",
+    "file_digests",
+    "verify_artifact",
     "atomic_path",
     "atomic_write_json",
     "atomic_write_text",
@@ -37,6 +44,56 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
+
+
+class CorruptArtifactError(RuntimeError):
+    """A finished artefact whose files no longer match its manifest; names the files and the fix."""
+
+    def __init__(self, path: Path, problems: Sequence[str], rerun: str = "<rerun your command>"):
+        self.path, self.problems = Path(path), list(problems)
+        super().__init__(
+            f"corrupt artefact {path} (stage '{self.path.parent.name}'): " + "; ".join(self.problems)
+            + f". Rebuild that stage with: python -m rlpref.cache clean {path} && {rerun}"
+        )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digests(folder: Path) -> dict[str, dict]:
+    """{relative path: {"sha256": hex, "size": bytes}} of every file below ``folder`` but the manifest."""
+    folder = Path(folder)
+    return {f.relative_to(folder).as_posix(): {"sha256": _sha256(f), "size": f.stat().st_size}
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
+
+
+def verify_artifact(path: Path, manifest: Optional[dict] = None) -> Optional[list[str]]:
+    """What differs between an artefact's files and its manifest ([] = nothing; None = the manifest
+    predates checksums, so nothing can be checked)."""
+    path = Path(path)
+    if manifest is None:
+        manifest = json.loads((path / MANIFEST).read_text())
+    expected = manifest.get("files")
+    if expected is None:
+        return None
+    problems = []
+    for rel, want in expected.items():
+        f = path / rel
+        if not f.is_file():
+            problems.append(f"{rel} is missing")
+        elif f.stat().st_size != want["size"]:
+            problems.append(f"{rel} has {f.stat().st_size} bytes, the build wrote {want['size']}")
+        elif _sha256(f) != want["sha256"]:
+            problems.append(f"{rel} differs from what the build wrote (sha256)")
+    extra = sorted(set(file_digests(path)) - set(expected)) if len(problems) == 0 else []
+    problems += [f"{rel} was added after the build" for rel in extra]
+    return problems
 
 
 def _canonical(obj: Any) -> Any:
@@ -138,11 +195,12 @@ class Artifact:
 
 
 class ArtifactStore:
-    """A folder of stage outputs keyed by content hash."""
+    """A folder of stage outputs keyed by content hash; reused artefacts are verified (``verify``)."""
 
-    def __init__(self, root: Path, lock_timeout: float = -1):
+    def __init__(self, root: Path, lock_timeout: float = -1, verify: bool = True):
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self.verify = verify
 
     def key(self, stage: str, config: Mapping[str, Any], inputs: Sequence[str] = ()) -> str:
         return stable_hash({"stage": stage, "config": config, "inputs": list(inputs)})
@@ -153,14 +211,25 @@ class ArtifactStore:
     def exists(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / MANIFEST).is_file()
 
+    def partial_path(self, stage: str, key: str) -> Path:
+        """Where a build of this key keeps progress that must survive a kill (removed once it finishes)."""
+        return self.root / stage / f".{key}.partial"
+
     def load_manifest(self, stage: str, key: str) -> dict:
         path = self.path(stage, key) / MANIFEST
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise RuntimeError(
-                f"corrupt artefact manifest {path}: {exc}. Delete the folder {path.parent} to rebuild it."
-            ) from None
+            raise CorruptArtifactError(path.parent, [f"{MANIFEST} is not valid JSON ({exc})"]) from None
+
+    def _reuse(self, stage: str, key: str) -> "Artifact":
+        path = self.path(stage, key)
+        manifest = self.load_manifest(stage, key)
+        if self.verify:
+            problems = verify_artifact(path, manifest)
+            if problems:
+                raise CorruptArtifactError(path, problems)
+        return Artifact(stage, key, path, manifest, built=False)
 
     def get_or_build(
         self,
@@ -177,11 +246,11 @@ class ArtifactStore:
         key = self.key(stage, config, inputs)
         final = self.path(stage, key)
         if (final / MANIFEST).is_file():
-            return Artifact(stage, key, final, self.load_manifest(stage, key), built=False)
+            return self._reuse(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(final) + ".lock", timeout=self.lock_timeout):
             if (final / MANIFEST).is_file():  # built by another process while we waited
-                return Artifact(stage, key, final, self.load_manifest(stage, key), built=False)
+                return self._reuse(stage, key)
             if final.exists():  # leftover without manifest: an interrupted build from an old layout
                 shutil.rmtree(final)
             # Under the lock no one else builds this key: folders left by killed builds (SIGKILL,
@@ -200,6 +269,7 @@ class ArtifactStore:
                     "inputs": list(inputs),
                     "seconds": time.perf_counter() - start,
                     **extra,
+                    "files": file_digests(tmp),
                 }
                 atomic_write_json(tmp / MANIFEST, manifest)
                 try:
@@ -210,8 +280,9 @@ class ArtifactStore:
                     if not (final / MANIFEST).is_file():
                         raise
                     shutil.rmtree(tmp, ignore_errors=True)
-                    return Artifact(stage, key, final, self.load_manifest(stage, key), built=False)
+                    return self._reuse(stage, key)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            shutil.rmtree(self.partial_path(stage, key), ignore_errors=True)
         return Artifact(stage, key, final, manifest, built=True)

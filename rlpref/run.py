@@ -16,6 +16,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from rlpref.artifacts import CorruptArtifactError
 from rlpref.control.pipeline import run_pipeline, validate
 
 __all__ = ["main", "run_pipeline"]
@@ -84,7 +85,11 @@ def main(cfg: DictConfig) -> Optional[float]:
         headless_gl()  # before any env imports MuJoCo
     logger = make_logger(resolved["logger"], run_dir, resolved)
     try:
-        results = run_pipeline(resolved, run_dir, logger)
+        try:
+            results = run_pipeline(resolved, run_dir, logger)
+        except CorruptArtifactError as exc:
+            overrides = " ".join(HydraConfig.get().overrides.task)
+            raise CorruptArtifactError(exc.path, exc.problems, rerun=f"python -m rlpref.run {overrides}".strip()) from None
         if cfg.video:
             from rlpref.video import render_run
 

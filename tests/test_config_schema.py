@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from rlpref.control.pipeline import validate
 from rlpref.schema import ConfigError
 

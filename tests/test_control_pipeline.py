@@ -145,7 +145,7 @@ def test_failed_build_leaves_no_artifact_and_corrupt_manifest_names_file(tmp_pat
     art = store.get_or_build("s", {"k": 1}, [], lambda d: {"ok": True})
     assert art.built and art.manifest["ok"]
     (art.path / "manifest.json").write_text("{broken")
-    with pytest.raises(RuntimeError, match="corrupt artefact manifest .*manifest.json"):
+    with pytest.raises(RuntimeError, match="corrupt artefact .*manifest.json is not valid JSON"):
         store.get_or_build("s", {"k": 1}, [], lambda d: {})
 
 

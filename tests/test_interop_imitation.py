@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from imitation.algorithms import preference_comparisons as pc  # make install installs it (--no-deps)
 from imitation.data.types import TrajectoryWithRew
 from imitation.rewards.reward_nets import BasicRewardNet

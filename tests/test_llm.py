@@ -457,8 +457,8 @@ def test_trainers_cover_every_model_kind():
 def test_trainer_passes_each_batch_what_the_loss_spec_asks(monkeypatch, tiny_prepared, tmp_path):
     """A loss added to the registry trains without any change to the trainer; its spec alone decides the
     inputs: nothing, the batch's strength and strata, a rank plan of those strata, or a pooled plan."""
-    from rlpref.losses import make_rank_plan, pooled_rank_plan
     from rlpref.llm.train import run
+    from rlpref.losses import make_rank_plan, pooled_rank_plan
 
     calls: dict[str, list] = {}
 

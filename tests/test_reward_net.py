@@ -10,8 +10,16 @@ import torch
 
 import rlpref.control.reward_net as rn
 from rlpref.control.records import Preferences, Segments
-from rlpref.control.reward_net import (RewardModel, RewardTrainConfig, _Data, _pair_loss, _strata_for,
-                                       evaluate_reward_model, train_reward_model, validation_mask)
+from rlpref.control.reward_net import (
+    RewardModel,
+    RewardTrainConfig,
+    _Data,
+    _pair_loss,
+    _strata_for,
+    evaluate_reward_model,
+    train_reward_model,
+    validation_mask,
+)
 from rlpref.control.teacher import TeacherConfig, label_pairs
 from rlpref.losses import bt_loss
 

@@ -25,8 +25,9 @@ from rlpref.control.algos import (
     save_agent,
 )
 from rlpref.control.evaluation import evaluate_policy_true
-from rlpref.control.learned_reward import LearnedRewardVecEnv, RolloutRelabel
+from rlpref.control.learned_reward import LearnedRewardVecEnv, RolloutRelabel, find_learned_reward_env
 from rlpref.control.policies import sb3_policy
+from rlpref.control.resume import latest_state, load_state, save_state
 from rlpref.control.reward_net import RewardModel
 from rlpref.progress import StepProgress
 
@@ -56,10 +57,14 @@ class AgentResult:
 
 
 class _Evaluator(BaseCallback):
-    def __init__(self, env_cfg, every: int, episodes: int, seed: int, result: AgentResult, progress, on_point=None):
+    """Evaluates on the true return every ``every`` steps; after each point ``after_point()`` (e.g. saving
+    the training state to resume from) runs."""
+
+    def __init__(self, env_cfg, every: int, episodes: int, seed: int, result: AgentResult, progress, on_point=None,
+                 after_point=None):
         super().__init__()
         self.env_cfg, self.every, self.episodes, self.seed = env_cfg, every, episodes, seed
-        self.result, self.progress, self.on_point = result, progress, on_point
+        self.result, self.progress, self.on_point, self.after_point = result, progress, on_point, after_point
         self.next_eval = every
         self.train_time = 0.0
         self.eval_time = 0.0
@@ -98,7 +103,18 @@ class _Evaluator(BaseCallback):
             self.evaluate()
             while self.next_eval <= self.num_timesteps:
                 self.next_eval += self.every
+            if self.after_point is not None:
+                self.after_point()
         return True
+
+    def state(self) -> dict:
+        return {"curve": self.result.curve, "train_episodes": self.result.train_episode_returns,
+                "next_eval": self.next_eval, "train_time": self.train_time, "eval_time": self.eval_time}
+
+    def restore(self, state: dict) -> None:
+        self.result.curve = list(state["curve"])
+        self.result.train_episode_returns = [tuple(x) for x in state["train_episodes"]]
+        self.next_eval, self.train_time, self.eval_time = state["next_eval"], state["train_time"], state["eval_time"]
 
 
 def train_agent(
@@ -114,36 +130,39 @@ def train_agent(
     hp_overrides: Optional[Mapping[str, Any]] = None,
     on_eval=None,
     callbacks: Sequence[BaseCallback] = (),
+    resume_dir: Optional[Path] = None,
 ) -> AgentResult:
     """Train on r_θ (``reward_model``) or on the true reward (``None``: the oracle upper bound).
 
-    ``callbacks`` run beside the evaluator (e.g. the online loop's, which refines r_θ mid-training).
+    ``callbacks`` run beside the evaluator (e.g. the online loop's, which refines r_θ mid-training); those
+    with ``save_state``/``load_state`` are saved and restored with the agent. ``resume_dir``: the training
+    state is saved there after every evaluation, and a rerun after a kill continues from the last one.
     """
     hp = hyperparams(env_cfg, algo, hp_overrides)
-    norm = env_cfg.get("normalize", {})
     gamma = float(hp.get("gamma", 0.99))
     # On-policy agents score each rollout in one pass at its end (RolloutRelabel), which also takes over
     # VecNormalize's reward normalisation; off-policy agents train between steps, so they score per step.
     deferred = reward_model is not None and issubclass(ALGOS[algo], OnPolicyAlgorithm)
-    wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model, deferred=deferred)) if reward_model is not None else None
-    venv = make_train_env(
-        env_cfg,
-        seed,
-        reward_wrapper=wrapper,
-        norm_obs=bool(norm.get("obs", False)),
-        # A learned reward has an arbitrary scale: always normalise it by the return's running std.
-        norm_reward=(bool(norm.get("reward", False)) or reward_model is not None) and not deferred,
-        gamma=gamma,
-    )
-    model = build_model(algo, venv, hp, seed)
+    venv = _train_env(env_cfg, seed, reward_model, deferred, gamma)
     if deferred:
         callbacks = [RolloutRelabel(gamma), *callbacks]  # first: the others may read the relabelled rollout
+    stateful = [c for c in callbacks if hasattr(c, "save_state")]
+    state = latest_state(resume_dir)
     result = AgentResult()
     label = "learned" if reward_model is not None else "oracle"
     t_start = time.perf_counter()
     with StepProgress(total_steps, f"agent {algo} on {label} reward") as progress:
         cb = _Evaluator(env_cfg, eval_every, eval_episodes, seed, result, progress, on_eval)
-        model.learn(total_timesteps=total_steps, callback=CallbackList([cb, *callbacks]) if callbacks else cb)
+        if state is None:
+            model = build_model(algo, venv, hp, seed)
+        else:
+            model = _resume(algo, state, venv, cb, stateful)
+        if resume_dir is not None:
+            cb.after_point = lambda: save_state(model, resume_dir, cb.state(),
+                                                lambda d: [c.save_state(d) for c in stateful])
+        progress.update(int(model.num_timesteps))
+        model.learn(total_timesteps=total_steps - int(model.num_timesteps), reset_num_timesteps=state is None,
+                    callback=CallbackList([cb, *callbacks]) if callbacks else cb)
         if not result.curve or result.curve[-1]["step"] < model.num_timesteps:
             cb.evaluate()  # the final policy is always evaluated
     # Time a callback spent outside training (e.g. online feedback rounds) is not agent throughput.
@@ -156,4 +175,28 @@ def train_agent(
     if out_dir is not None:
         save_agent(model, obs_norm_of(venv), Path(out_dir))
     venv.close()
+    result.timings["resumed_at_step"] = int(state.name.split("_")[1]) if state is not None else None
     return result
+
+
+def _train_env(env_cfg: Mapping[str, Any], seed: int, reward_model: Optional[RewardModel], deferred: bool,
+               gamma: float):
+    """The training env with the learned reward below VecNormalize (a learned reward has an arbitrary
+    scale: its return is always normalised, by VecNormalize or, when deferred, by RolloutRelabel)."""
+    norm = env_cfg.get("normalize", {})
+    wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model, deferred=deferred)) if reward_model is not None else None
+    return make_train_env(env_cfg, seed, reward_wrapper=wrapper, norm_obs=bool(norm.get("obs", False)),
+                          norm_reward=(bool(norm.get("reward", False)) or reward_model is not None) and not deferred,
+                          gamma=gamma)
+
+
+def _resume(algo: str, state: Path, venv, evaluator: _Evaluator, stateful: Sequence[BaseCallback]):
+    """The agent of a saved state, with its curve so far and the callbacks' state (e.g. the online loop's
+    feedback and the r_θ it was serving) restored."""
+    for c in stateful:
+        served = c.load_state(state)
+        if served is not None:
+            find_learned_reward_env(venv).model = served
+    model, info = load_state(algo, state, venv)
+    evaluator.restore(info)
+    return model

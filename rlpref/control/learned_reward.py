@@ -16,6 +16,7 @@ beneath, still records true episode returns). Two ways to score:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -23,6 +24,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from rlpref.artifacts import load_npz, save_npz
 from rlpref.control.reward_net import RewardModel
 
 __all__ = ["LearnedRewardVecEnv", "RolloutRelabel", "find_learned_reward_env"]
@@ -135,3 +137,14 @@ class RolloutRelabel(BaseCallback):
             raise RuntimeError(f"recorded {rewards.shape} rewards for a rollout buffer of {buffer.rewards.shape}")
         buffer.rewards += self.normalise(rewards, dones).astype(buffer.rewards.dtype)
         buffer.compute_returns_and_advantage(last_values=self.locals["values"], dones=self.locals["dones"])
+
+    def save_state(self, folder: Path) -> None:
+        """The return normalisation's running statistics (resumption carries them on)."""
+        returns = self.returns if self.returns is not None else np.zeros(0)
+        save_npz(folder / "relabel.npz", {"mean": np.float64(self.ret_rms.mean), "var": np.float64(self.ret_rms.var),
+                                          "count": np.float64(self.ret_rms.count), "returns": returns})
+
+    def load_state(self, folder: Path) -> None:
+        a = load_npz(folder / "relabel.npz", ("mean", "var", "count", "returns"))
+        self.ret_rms.mean, self.ret_rms.var, self.ret_rms.count = float(a["mean"]), float(a["var"]), float(a["count"])
+        self.returns = a["returns"] if a["returns"].size else None

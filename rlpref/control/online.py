@@ -50,8 +50,10 @@ feedback of the earlier stages.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import gymnasium as gym
@@ -59,6 +61,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from rlpref.artifacts import atomic_write_json, load_npz, save_npz
 from rlpref.control.algos import obs_norm_of
 from rlpref.control.learned_reward import find_learned_reward_env
 from rlpref.control.policies import graded_noise_policy, sb3_policy
@@ -66,6 +69,8 @@ from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import (
     RewardModel,
     RewardTrainConfig,
+    load_reward_model,
+    save_reward_model,
     train_reward_model,
     validation_mask,
 )
@@ -292,3 +297,23 @@ class OnlineCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+    def save_state(self, folder: Path) -> None:
+        """The loop's state (all feedback so far, the served r_θ, the split, the rounds still due)."""
+        self.loop.segments.save(folder / "online_segments.npz")
+        self.loop.prefs.save(folder / "online_preferences.npz")
+        save_reward_model(self.loop.model, folder / "online_reward")
+        save_npz(folder / "online_split.npz", {"val_mask": self.loop.val_mask})
+        atomic_write_json(folder / "online_state.json", {"rounds_log": self.loop.rounds_log, "due": self.due,
+                                                         "seconds_outside_training": self.seconds_outside_training})
+
+    def load_state(self, folder: Path) -> RewardModel:
+        """Restore what :meth:`save_state` wrote; returns the r_θ the agent was being trained on."""
+        self.loop.segments = Segments.load(folder / "online_segments.npz")
+        self.loop.prefs = Preferences.load(folder / "online_preferences.npz")
+        self.loop.model = load_reward_model(folder / "online_reward").eval()
+        self.loop.val_mask = load_npz(folder / "online_split.npz", ["val_mask"])["val_mask"]
+        info = json.loads((folder / "online_state.json").read_text())
+        self.loop.rounds_log, self.due = info["rounds_log"], info["due"]
+        self.seconds_outside_training = info["seconds_outside_training"]
+        return self.loop.model

@@ -72,11 +72,18 @@ class StageRunner:
     timings: dict = field(default_factory=dict)
     reused: dict = field(default_factory=dict)
 
-    def run(self, name: str, config: Mapping[str, Any], inputs: list[str], build: Callable[[Path], dict]) -> Artifact:
+    def run(self, name: str, config: Mapping[str, Any], inputs: list[str], build: Callable[..., dict],
+            resumable: bool = False) -> Artifact:
+        """``build(out)``, or ``build(out, partial)`` when ``resumable``: ``partial`` keeps the progress of a
+        killed build (checkpoints, training state) for the next one to continue from."""
         t0 = time.perf_counter()
         cached = self.store.exists(name, self.store.key(name, config, inputs))
         with self.progress.stage(name, cached):
-            art = self.store.get_or_build(name, config, inputs, build)
+            if resumable:
+                partial = self.store.partial_path(name, self.store.key(name, config, inputs))
+                art = self.store.get_or_build(name, config, inputs, lambda d: build(d, partial))
+            else:
+                art = self.store.get_or_build(name, config, inputs, build)
         self.timings[name] = time.perf_counter() - t0 if art.built else float(art.manifest.get("seconds", 0.0))
         self.reused[name] = not art.built
         return art
@@ -85,9 +92,9 @@ class StageRunner:
 # -- the stages: config + input records -> output files and a manifest ---------------------------------
 
 
-def build_source(spec: RunSpec, out: Path) -> dict:
+def build_source(spec: RunSpec, out: Path, partial: Optional[Path] = None) -> dict:
     return train_source(spec.env, spec.algo, spec.budget.source_steps, spec.budget.n_checkpoints,
-                        spec.seed, out)
+                        spec.seed, out, resume_dir=partial)
 
 
 def build_segments(spec: RunSpec, checkpoints: list[Path], out: Path) -> dict:
@@ -120,7 +127,7 @@ def build_reward_model(spec: RunSpec, segments: Segments, prefs: Preferences, ou
 
 def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[Segments],
                 prefs: Optional[Preferences], val_mask: Optional[np.ndarray], out: Path,
-                on_eval: Optional[Callable[[dict], None]] = None) -> dict:
+                on_eval: Optional[Callable[[dict], None]] = None, partial: Optional[Path] = None) -> dict:
     """A fresh agent on r_θ (``model``; None = the true reward), with the online rounds when configured
     (they extend ``segments``/``prefs`` and keep the reward model's validation split ``val_mask``)."""
     loop = None
@@ -134,7 +141,7 @@ def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[
     result = train_agent(spec.env, spec.algo, reward_model=model, total_steps=spec.budget.agent_steps,
                          eval_every=spec.budget.eval_every, eval_episodes=spec.budget.eval_episodes,
                          seed=spec.seed + 100, out_dir=out / "agent", hp_overrides=spec.cfg["agent"].get("overrides"),
-                         on_eval=on_eval, callbacks=callbacks)
+                         on_eval=on_eval, callbacks=callbacks, resume_dir=partial)
     atomic_write_text(out / "curve.csv", curve_csv(result.curve))
     atomic_write_json(out / "train_episodes.json", result.train_episode_returns)
     manifest = _agent_manifest(result)
@@ -183,7 +190,7 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
 
     segments = prefs = rm = fb = None
     if spec.learned:
-        src = stages.run("source", spec.source_key(), [], lambda d: build_source(spec, d))
+        src = stages.run("source", spec.source_key(), [], lambda d, p: build_source(spec, d, p), resumable=True)
         ckpts = [src.path / f"ckpt_{k + 1}" for k in range(spec.budget.n_checkpoints)]
         seg = stages.run("segments", spec.segments_key(), [src.key], lambda d: build_segments(spec, ckpts, d))
         segments = Segments.load(seg.path / "segments.npz")
@@ -193,12 +200,12 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
                         lambda d: build_reward_model(spec, segments, prefs, d))
         _log_reward_model(spec, rm.manifest["metrics"], logger)
 
-    def build(d: Path) -> dict:
+    def build(d: Path, partial: Path) -> dict:
         served = load_reward_model(rm.path) if rm is not None else None
         val_mask = load_npz(rm.path / "split.npz", ["val_mask"])["val_mask"] if rm is not None else None
-        return build_agent(spec, served, segments, prefs, val_mask, d, _curve_logger(logger))
+        return build_agent(spec, served, segments, prefs, val_mask, d, _curve_logger(logger), partial)
 
-    ag = stages.run("agent", spec.agent_key(), [rm.key] if rm is not None else [], build)
+    ag = stages.run("agent", spec.agent_key(), [rm.key] if rm is not None else [], build, resumable=True)
     _gather(run_dir, ag, rm, spec)
     stages.timings["total"] = time.perf_counter() - t_start
     results = _results(spec, ag, rm, prefs, stages, read_curve(run_dir / "curve.csv"))

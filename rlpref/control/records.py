@@ -60,6 +60,15 @@ class Segments(_ArrayRecord):
                 raise ValueError(f"Segments.{name} must be [M={m}, L={length}, ...], got {arr.shape}")
         if self.returns.shape != (m,) or self.batch.shape != (m,):
             raise ValueError("Segments.returns and Segments.batch must be [M]")
+        for name in ("obs", "acts", "next_obs", "rewards", "returns"):
+            bad = ~np.isfinite(getattr(self, name))
+            if bad.any():
+                seg = int(np.argwhere(bad)[0][0])
+                raise ValueError(
+                    f"Segments.{name} holds {int(bad.sum())} NaN/inf value(s), first in segment {seg} (rollout batch "
+                    f"{int(self.batch[seg])}): the environment or policy produced them. A preference over such a "
+                    "segment means nothing, so no feedback is built from it; fix the env (or its observation bounds)."
+                )
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

@@ -14,11 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-from rlpref.artifacts import atomic_path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from rlpref.artifacts import atomic_path  # noqa: E402
 
 from .stats import iqm_with_ci, mean_with_ci  # noqa: E402
 
