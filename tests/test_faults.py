@@ -177,6 +177,23 @@ def test_nan_or_inf_from_an_env_is_refused_with_its_place():
             Segments(**bad)
 
 
+def test_an_env_that_emits_nan_stops_the_segments_stage_with_a_clear_error(tiny, tmp_path, monkeypatch):
+    import gymnasium as gym
+
+    import rlpref.control.segments as segments_mod
+    from envs import make_env
+
+    class NanReward(gym.Wrapper):
+        def step(self, action):
+            obs, reward, term, trunc, info = self.env.step(action)
+            return obs, float("nan"), term, trunc, info
+
+    monkeypatch.setattr(segments_mod, "make_env", lambda *a, **k: NanReward(make_env(*a, **k)))
+    with pytest.raises(ValueError, match="Segments.rewards holds .* NaN/inf value"):
+        pipeline.run_pipeline(tiny("budget.online_rounds=0"), tmp_path / "run")
+    assert _manifests(tmp_path / "cache") == {"source"} and not (tmp_path / "run" / "results.json").exists()
+
+
 def test_all_tie_feedback_and_empty_strata_fail_clearly(make_segments):
     segs = make_segments(40, 4, 2)
     tied = Segments(obs=segs.obs, acts=segs.acts, next_obs=segs.next_obs, rewards=np.zeros_like(segs.rewards),
