@@ -37,6 +37,9 @@ INVALID = {
     "online.rounds": [-1], "online.n_feedback": [1], "online.n_envs": [0], "online.action_noise": [-0.1],
     "online.refit_epochs": [0, 1.5], "online.refit_replay": [-1],
 }
+# protocol=online's own keys (absent from the offline group)
+PROTOCOL_INVALID = {"protocol.iterations": [1, 2.5], "protocol.n_feedback": [3], "protocol.initial_fraction": [0, 1.0],
+                    "protocol.schedule": ["linear"]}
 
 # key -> (a valid other value, the stages whose own key it moves) with online rounds on (budget=default),
 # where the agent stage labels and refits, so teacher, segments and reward model settings key it too.
@@ -73,6 +76,7 @@ MOVES = {
         ("rounds", 3), ("n_feedback", 20), ("deterministic", True), ("n_envs", 4), ("schedule", "even"),
         ("pairing", "mixed"), ("scale", "all"), ("action_noise", 0.3), ("refit", "gated"), ("keep_level", True),
         ("refit_epochs", 3), ("refit_replay", 1.0))},
+    "protocol.name": ("online", {"agent"}),  # the stages before it are skipped, their keys unchanged
 }
 
 
@@ -105,8 +109,7 @@ def test_tables_cover_every_key(pendulum_cfg):
     leaves = dict(_leaves(pendulum_cfg))
     numeric = {k for k, v in leaves.items() if not k.startswith(FREE_FORM) and not isinstance(v, (bool, str))
                and (v is None or isinstance(v, (int, float, list)))}
-    assert numeric - {"render.max_steps", "teacher.beta", "teacher.myopic_gamma", "strata.k", "online.refit_replay"} \
-        <= set(INVALID), "numeric keys without a rejection row"
+    assert numeric <= set(INVALID), f"numeric keys without a rejection row: {sorted(numeric - set(INVALID))}"
     assert set(INVALID) <= set(leaves)
     walked = {k for k in leaves if not k.startswith(FREE_FORM)} | {"env.normalize.obs", "env.normalize.reward"}
     assert walked - {"sweep"} <= set(MOVES), f"keys the key walk misses: {sorted(walked - set(MOVES))}"
@@ -185,3 +188,19 @@ def test_sections_built_in_code_are_checked_too():
         RewardTrainConfig(hidden=(8, 0))
     coerced = RewardTrainConfig(hidden=[8, 8], lr=1)  # lists and ints coerced where unambiguous
     assert coerced.hidden == (8, 8) and isinstance(coerced.lr, float)
+
+
+@pytest.mark.parametrize("key", sorted(PROTOCOL_INVALID))
+def test_online_protocol_keys_reject_bad_values(compose_config, key):
+    cfg = compose_config(["env=Pendulum-v1", "protocol=online"])
+    for bad in PROTOCOL_INVALID[key]:
+        with pytest.raises(ConfigError, match=f"{key}={bad!r}".replace(".", r"\.").replace("[", r"\[")):
+            validate(_set(cfg, key, bad))
+
+
+def test_online_protocol_keys_move_its_agent_only_under_protocol_online(compose_config):
+    def agent_key(*overrides):
+        return _stage_keys(validate(compose_config(["env=Pendulum-v1", "protocol=online", *overrides])))["agent"]
+
+    assert agent_key() != agent_key("protocol.iterations=5") != agent_key("protocol.schedule=constant")
+    assert agent_key() != agent_key("protocol.n_feedback=500") != agent_key("teacher.sigma=0.25")

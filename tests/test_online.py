@@ -446,3 +446,37 @@ def test_online_callback_runs_due_rounds_between_rollouts_swaps_the_reward_and_s
     assert venv.model is models[2]
     _, _, _, params_quiet = _ppo_with_stub_rounds(draw_random=False)
     torch.testing.assert_close(params, params_quiet, rtol=0, atol=0)  # the round's torch draws are invisible
+
+
+def test_query_schedule_splits_the_total_like_imitation():
+    from rlpref.control.online import query_schedule
+
+    hyper = query_schedule(1540, 10, 0.1, "hyperbolic")
+    assert sum(hyper) == 1540 and len(hyper) == 10
+    rest = np.array(hyper[1:], float)
+    assert np.all(np.diff(rest) <= 0) and rest[0] / rest[-1] == pytest.approx((1 + 1) / (1 + 1 / 9), rel=0.02)
+    assert hyper[0] - 154 == pytest.approx(rest[0] * (1 + 1 / 9), abs=1.5)  # 10 % up front, on top of share 0
+    const = query_schedule(770, 10, 0.1, "constant")
+    assert sum(const) == 770 and set(const[1:]) <= {69, 70} and const[0] - 77 in (69, 70)
+    with pytest.raises(ValueError, match="choose one of: constant, hyperbolic"):
+        query_schedule(100, 4, 0.1, "linear")
+
+
+def test_online_protocol_end_to_end_on_pendulum(compose_config, tmp_path, monkeypatch):
+    """protocol=online: no source stage; the iterations label the agent's own play on the query schedule,
+    one stratum each, and the reward model they fit ranks the true returns."""
+    monkeypatch.setenv("RLPREF_QUIET", "1")
+    cfg = compose_config(["env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", "protocol=online",
+                          "protocol.iterations=4", "budget.agent_steps=2000", "budget.eval_every=1000",
+                          "budget.eval_episodes=2", "budget.n_feedback=120"])
+    res = run_mod.run_pipeline(cfg, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["agent"]  # no source, segments, feedback
+    counts = run_mod.RunSpec.from_config(cfg).query_counts()
+    assert res["protocol"] == "online" and res["n_feedback"] == counts[0] and res["n_feedback_total"] <= 120
+    rounds = res["online_rounds"]
+    assert [r["agent_step"] for r in rounds] == [500, 1000, 1500] and [r["batch"] for r in rounds] == [1, 2, 3]
+    assert all(r["n_new_pairs"] <= c for r, c in zip(rounds, counts[1:]))
+    agent_dir = tmp_path / "cache" / "agent" / res["artifacts"]["agent"]
+    first = Segments.load(agent_dir / "initial_segments.npz")
+    assert set(first.batch.tolist()) == {0}
+    assert rounds[-1]["spearman"] > 0.5, "the online reward model should rank the true returns of the clips"

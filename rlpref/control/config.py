@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Optional
 
+import numpy as np
+
 from rlpref.control.algos import hyperparams, resolve_algo
-from rlpref.control.online import OnlineConfig
+from rlpref.control.online import OnlineConfig, query_schedule
 from rlpref.control.reward_net import RewardTrainConfig
 from rlpref.control.teacher import TeacherConfig
 from rlpref.losses import LOSS_SPECS, get_loss_spec
@@ -98,6 +100,22 @@ class RenderConfig(Section):
 
 
 @dataclass(frozen=True)
+class ProtocolConfig(Section):
+    """How feedback is gathered (``conf/protocol``): ``offline`` from a source agent's checkpoints, or
+    ``online`` from the training agent itself over ``iterations`` (no source stage)."""
+
+    SECTION = "protocol"
+    name: str = rule("offline", choices=("offline", "online"))
+    iterations: int = rule(10, ge=2)
+    n_feedback: Optional[int] = rule(None, ge=4)
+    initial_fraction: float = rule(0.1, gt=0.0, lt=1.0)
+    schedule: str = rule("hyperbolic", choices=("constant", "hyperbolic"))
+
+    def key(self) -> dict:
+        return asdict(self) if self.name == "online" else {"name": "offline"}
+
+
+@dataclass(frozen=True)
 class RunConfig(Section):
     """The top-level keys; the rest are their own sections."""
 
@@ -132,6 +150,7 @@ class RunSpec:
     reward_train: RewardTrainConfig
     online: OnlineConfig
     render: RenderConfig
+    protocol: ProtocolConfig
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "RunSpec":
@@ -160,7 +179,8 @@ class RunSpec:
                    loss=loss, segments=build(SegmentsConfig, _section(cfg, "segments")),
                    teacher=TeacherConfig.from_mapping(_section(cfg, "teacher")), reward_train=reward_train,
                    online=OnlineConfig.from_mapping(_section(cfg, "online")),
-                   render=build(RenderConfig, _section(cfg, "render")))
+                   render=build(RenderConfig, _section(cfg, "render")),
+                   protocol=build(ProtocolConfig, _section(cfg, "protocol") or {"name": "offline"}))
         spec._check_segment_length()
         return spec
 
@@ -179,8 +199,32 @@ class RunSpec:
         return self.run.reward == "learned"
 
     @property
+    def online_protocol(self) -> bool:
+        """No source stage: the learned-reward agent gathers all feedback itself (``protocol=online``)."""
+        return self.learned and self.protocol.name == "online"
+
+    @property
     def online_rounds(self) -> bool:
-        return self.learned and self.online.rounds > 0
+        return self.learned and (self.online.rounds > 0 or self.online_protocol)
+
+    @property
+    def protocol_total_feedback(self) -> int:
+        """Comparisons of the online protocol in all (default: the offline budget's, rounds included)."""
+        p, b = self.protocol, self.budget
+        return p.n_feedback if p.n_feedback is not None else b.n_feedback + b.online_rounds * b.online_feedback
+
+    def rounds_config(self) -> OnlineConfig:
+        """The rounds during agent training: as configured, or the online protocol's iterations after the first."""
+        if not self.online_protocol:
+            return self.online
+        return OnlineConfig(**{**asdict(self.online), "rounds": self.protocol.iterations - 1, "schedule": "even"})
+
+    def query_counts(self) -> Optional[list[int]]:
+        """Comparisons per iteration of the online protocol (the first before training); None offline."""
+        if not self.online_protocol:
+            return None
+        p = self.protocol
+        return query_schedule(self.protocol_total_feedback, p.iterations, p.initial_fraction, p.schedule)
 
     @property
     def n_feedback(self) -> int:
@@ -206,8 +250,10 @@ class RunSpec:
                "eval_episodes": self.budget.eval_episodes, "reward": self.run.reward, "seed": self.seed}
         if self.online_rounds:
             # The rounds label and refit inside the agent stage, so everything they use keys the agent.
-            key["online"] = {**self.online.key(), "teacher": self.feedback_key(), "reward_model": self.reward_key(),
-                             "segments": self.segments_key()}
+            key["online"] = {**self.rounds_config().key(), "teacher": self.feedback_key(),
+                             "reward_model": self.reward_key(), "segments": self.segments_key()}
+        if self.online_protocol:
+            key["protocol"] = {**self.protocol.key(), "counts": self.query_counts()}
         return key
 
     def stage_costs(self) -> list[tuple[str, float]]:
@@ -217,10 +263,13 @@ class RunSpec:
         b = self.budget
         episode = int(self.env.get("max_episode_steps") or 1000)
         rounds, per_round = (self.online.rounds, self.online.n_feedback) if self.online_rounds else (0, 0)
+        if self.online_protocol:
+            counts = self.query_counts()
+            rounds, per_round = len(counts), int(np.mean(counts))
         evals = b.agent_steps / b.eval_every + 1
         agent = (b.agent_steps * 1.1 + evals * b.eval_episodes * episode / 10
                  + rounds * (per_round * 50 / 10 + 3 * (self.n_feedback + rounds * per_round / 2)))
-        if not self.learned:
+        if not self.learned or self.online_protocol:
             return [("agent", agent)]
         rollout = self.n_feedback * self.segments.length
         return [("source", float(b.source_steps)), ("segments", rollout / 10), ("feedback", 1.0),

@@ -147,6 +147,7 @@ class OnlineFeedback:
     prefs: Preferences
     model: RewardModel
     val_mask: np.ndarray  # bool [P]: the reward-model stage's stored split, so its validation pairs stay unseen
+    counts: Optional[list[int]] = None  # comparisons per round (None: cfg.n_feedback each), e.g. a query schedule
     rounds_log: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -159,7 +160,8 @@ class OnlineFeedback:
         r = len(self.rounds_log)
         t0 = time.perf_counter()
         batch_id = int(self.segments.batch.max()) + 1
-        steps, n_seg = rollout_plan(self.cfg.n_feedback, 1, self.length, self.oversample)
+        n = self.counts[r] if self.counts is not None else self.cfg.n_feedback
+        steps, n_seg = rollout_plan(n, 1, self.length, self.oversample)
         rng = np.random.default_rng([self.seed, r, 11])
         policy = sb3_policy(agent, deterministic=self.cfg.deterministic)
         if self.cfg.action_noise > 0:
@@ -171,7 +173,7 @@ class OnlineFeedback:
                             rng=rng, desc=f"online round {r + 1}")
         self.segments = Segments.concat([self.segments, new])
         t_rollout = time.perf_counter()
-        labelled = self._label(batch_id, rng)
+        labelled = self._label(batch_id, rng, n)
         t_label = time.perf_counter()
         log = {"round": r + 1, "agent_step": int(step), "batch": batch_id, "n_new_segments": len(new),
                "n_new_pairs": len(labelled), "new_segments_mean_return": float(new.returns.mean()),
@@ -203,10 +205,9 @@ class OnlineFeedback:
         self.rounds_log.append(log)
         return self.model
 
-    def _label(self, batch_id: int, rng: np.random.Generator) -> Preferences:
-        """The round's pairs, all in stratum ``batch_id``. A nearly converged agent's batch may hold
+    def _label(self, batch_id: int, rng: np.random.Generator, n: int) -> Preferences:
+        """The round's ``n`` pairs, all in stratum ``batch_id``. A nearly converged agent's batch may hold
         fewer distinct non-tied pairs than asked: take what exists (strict=False)."""
-        n = self.cfg.n_feedback
         split = {"within": (n, 0), "across": (0, n), "mixed": (n - n // 2, n // 2)}[self.cfg.pairing]
         parts = []
         for pairing, count in zip(("within_batch", "across_batches"), split):
@@ -257,6 +258,26 @@ def relabel_replay_buffer(buffer, model: RewardModel, policy, chunk: int = 4096)
         sl = slice(start, start + chunk)
         out[sl] = model.predict_env(obs[sl], acts[sl], nxt[sl], policy.action_space)
     buffer.rewards[:size] = out.reshape(size, buffer.n_envs)
+
+
+def query_schedule(total: int, iterations: int, initial_fraction: float, schedule: str) -> list[int]:
+    """Comparisons per feedback iteration: ``initial_fraction`` of ``total`` up front (added to the first
+    iteration), the rest shared by ``schedule`` over ``iterations`` evenly spaced points t ∈ [0, 1] of
+    training: ``constant`` equally, ``hyperbolic`` ∝ 1/(1 + t) (more queries early, as imitation's
+    PreferenceComparisons does). Shares are rounded so that they sum to ``total``."""
+    if schedule not in QUERY_SCHEDULES:
+        raise ValueError(f"unknown query schedule '{schedule}'; choose one of: {', '.join(QUERY_SCHEDULES)}")
+    initial = int(total * initial_fraction)
+    t = np.linspace(0.0, 1.0, iterations)
+    weight = np.ones(iterations) if schedule == "constant" else 1.0 / (1.0 + t)
+    raw = weight / weight.sum() * (total - initial)
+    shares = np.floor(raw).astype(int)
+    shares[np.argsort(shares - raw)[: (total - initial) - shares.sum()]] += 1  # largest remainders first
+    shares[0] += initial
+    return shares.tolist()
+
+
+QUERY_SCHEDULES = ("constant", "hyperbolic")
 
 
 class OnlineCallback(BaseCallback):

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from envs import make_env
 from rlpref.artifacts import (
     Artifact,
     ArtifactStore,
@@ -35,6 +36,7 @@ from rlpref.artifacts import (
 from rlpref.control.agent import AgentResult, train_agent
 from rlpref.control.config import REWARDS, RunSpec
 from rlpref.control.online import OnlineCallback, OnlineFeedback
+from rlpref.control.policies import random_policy
 from rlpref.control.records import Preferences, Segments, curve_csv, read_curve
 from rlpref.control.reward_net import (
     RewardModel,
@@ -43,7 +45,7 @@ from rlpref.control.reward_net import (
     train_reward_model,
     validation_mask,
 )
-from rlpref.control.segments import collect_segments
+from rlpref.control.segments import collect_segments, rollout_batch, rollout_plan
 from rlpref.control.source import train_source
 from rlpref.control.teacher import label_pairs
 from rlpref.progress import RunProgress, advance_stage, format_seconds
@@ -127,16 +129,18 @@ def build_reward_model(spec: RunSpec, segments: Segments, prefs: Preferences, ou
 
 def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[Segments],
                 prefs: Optional[Preferences], val_mask: Optional[np.ndarray], out: Path,
-                on_eval: Optional[Callable[[dict], None]] = None, partial: Optional[Path] = None) -> dict:
+                on_eval: Optional[Callable[[dict], None]] = None, partial: Optional[Path] = None,
+                counts: Optional[list[int]] = None) -> dict:
     """A fresh agent on r_θ (``model``; None = the true reward), with the online rounds when configured
-    (they extend ``segments``/``prefs`` and keep the reward model's validation split ``val_mask``)."""
+    (they extend ``segments``/``prefs`` and keep the reward model's validation split ``val_mask``;
+    ``counts``: comparisons per round, else ``online.n_feedback`` each)."""
     loop = None
     callbacks = []
     if spec.online_rounds:
-        loop = OnlineFeedback(env_cfg=spec.env, cfg=spec.online, teacher=spec.teacher, reward_cfg=spec.reward_train,
-                              loss_name=spec.loss, gamma=spec.gamma, length=spec.segments.length,
-                              oversample=spec.segments.oversample, seed=spec.seed, segments=segments, prefs=prefs,
-                              model=model, val_mask=val_mask)
+        loop = OnlineFeedback(env_cfg=spec.env, cfg=spec.rounds_config(), teacher=spec.teacher,
+                              reward_cfg=spec.reward_train, loss_name=spec.loss, gamma=spec.gamma,
+                              length=spec.segments.length, oversample=spec.segments.oversample, seed=spec.seed,
+                              segments=segments, prefs=prefs, model=model, val_mask=val_mask, counts=counts)
         callbacks.append(OnlineCallback(loop, spec.budget.agent_steps))
     result = train_agent(spec.env, spec.algo, reward_model=model, total_steps=spec.budget.agent_steps,
                          eval_every=spec.budget.eval_every, eval_episodes=spec.budget.eval_episodes,
@@ -148,6 +152,29 @@ def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[
     if loop is not None:
         manifest["online_rounds"] = _save_online(loop, spec, len(segments), len(prefs), out)
     return manifest
+
+
+def build_online_protocol(spec: RunSpec, out: Path, on_eval: Optional[Callable[[dict], None]] = None,
+                          partial: Optional[Path] = None) -> dict:
+    """``protocol=online``: the first iteration's feedback from the untrained (random) policy, r_θ fitted on
+    it, then :func:`build_agent` with the remaining iterations as online rounds. No source stage."""
+    counts = spec.query_counts()
+    steps, n_segments = rollout_plan(counts[0], 1, spec.segments.length, spec.segments.oversample)
+    rng = np.random.default_rng([spec.seed, 0, 11])
+    env = make_env(spec.env["id"], env_kwargs=spec.env.get("env_kwargs"))
+    segments = rollout_batch(spec.env, random_policy(env.action_space, spec.seed), None, steps=steps,
+                             n_segments=n_segments, length=spec.segments.length, gamma=spec.gamma,
+                             n_envs=spec.online.n_envs, batch=0, seed=spec.seed + 50_000, rng=rng,
+                             desc="online protocol: first iteration")
+    env.close()
+    teacher = replace(spec.teacher, pairing="within_batch", scale="scope" if spec.online.scale == "round" else "all")
+    prefs = label_pairs(segments, counts[0], teacher, spec.gamma, rng, batches=[0], strict=False)
+    val_mask = validation_mask(len(prefs), spec.reward_train.val_fraction, np.random.default_rng(spec.seed))
+    model, metrics, _ = train_reward_model(segments, prefs, spec.loss, spec.reward_train, spec.seed, val_mask=val_mask)
+    manifest = build_agent(spec, model, segments, prefs, val_mask, out, on_eval, partial, counts=counts[1:])
+    segments.save(out / "initial_segments.npz")  # the later iterations' are online_segments.npz
+    prefs.save(out / "initial_preferences.npz")
+    return {**manifest, "initial_pairs": len(prefs), "initial_reward_model": metrics, "query_counts": counts}
 
 
 def _agent_manifest(result: AgentResult) -> dict:
@@ -163,15 +190,15 @@ def _save_online(loop: OnlineFeedback, spec: RunSpec, n_segments: int, n_prefs: 
     loop.segments.subset(np.arange(n_segments, len(loop.segments))).save(out / "online_segments.npz")
     loop.prefs.subset(np.arange(n_prefs, len(loop.prefs))).save(out / "online_preferences.npz")
     atomic_write_json(out / "online.json", {
-        "rounds": loop.rounds_log, "rounds_planned": spec.online.rounds,
+        "rounds": loop.rounds_log, "rounds_planned": spec.rounds_config().rounds,
         "index_note": "online_preferences index the offline segments (segments stage, "
                       f"{n_segments} of them) followed by online_segments",
         "n_offline_segments": n_segments,
     })
-    if len(loop.rounds_log) < spec.online.rounds:
+    if len(loop.rounds_log) < spec.rounds_config().rounds:
         log.warning("only %d of %d online rounds ran: rounds fell less than one rollout apart or after the "
                     "last rollout; lower online.rounds or raise budget.agent_steps",
-                    len(loop.rounds_log), spec.online.rounds)
+                    len(loop.rounds_log), spec.rounds_config().rounds)
     return loop.rounds_log
 
 
@@ -189,6 +216,10 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     stages = StageRunner(store, RunProgress(spec.stage_costs(), _PRIOR_SECONDS_PER_STEP[spec.algo]))
 
     segments = prefs = rm = fb = None
+    if spec.online_protocol:
+        ag = stages.run("agent", spec.agent_key(), [],
+                        lambda d, p: build_online_protocol(spec, d, _curve_logger(logger), p), resumable=True)
+        return _finish(spec, run_dir, stages, ag, None, None, logger, t_start)
     if spec.learned:
         src = stages.run("source", spec.source_key(), [], lambda d, p: build_source(spec, d, p), resumable=True)
         ckpts = [src.path / f"ckpt_{k + 1}" for k in range(spec.budget.n_checkpoints)]
@@ -206,6 +237,12 @@ def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
         return build_agent(spec, served, segments, prefs, val_mask, d, _curve_logger(logger), partial)
 
     ag = stages.run("agent", spec.agent_key(), [rm.key] if rm is not None else [], build, resumable=True)
+    return _finish(spec, run_dir, stages, ag, rm, prefs, logger, t_start)
+
+
+def _finish(spec: RunSpec, run_dir: Path, stages: StageRunner, ag: Artifact, rm: Optional[Artifact],
+            prefs: Optional[Preferences], logger, t_start: float) -> dict:
+    """Gather the run folder, write results.json, log the summary."""
     _gather(run_dir, ag, rm, spec)
     stages.timings["total"] = time.perf_counter() - t_start
     results = _results(spec, ag, rm, prefs, stages, read_curve(run_dir / "curve.csv"))
@@ -251,8 +288,10 @@ def _results(spec: RunSpec, ag: Artifact, rm: Optional[Artifact], prefs: Optiona
     teacher, rounds = spec.teacher, ag.manifest.get("online_rounds")
     return {
         "env": spec.env["id"], "loss": spec.loss, "seed": spec.seed, "reward": spec.run.reward, "algo": spec.algo,
-        "gamma": spec.gamma, "budget": spec.budget.name, "n_feedback": spec.n_feedback,
-        "n_feedback_total": spec.n_feedback + sum(r["n_new_pairs"] for r in rounds or []),
+        "gamma": spec.gamma, "budget": spec.budget.name, "protocol": spec.protocol.name if spec.learned else None,
+        "n_feedback": ag.manifest.get("initial_pairs", spec.n_feedback),
+        "n_feedback_total": ag.manifest.get("initial_pairs", spec.n_feedback)
+        + sum(r["n_new_pairs"] for r in rounds or []),
         "sigma": teacher.sigma, "noise": teacher.noise, "strength_source": teacher.strength,
         "strata": spec.cfg.get("strata", {}).get("name", spec.reward_train.strata),
         "final_return": ag.manifest["final_return"], "max_return": ag.manifest["max_return"],
