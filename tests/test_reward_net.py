@@ -106,3 +106,14 @@ def test_evaluation_scores_labels_and_true_order_separately(new_segments, monkey
     assert res["pearson"] == pytest.approx(1.0) and res["spearman"] == pytest.approx(1.0)
     assert res["pdc"] == pytest.approx(1.0)  # utility gaps are twice the true gaps
     assert res["n_val"] == 3
+
+
+def test_too_few_validation_pairs_leave_correlations_uncomputed(new_segments):
+    segs = new_segments()
+    prefs = label_pairs(segs, 20, TeacherConfig(), 0.99, np.random.default_rng(0))
+    model = RewardModel(3, 1, (8,))
+    one = evaluate_reward_model(model, segs, prefs.subset(np.array([0])))
+    assert one["pearson"] is None and one["spearman"] is None and one["pdc"] is None and one["n_val"] == 1
+    assert one["val_accuracy"] in (0.0, 1.0)
+    many = evaluate_reward_model(model, segs, prefs)
+    assert all(isinstance(many[k], float) for k in ("pearson", "spearman", "pdc"))

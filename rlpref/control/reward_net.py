@@ -423,12 +423,13 @@ def evaluate_reward_model(model: RewardModel, segments: Segments, prefs: Prefere
     u = segment_utilities(model, segments)
     uc, ur = u[prefs.chosen], u[prefs.rejected]
     segs = np.unique(np.concatenate([prefs.chosen, prefs.rejected]))
+    enough = segs.size >= 3 and len(prefs) >= 2  # correlations of fewer points are not computed (None)
     return {
         "val_accuracy": metrics.choice_accuracy(uc, ur),
         "val_true_accuracy": metrics.order_accuracy(prefs.return_chosen, prefs.return_rejected, uc, ur),
-        "pearson": metrics.pearson(u[segs], segments.returns[segs]),
-        "spearman": metrics.spearman(u[segs], segments.returns[segs]),
-        "pdc": metrics.pdc(prefs.return_chosen - prefs.return_rejected, uc - ur),
+        "pearson": metrics.pearson(u[segs], segments.returns[segs]) if enough else None,
+        "spearman": metrics.spearman(u[segs], segments.returns[segs]) if enough else None,
+        "pdc": metrics.pdc(prefs.return_chosen - prefs.return_rejected, uc - ur) if enough else None,
         "n_val": len(prefs),
     }
 
