@@ -32,6 +32,7 @@ from filelock import FileLock
 __all__ = [
     "Artifact",
     "ArtifactStore",
+    "append_csv_row",
     "CorruptArtifactError",
     "file_digests",
     "verify_artifact",
@@ -145,6 +146,22 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def append_csv_row(path: Path, fields: Sequence[str], row: Mapping[str, Any]) -> None:
+    """Add one row to a CSV table (header on creation) by rewriting it atomically: a kill never leaves
+    half a row, and readers see the old table or the new one."""
+    import csv
+    import io
+
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields))
+    if not old:
+        writer.writeheader()
+    writer.writerow(dict(row))
+    atomic_write_text(path, old + buf.getvalue())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

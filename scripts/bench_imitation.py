@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlpref.artifacts import append_csv_row, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["env", "tool", "seed", "steps", "comparisons", "final_return", "wall_s", "command"]
 
@@ -101,7 +103,7 @@ def write_table(rows_csv: Path, table: Path) -> None:
         wall = np.mean([float(r["wall_s"]) for r in rs]) / 60
         lines.append(f"| {env} | {tool} | {steps} | {comps} | {len(rs)} | {ret.mean():.0f} ± {ret.std():.0f} | "
                      f"{per} | {wall:.1f} min |")
-    table.write_text("\n".join(lines) + "\n")
+    atomic_write_text(table, "\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -137,12 +139,7 @@ def main() -> int:
                 res = rlpref_run(args.env, seed, args.steps, args.comparisons, tool, args.out)
             row = dict(zip(FIELDS, [args.env, tool, seed, args.steps, args.comparisons, res["final_return"],
                                     round(time.perf_counter() - t0, 1), " ".join(sys.argv)]))
-            new = not rows_csv.is_file()
-            with open(rows_csv, "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=FIELDS)
-                if new:
-                    w.writeheader()
-                w.writerow(row)
+            append_csv_row(rows_csv, FIELDS, row)
             print(f"{tool} seed {seed}: final true return {res['final_return']:.1f} in {row['wall_s']} s", flush=True)
     write_table(rows_csv, args.out / "table.md")
     print((args.out / "table.md").read_text())

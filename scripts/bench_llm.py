@@ -30,8 +30,8 @@ from tqdm.auto import tqdm  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlpref.report.stats import mean_with_ci  # noqa: E402
 from rlpref.llm.train import LLMRunConfig, prepare, run  # noqa: E402
+from rlpref.report.stats import mean_with_ci  # noqa: E402
 
 FIELDS = [
     "experiment", "loss", "strength", "strata", "seed", "fraction", "n_train", "n_strata", "steps",

@@ -19,13 +19,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from rlpref.control.algos import ALGOS, build_model, hyperparams, make_train_env, resolve_algo
 from rlpref.control.learned_reward import LearnedRewardVecEnv, RolloutRelabel
-from rlpref.runtime import pin_threads
 from rlpref.control.reward_net import RewardModel
+from rlpref.runtime import pin_threads
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -17,7 +17,6 @@ the date: every time the README states comes from such a row. A pipeline run's `
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import platform
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rlpref.artifacts import append_csv_row
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "timings.csv"
@@ -81,12 +82,7 @@ def main() -> int:
            "cores": os.cpu_count(), "cpu": _cpu(), "commit": _commit(),
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "note": args.note}
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    new = not OUT.exists()
-    with open(OUT, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    append_csv_row(OUT, FIELDS, row)
     print(f"{args.name}: {wall:.0f} s (exit {code}) -> {OUT}")
     return code
 
