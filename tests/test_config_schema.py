@@ -36,6 +36,7 @@ INVALID = {
     "reward_model.label_smoothing": [-0.1, 0.5, 0.1],  # 0.1: rr takes no label smoothing
     "online.rounds": [-1], "online.n_feedback": [1], "online.n_envs": [0], "online.action_noise": [-0.1],
     "online.refit_epochs": [0, 1.5], "online.refit_replay": [-1],
+    "query.pool": [0], "query.chunks": [1], "query.ridge": [0, -1.0],
 }
 # protocol=online's own keys (absent from the offline group)
 PROTOCOL_INVALID = {"protocol.iterations": [1, 2.5], "protocol.n_feedback": [3], "protocol.initial_fraction": [0, 1.0],
@@ -77,6 +78,8 @@ MOVES = {
         ("pairing", "mixed"), ("scale", "all"), ("action_noise", 0.3), ("refit", "gated"), ("keep_level", True),
         ("refit_epochs", 3), ("refit_replay", 1.0))},
     "protocol.name": ("online", {"agent"}),  # the stages before it are skipped, their keys unchanged
+    "query.name": ("dopt", {"feedback", "agent"}),  # offline chunks and online rounds both select
+    **{f"query.{k}": (v, set()) for k, v in (("pool", 5), ("chunks", 3), ("ridge", 0.01))},  # unread under random
 }
 
 
@@ -204,3 +207,16 @@ def test_online_protocol_keys_move_its_agent_only_under_protocol_online(compose_
 
     assert agent_key() != agent_key("protocol.iterations=5") != agent_key("protocol.schedule=constant")
     assert agent_key() != agent_key("protocol.n_feedback=500") != agent_key("teacher.sigma=0.25")
+
+
+def test_query_keys_move_feedback_and_agent_only_when_a_rule_selects(compose_config):
+    def keys(*overrides):
+        return _stage_keys(validate(compose_config(["env=Pendulum-v1", *overrides])))
+
+    dopt = keys("query=dopt")
+    assert dopt["feedback"] != keys("query=dopt", "query.pool=5")["feedback"]
+    assert dopt["feedback"] != keys("query=dopt", "reward_model.lr=0.001")["feedback"]  # the chunks' models
+    assert keys("reward_model.lr=0.001")["feedback"] == keys()["feedback"]  # random: no model involved
+    with pytest.raises(ConfigError, match="set reward_model.ensemble >= 2"):
+        keys("query=disagreement")
+    assert keys("query=disagreement", "reward_model.ensemble=3")["feedback"] != dopt["feedback"]

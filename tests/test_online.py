@@ -76,7 +76,7 @@ def test_online_pairing_within_across_mixed(new_segments, uniform):
     new = segs.batch == 2
     counts = {}
     for pairing in ("within", "across", "mixed"):
-        prefs = _loop(segs, pairing, 40)._label(2, np.random.default_rng(3))
+        prefs = _loop(segs, pairing, 40)._label(2, np.random.default_rng(3), 40)
         assert np.all(prefs.batch == 2)  # every pair sits in the round's stratum
         n_new = new[prefs.chosen].astype(int) + new[prefs.rejected]
         assert np.all(n_new >= 1)  # every pair involves the new behaviour
@@ -100,10 +100,10 @@ def test_round_scale_judges_a_narrow_batch_on_its_own_spread(new_segments):
     assert np.ptp(segs.returns[new]) < 0.05 * np.ptp(segs.returns)
     acc = {}
     for scale in ("all", "round"):
-        prefs = _loop(segs, "within", 60, scale=scale, sigma=0.25)._label(2, np.random.default_rng(1))
+        prefs = _loop(segs, "within", 60, scale=scale, sigma=0.25)._label(2, np.random.default_rng(1), 60)
         assert len(prefs) == 60 and np.all(new[prefs.chosen] & new[prefs.rejected])
         acc[scale] = prefs.label_accuracy()
-        clean = _loop(segs, "within", 60, scale=scale)._label(2, np.random.default_rng(1))
+        clean = _loop(segs, "within", 60, scale=scale)._label(2, np.random.default_rng(1), 60)
         assert clean.label_accuracy() == 1.0  # the yardstick changes the noise, never a noise-free label
     assert acc["all"] < 0.75 and acc["round"] > 0.85, acc
     with pytest.raises(ValueError, match="online.scale='local': must be one of: all, round"):

@@ -15,6 +15,7 @@ import numpy as np
 
 from rlpref.control.algos import hyperparams, resolve_algo
 from rlpref.control.online import OnlineConfig, query_schedule
+from rlpref.control.query import QueryConfig
 from rlpref.control.reward_net import RewardTrainConfig
 from rlpref.control.teacher import TeacherConfig
 from rlpref.losses import LOSS_SPECS, get_loss_spec
@@ -151,6 +152,7 @@ class RunSpec:
     online: OnlineConfig
     render: RenderConfig
     protocol: ProtocolConfig
+    query: QueryConfig
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "RunSpec":
@@ -180,8 +182,12 @@ class RunSpec:
                    teacher=TeacherConfig.from_mapping(_section(cfg, "teacher")), reward_train=reward_train,
                    online=OnlineConfig.from_mapping(_section(cfg, "online")),
                    render=build(RenderConfig, _section(cfg, "render")),
-                   protocol=build(ProtocolConfig, _section(cfg, "protocol") or {"name": "offline"}))
+                   protocol=build(ProtocolConfig, _section(cfg, "protocol") or {"name": "offline"}),
+                   query=build(QueryConfig, _section(cfg, "query")))
         spec._check_segment_length()
+        if spec.query.name == "disagreement" and spec.reward_train.ensemble < 2:
+            raise ConfigError("query=disagreement ranks pairs by how much ensemble members disagree: set "
+                              f"reward_model.ensemble >= 2 (got {spec.reward_train.ensemble})")
         return spec
 
     def _check_segment_length(self) -> None:
@@ -239,7 +245,10 @@ class RunSpec:
         return {**asdict(self.segments), "n_feedback": self.n_feedback, "gamma": self.gamma, "seed": self.seed}
 
     def feedback_key(self) -> dict:
-        return {**asdict(self.teacher), "n_feedback": self.n_feedback, "gamma": self.gamma, "seed": self.seed}
+        key = {**asdict(self.teacher), "n_feedback": self.n_feedback, "gamma": self.gamma, "seed": self.seed}
+        if self.query.active:  # the queries are chosen by reward models fitted on the earlier chunks
+            key["query"] = {**self.query.key(), "reward_model": self.reward_key()}
+        return key
 
     def reward_key(self) -> dict:
         return {"loss": self.loss, **self.reward_train.key(self.loss), "seed": self.seed}
@@ -254,6 +263,8 @@ class RunSpec:
                              "reward_model": self.reward_key(), "segments": self.segments_key()}
         if self.online_protocol:
             key["protocol"] = {**self.protocol.key(), "counts": self.query_counts()}
+        if self.online_rounds and self.query.active:
+            key["online"]["query"] = self.query.key()
         return key
 
     def stage_costs(self) -> list[tuple[str, float]]:

@@ -65,6 +65,7 @@ from rlpref.artifacts import atomic_write_json, load_npz, save_npz
 from rlpref.control.algos import obs_norm_of
 from rlpref.control.learned_reward import find_learned_reward_env
 from rlpref.control.policies import graded_noise_policy, sb3_policy
+from rlpref.control.query import QueryConfig, make_selector
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import (
     RewardModel,
@@ -148,6 +149,8 @@ class OnlineFeedback:
     model: RewardModel
     val_mask: np.ndarray  # bool [P]: the reward-model stage's stored split, so its validation pairs stay unseen
     counts: Optional[list[int]] = None  # comparisons per round (None: cfg.n_feedback each), e.g. a query schedule
+    query: QueryConfig = field(default_factory=QueryConfig)  # which of the round's candidate pairs are asked
+    seconds_select: float = field(default=0.0, init=False)  # the last round's query selection
     rounds_log: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -201,6 +204,7 @@ class OnlineFeedback:
         log["n_pairs_total"] = len(self.prefs)
         log["seconds_rollout"] = t_rollout - t0
         log["seconds_label"] = t_label - t_rollout
+        log["seconds_select"] = self.seconds_select
         log["seconds_refit"] = time.perf_counter() - t_label
         self.rounds_log.append(log)
         return self.model
@@ -209,13 +213,17 @@ class OnlineFeedback:
         """The round's ``n`` pairs, all in stratum ``batch_id``. A nearly converged agent's batch may hold
         fewer distinct non-tied pairs than asked: take what exists (strict=False)."""
         split = {"within": (n, 0), "across": (0, n), "mixed": (n - n // 2, n // 2)}[self.cfg.pairing]
-        parts = []
+        parts, timer = [], []
+        select = make_selector(self.query, self.model, self.segments, past=self.prefs, timer=timer)
+        asked = np.stack([self.prefs.chosen, self.prefs.rejected], axis=1)
         for pairing, count in zip(("within_batch", "across_batches"), split):
             if count:
                 teacher = replace(self.teacher, pairing=pairing,
                                   scale="scope" if self.cfg.scale == "round" else "all")
                 parts.append(label_pairs(self.segments, count, teacher, self.gamma, rng, batches=[batch_id],
-                                         strict=False))
+                                         strict=False, select=select, pool=self.query.pool,
+                                         exclude=asked if select is not None else None))
+        self.seconds_select = float(sum(timer))
         return parts[0] if len(parts) == 1 else Preferences.concat(parts)
 
 

@@ -37,6 +37,7 @@ from rlpref.control.agent import AgentResult, train_agent
 from rlpref.control.config import REWARDS, RunSpec
 from rlpref.control.online import OnlineCallback, OnlineFeedback
 from rlpref.control.policies import random_policy
+from rlpref.control.query import make_selector
 from rlpref.control.records import Preferences, Segments, curve_csv, read_curve
 from rlpref.control.reward_net import (
     RewardModel,
@@ -110,9 +111,21 @@ def build_segments(spec: RunSpec, checkpoints: list[Path], out: Path) -> dict:
 
 
 def build_feedback(spec: RunSpec, segments: Segments, out: Path) -> dict:
-    prefs = label_pairs(segments, spec.n_feedback, spec.teacher, spec.gamma, np.random.default_rng(spec.seed + 7))
+    """The teacher's labels; with an active ``query`` rule, in ``query.chunks`` chunks: the first at random,
+    each later one chosen among ``query.pool`` × as many candidates by r_θ fitted on the chunks before."""
+    rng = np.random.default_rng(spec.seed + 7)
+    q = spec.query
+    sizes = [spec.n_feedback] if not q.active else np.diff(np.linspace(0, spec.n_feedback, q.chunks + 1).round()).astype(int)
+    prefs = label_pairs(segments, int(sizes[0]), spec.teacher, spec.gamma, rng)
+    timer: list[float] = []
+    for c, size in enumerate(sizes[1:], start=1):
+        model, _, _ = train_reward_model(segments, prefs, spec.loss, spec.reward_train, spec.seed + 1000 * c)
+        select = make_selector(q, model, segments, past=prefs, timer=timer)
+        more = label_pairs(segments, int(size), spec.teacher, spec.gamma, rng, select=select, pool=q.pool,
+                           exclude=np.stack([prefs.chosen, prefs.rejected], axis=1))
+        prefs = Preferences.concat([prefs, more])
     prefs.save(out / "preferences.npz")
-    return {"n_pairs": len(prefs), "label_accuracy": prefs.label_accuracy()}
+    return {"n_pairs": len(prefs), "label_accuracy": prefs.label_accuracy(), "seconds_select": sum(timer)}
 
 
 def build_reward_model(spec: RunSpec, segments: Segments, prefs: Preferences, out: Path) -> dict:
@@ -140,7 +153,8 @@ def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[
         loop = OnlineFeedback(env_cfg=spec.env, cfg=spec.rounds_config(), teacher=spec.teacher,
                               reward_cfg=spec.reward_train, loss_name=spec.loss, gamma=spec.gamma,
                               length=spec.segments.length, oversample=spec.segments.oversample, seed=spec.seed,
-                              segments=segments, prefs=prefs, model=model, val_mask=val_mask, counts=counts)
+                              segments=segments, prefs=prefs, model=model, val_mask=val_mask, counts=counts,
+                              query=spec.query)
         callbacks.append(OnlineCallback(loop, spec.budget.agent_steps))
     result = train_agent(spec.env, spec.algo, reward_model=model, total_steps=spec.budget.agent_steps,
                          eval_every=spec.budget.eval_every, eval_episodes=spec.budget.eval_episodes,

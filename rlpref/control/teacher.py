@@ -92,13 +92,15 @@ def sample_pairs(
     rng: np.random.Generator,
     batches: Optional[Sequence[int]] = None,
     strict: bool = True,
+    exclude: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw n_feedback distinct pairs spread evenly over rollout batches; returns (pairs [P, 2], batch [P]).
 
     ``batches`` restricts the pairs to those rollout batches (the online loop labels only its new
     batch); the tie gap and thresholds use the returns of all segments, or of the requested batches
     only under ``cfg.scale="scope"``. ``strict=False`` returns fewer pairs where a batch has too few distinct
-    non-tied ones (a converged agent's batch can be nearly uniform) instead of raising.
+    non-tied ones (a converged agent's batch can be nearly uniform) instead of raising. ``exclude``
+    (pairs [P, 2]): pairs already asked, never drawn again (in either order).
     """
     if n_feedback < 2:
         raise ValueError(f"n_feedback must be >= 2, got {n_feedback}")
@@ -106,7 +108,8 @@ def sample_pairs(
     yard = segments.returns[_yardstick(segments, cfg, batches)]
     gate = _PairGate(segments.returns, cfg, float(yard.min()), float(yard.max() - yard.min()), cfg.near_tie * float(yard.std()))
     out_pairs, out_batch = [], []
-    taken = np.zeros(0, dtype=np.int64)  # pairs of earlier batches as lo*M + hi: across/random pools overlap
+    # pairs of earlier batches (and excluded ones) as lo*M + hi: across/random pools overlap
+    taken = np.zeros(0, dtype=np.int64) if exclude is None else _codes(np.asarray(exclude), len(segments))
     for b, need in zip(batches, _split_evenly(n_feedback, batches.size)):
         pool_a, pool_b = _pools(segments, cfg.pairing, b, in_scope)
         chosen = _draw_distinct(pool_a, pool_b, int(need), gate, taken, len(segments), rng)
@@ -115,11 +118,35 @@ def sample_pairs(
                 f"rollout batch {b}: only {len(chosen)} of {need} distinct non-tied pairs exist; lower "
                 "n_feedback, raise segments.oversample, or relax teacher.near_tie / skip / equal thresholds"
             )
-        canon = np.sort(chosen, axis=1)
-        taken = np.concatenate([taken, canon[:, 0] * len(segments) + canon[:, 1]])
+        taken = np.concatenate([taken, _codes(chosen, len(segments))])
         out_pairs.append(chosen)
         out_batch.append(np.full(len(chosen), b, dtype=np.int64))
     return np.concatenate(out_pairs), np.concatenate(out_batch)
+
+
+def _codes(pairs: np.ndarray, m: int) -> np.ndarray:
+    """One integer per unordered pair [P, 2] of segment indices < m."""
+    canon = np.sort(pairs.reshape(-1, 2), axis=1).astype(np.int64)
+    return canon[:, 0] * m + canon[:, 1]
+
+
+def _selected_pairs(segments: Segments, n_feedback: int, cfg: TeacherConfig, rng: np.random.Generator,
+                    batches: Optional[Sequence[int]], strict: bool, select, pool: int,
+                    exclude: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``pool`` × as many candidates as asked, per rollout batch; ``select(cand, n)`` keeps n of each
+    batch's, so every stratum keeps its share of the comparisons."""
+    cand, cand_batch = sample_pairs(segments, n_feedback * pool, cfg, rng, batches, strict=False, exclude=exclude)
+    requested = _requested(segments, batches)[0]
+    keep = [np.zeros(0, dtype=np.int64)]
+    for b, need in zip(requested, _split_evenly(n_feedback, requested.size)):
+        idx = np.flatnonzero(cand_batch == b)
+        if idx.size < need and strict:
+            raise ValueError(f"rollout batch {b}: only {idx.size} candidate pairs for {need} queries; lower "
+                             "query.pool or n_feedback, or relax teacher.near_tie")
+        if idx.size:
+            keep.append(idx[select(cand[idx], int(min(need, idx.size)))])
+    keep = np.concatenate(keep)
+    return cand[keep], cand_batch[keep]
 
 
 def _requested(segments: Segments, batches: Optional[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -219,13 +246,21 @@ def label_pairs(
     rng: np.random.Generator,
     batches: Optional[Sequence[int]] = None,
     strict: bool = True,
+    select=None,
+    pool: int = 1,
+    exclude: Optional[np.ndarray] = None,
 ) -> Preferences:
     """Sample pairs and label them: choice, strength rank key, and the clean returns for oracle metrics.
 
     ``batches``: only pair segments of these rollout batches (default: all); the range noise model's
-    D spans every segment, or only these batches under ``cfg.scale="scope"``.
+    D spans every segment, or only these batches under ``cfg.scale="scope"``. ``select(cand, n)``
+    (:mod:`rlpref.control.query`): draw ``pool`` × as many candidates and ask about the n it picks in
+    each batch. ``exclude`` (pairs [P, 2]): pairs asked before, not drawn again.
     """
-    pairs, batch = sample_pairs(segments, n_feedback, cfg, rng, batches, strict)
+    if select is None:
+        pairs, batch = sample_pairs(segments, n_feedback, cfg, rng, batches, strict, exclude=exclude)
+    else:
+        pairs, batch = _selected_pairs(segments, n_feedback, cfg, rng, batches, strict, select, pool, exclude)
     r_true = segments.returns
     r_judge = teacher_returns(segments, cfg, gamma)
     yard = r_judge[_yardstick(segments, cfg, batches)]

@@ -37,7 +37,7 @@ def run_from_config(cfg: Mapping[str, Any], out_dir: Path) -> dict:
     if not datasets:
         raise ValueError("no datasets selected; pass dataset=<name> (see conf/synthetic/dataset/) or dataset=all")
     specs = [DatasetSpec.from_mapping({"name": name, **dict(spec)}) for name, spec in datasets.items()]
-    grid = GridConfig(**dict(cfg["grid"]), seed=int(cfg["seed"]))
+    grid = GridConfig(**dict(cfg["grid"]), seed=int(cfg["seed"]), reference_quirks=bool(cfg.get("reference_quirks", False)))
     train = TrainConfig(**dict(cfg["train"]))
     pin_threads(int(cfg.get("threads", 2)))
     t0 = time.perf_counter()
@@ -59,6 +59,7 @@ def run_from_config(cfg: Mapping[str, Any], out_dir: Path) -> dict:
         "datasets": [s.name for s in specs],
         "data_efficiency": eff.to_dict(orient="records"),
         "torch_threads": torch.get_num_threads(),
+        "reference_quirks": grid.reference_quirks,
     }
     atomic_write_json(out_dir / "summary.json", info)
     return {"results": results, "summary": summary, "efficiency": eff, **info}

@@ -47,6 +47,7 @@ class GridConfig:
     seed: int = 0
     max_fits_per_program: int = 5000
     eval_chunk: int = 512
+    reference_quirks: bool = False  # reproduce known quirks of the reference implementation (see README of the track)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "learners", tuple(self.learners))
@@ -79,10 +80,11 @@ class _Fit:
     n: int
 
 
-def _fit_input(fit: _Fit, seed: int) -> FitData:
+def _fit_input(fit: _Fit, seed: int, quirks: bool = False) -> FitData:
     b, i, n = fit.batch, fit.pos, fit.n
     perm = permutation_rng(seed, int(b.trials[i]), n) if fit.learner.permute else None
-    return fit_data(fit.learner, b.x1[i, :n], b.x2[i, :n], b.y[i, :n], b.rt[i, :n], b.stratum[i, :n], perm)
+    return fit_data(fit.learner, b.x1[i, :n], b.x2[i, :n], b.y[i, :n], b.rt[i, :n], b.stratum[i, :n], perm,
+                    ties="index" if quirks else "split")
 
 
 def _score(fits: Sequence[_Fit], params, chunk: int) -> list[dict]:
@@ -158,7 +160,7 @@ def run_grid(
             bar.set_postfix(fraction=fits[0].fraction, fits=len(fits))
             params = fit_stacked(
                 [f.learner for f in fits],
-                [_fit_input(f, grid.seed) for f in fits],
+                [_fit_input(f, grid.seed, grid.reference_quirks) for f in fits],
                 [inits[int(f.batch.trials[f.pos])] for f in fits],
                 train,
                 progress=lambda: bar.update(1),

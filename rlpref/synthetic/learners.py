@@ -2,17 +2,24 @@
 
 A learner is a loss from :mod:`rlpref.losses` plus how its strength and strata are built:
 
-=====================  ===============  ==========================================  ==================
-learner                loss             strata (:func:`rlpref.strata.stratify`)      strength
-=====================  ===============  ==========================================  ==================
-bt                     bt               —                                           —
-rr                     rr               ``by_group``: the dataset's random strata   rt
-rr_pooled              rr               ``global``: one stratum                     rt
-rr_perm                rr               ``by_group``                                rt permuted
-rt_regression          rt_regression    ``global``                                  rt
-rt_regression_perm     rt_regression    ``global``                                  rt permuted
-clf                    clf              —                                           —
-=====================  ===============  ==========================================  ==================
+======================  ========================  ===============================  ===========
+learner                 loss                      strata (``stratify``)            strength
+======================  ========================  ===============================  ===========
+bt                      bt                        —                                —
+rr                      rr                        ``by_group``: the random strata  rt
+rr_pooled               rr                        ``global``: one stratum          rt
+rr_perm                 rr                        ``by_group``                     rt permuted
+rt_regression           rt_regression_hyperbolic  ``global``                       rt
+rt_regression_perm      rt_regression_hyperbolic  ``global``                       rt permuted
+rt_regression_std       rt_regression             ``global``                       rt
+rt_regression_std_perm  rt_regression             ``global``                       rt permuted
+clf                     clf                       —                                —
+======================  ========================  ===============================  ===========
+
+``rt_regression`` is the paper's response-time regression baseline (:mod:`rlpref.synthetic.losses`):
+the margin is regressed onto the inverse of the assumed hyperbolic link, (rt_max − rt_min)/(rt − rt_min) − 1,
+with ``train.rt_min`` / ``train.rt_max`` (0 and 10, the link of the deterministic dataset). The
+``rt_regression_std`` pair uses the repository-wide scale-free loss of :mod:`rlpref.losses` instead.
 
 What each loss takes (strength, strata, a precomputed rank plan) comes from its
 :class:`rlpref.losses.LossSpec`. Ranking losses get their strata through ``stratify(..., strength=rt)``,
@@ -40,6 +47,7 @@ from torch import Tensor
 from rlpref.losses import LossSpec, get_loss_spec
 from rlpref.strata import stratify
 
+from .losses import SYNTHETIC_LOSS_SPECS
 from .mlp import Params, init_mlp, mlp_forward, stack_mlps, stacked_mlp_forward
 from .seeding import numpy_rng, torch_generator
 
@@ -65,6 +73,8 @@ class LearnerSpec:
 
     @property
     def spec(self) -> LossSpec:
+        if self.loss in SYNTHETIC_LOSS_SPECS:
+            return SYNTHETIC_LOSS_SPECS[self.loss]
         return get_loss_spec(self.loss)
 
     @property
@@ -79,8 +89,10 @@ LEARNERS: dict[str, LearnerSpec] = {
         LearnerSpec("rr", "rr", "by_group"),
         LearnerSpec("rr_pooled", "rr_pooled", "global"),
         LearnerSpec("rr_perm", "rr", "by_group", permute=True),
-        LearnerSpec("rt_regression", "rt_regression", "global"),
-        LearnerSpec("rt_regression_perm", "rt_regression", "global", permute=True),
+        LearnerSpec("rt_regression", "rt_regression_hyperbolic", "global"),
+        LearnerSpec("rt_regression_perm", "rt_regression_hyperbolic", "global", permute=True),
+        LearnerSpec("rt_regression_std", "rt_regression", "global"),
+        LearnerSpec("rt_regression_std_perm", "rt_regression", "global", permute=True),
         LearnerSpec("clf", "clf", None),
     )
 }
@@ -99,6 +111,8 @@ class TrainConfig:
     epochs: int = 200
     lr: float = 1e-3
     weight_decay: float = 0.01
+    rt_min: float = 0.0  # rt_regression: the assumed link rt = rt_min + (rt_max - rt_min) / (|du| + 1)
+    rt_max: float = 10.0
     dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
@@ -126,8 +140,19 @@ def fit_data(
     rt: np.ndarray,
     groups: np.ndarray,
     perm_rng: Optional[np.random.Generator] = None,
+    *,
+    ties: str = "split",
 ) -> FitData:
-    """Build a fit's input from its N training pairs (y = True: first item chosen)."""
+    """Build a fit's input from its N training pairs (y = True: first item chosen).
+
+    ``ties`` (ranking learners only): ``"split"`` (default) deals a stratum with tied rts round-robin
+    into tie-free strata; ``"index"`` keeps the strata whole and orders tied rts by pair index, the
+    arbitrary order the reference's ``torch.argsort`` gives them (a reference quirk: the ranking then
+    asserts an order the data do not contain). ``"index"`` replaces the rank key by its tie-free rank
+    (by rt, then pair index); a ranking loss only uses the order, so nothing else changes.
+    """
+    if ties not in ("split", "index"):
+        raise ValueError(f"ties must be 'split' or 'index', got {ties!r}")
     y = np.asarray(y, dtype=bool)[:, None]
     xc, xr = np.where(y, x1, x2), np.where(y, x2, x1)
     if learner.strata is None:
@@ -138,6 +163,10 @@ def fit_data(
             raise ValueError(f"learner '{learner.name}' permutes strength: pass perm_rng")
         strength = strength[perm_rng.permutation(strength.shape[0])]
     n = strength.shape[0]
+    if learner.ranks and ties == "index":
+        rank = np.empty(n, dtype=np.float64)
+        rank[np.lexsort((np.arange(n), strength))] = np.arange(n)
+        strength = rank
     stratum = stratify(
         learner.strata,
         n=n,
@@ -165,12 +194,13 @@ def _as_params(params: Params, dtype: torch.dtype) -> Params:
 
 
 def _loss_inputs(learner: LearnerSpec, strength: Optional[np.ndarray], stratum: Optional[np.ndarray],
-                 fit: Optional[np.ndarray]) -> dict:
+                 fit: Optional[np.ndarray], cfg: TrainConfig) -> dict:
     """The loss's keyword inputs for a fit's (or a stacked block's) fixed strength and strata."""
     if learner.strata is None:
         return {}
     as_t = lambda a, dt: None if a is None else torch.as_tensor(a, dtype=dt)  # noqa: E731
-    return learner.spec.inputs(as_t(strength, torch.float64), as_t(stratum, torch.long), as_t(fit, torch.long))
+    return learner.spec.inputs(as_t(strength, torch.float64), as_t(stratum, torch.long), as_t(fit, torch.long),
+                               rt_min=cfg.rt_min, rt_max=cfg.rt_max)
 
 
 def fit_single(learner: LearnerSpec, data: FitData, init: Params, cfg: TrainConfig) -> Params:
@@ -179,7 +209,7 @@ def fit_single(learner: LearnerSpec, data: FitData, init: Params, cfg: TrainConf
     opt = _optimizer([t for wb in params for t in wb], cfg)
     xc = torch.as_tensor(data.x_chosen, dtype=cfg.dtype)
     xr = torch.as_tensor(data.x_rejected, dtype=cfg.dtype)
-    kwargs = _loss_inputs(learner, data.strength, data.stratum, fit=None)
+    kwargs = _loss_inputs(learner, data.strength, data.stratum, None, cfg)
     loss_fn = learner.spec.fn
     for _ in range(cfg.epochs):
         opt.zero_grad(set_to_none=True)
@@ -230,7 +260,7 @@ def fit_stacked(
                 offset += int(data[i].stratum.max()) + 1
             stratum = np.concatenate(ids)
             fit = np.repeat(np.arange(len(block)), n)
-        kwargs = _loss_inputs(spec, strength, stratum, fit)  # fixed for all epochs
+        kwargs = _loss_inputs(spec, strength, stratum, fit, cfg)  # fixed for all epochs
         groups.append((spec.spec.fn, start, stop, kwargs))
         start = stop
     params = _as_params(stack_mlps([inits[i] for i in order]), cfg.dtype)
