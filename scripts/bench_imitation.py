@@ -115,6 +115,7 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=5)
     ap.add_argument("--rlpref", action="append", default=None, help="overrides of one rlpref variant (repeatable)")
     ap.add_argument("--skip-imitation", action="store_true")
+    ap.add_argument("--skip-rlpref", action="store_true", help="imitation's runs only (rlpref's run elsewhere)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "imitation_bench")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one imitation run
     args = ap.parse_args()
@@ -124,7 +125,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows_csv = args.out / "runs.csv"
     done = _done(rows_csv)
-    variants = ([] if args.skip_imitation else ["imitation"]) + (args.rlpref or ["protocol=online loss=rr"])
+    variants = ([] if args.skip_imitation else ["imitation"]) + (
+        [] if args.skip_rlpref else (args.rlpref or ["protocol=online loss=rr"]))
     for seed in args.seeds:
         for tool in variants:
             key = (args.env, tool, str(seed), str(args.steps), str(args.comparisons))
