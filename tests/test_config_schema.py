@@ -46,7 +46,7 @@ PROTOCOL_INVALID = {"protocol.iterations": [1, 2.5], "protocol.n_feedback": [3],
 # where the agent stage labels and refits, so teacher, segments and reward model settings key it too.
 MOVES = {
     "seed": (1, ALL), "reward": ("oracle", {"agent"}), "video": (True, set()), "torch_threads": (2, set()),
-    "cache_dir": ("/tmp/elsewhere", set()),
+    "cache_dir": ("/tmp/elsewhere", set()), "reward_norm": ("step", {"agent"}),
     "env.id": ("Swimmer-v5", {"source", "agent"}), "env.max_episode_steps": (100, {"source", "agent"}),
     "env.discrete": (True, "error"), "env.algo": ("ppo", {"source", "segments", "feedback", "agent"}),
     "env.n_envs": (2, {"source", "agent"}), "env.steps_scale": (0.5, {"source", "agent"}),

@@ -187,3 +187,41 @@ def test_predict_env_scores_raw_transitions_of_any_leading_shape_and_refuses_nan
     np.testing.assert_allclose(got.ravel(), want, rtol=1e-6)
     with pytest.raises(FloatingPointError, match="diverged"):
         model.predict_env(np.full((2, 4), np.nan), np.zeros(2, int), nxt[0, :2], space)
+
+
+def test_reward_norm_modes_step_and_none():
+    """``step`` serves r_θ at the running mean and sd of its per-step values (imitation's normalised reward
+    net), ``none`` as it is; ``return`` is VecNormalize's (tested above)."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    from rlpref.control.learned_reward import RolloutRelabel
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(3.0, 2.0, size=(5, 2)), rng.normal(3.0, 2.0, size=(5, 2))
+    dones = np.zeros((5, 2), bool)
+    step = RolloutRelabel(0.99, mode="step")
+    ref = RunningMeanStd(shape=())
+    for chunk in (a, b):
+        ref.update(chunk.reshape(-1))
+        np.testing.assert_allclose(step.normalise(chunk, dones), (chunk - ref.mean) / np.sqrt(ref.var + 1e-8))
+    assert abs(step.normalise(b, dones).mean()) < 0.5  # centred, unlike the return normalisation
+    np.testing.assert_array_equal(RolloutRelabel(0.99, mode="none").normalise(a, dones), a)
+    with pytest.raises(ValueError, match="return, step, none"):
+        RolloutRelabel(0.99, mode="per_step")
+
+
+def test_per_step_scoring_with_step_norm_centres_the_served_reward():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from envs import make_env
+    from rlpref.control.learned_reward import LearnedRewardVecEnv
+    from rlpref.control.reward_net import RewardModel
+
+    torch.manual_seed(0)
+    model = RewardModel(3, 1, (8,))
+    with torch.no_grad():
+        model.out_shift.fill_(5.0)  # a reward far from zero
+    venv = LearnedRewardVecEnv(DummyVecEnv([lambda: make_env("Pendulum-v1")] * 2), model, step_norm=True)
+    venv.reset()
+    served = [venv.step(np.zeros((2, 1), np.float32))[1] for _ in range(200)]
+    assert venv.step_rms.mean > 2.0 and abs(np.mean(served[100:])) < 0.5  # raw level ~3.7, served ~0

@@ -131,21 +131,24 @@ def train_agent(
     on_eval=None,
     callbacks: Sequence[BaseCallback] = (),
     resume_dir: Optional[Path] = None,
+    reward_norm: str = "return",
 ) -> AgentResult:
     """Train on r_θ (``reward_model``) or on the true reward (``None``: the oracle upper bound).
 
     ``callbacks`` run beside the evaluator (e.g. the online loop's, which refines r_θ mid-training); those
     with ``save_state``/``load_state`` are saved and restored with the agent. ``resume_dir``: the training
     state is saved there after every evaluation, and a rerun after a kill continues from the last one.
+    ``reward_norm`` (learned reward only): ``return`` (running sd of the discounted return, VecNormalize's),
+    ``step`` (running mean and sd of the per-step reward) or ``none``.
     """
     hp = hyperparams(env_cfg, algo, hp_overrides)
     gamma = float(hp.get("gamma", 0.99))
     # On-policy agents score each rollout in one pass at its end (RolloutRelabel), which also takes over
     # VecNormalize's reward normalisation; off-policy agents train between steps, so they score per step.
     deferred = reward_model is not None and issubclass(ALGOS[algo], OnPolicyAlgorithm)
-    venv = _train_env(env_cfg, seed, reward_model, deferred, gamma)
+    venv = _train_env(env_cfg, seed, reward_model, deferred, gamma, reward_norm)
     if deferred:
-        callbacks = [RolloutRelabel(gamma), *callbacks]  # first: the others may read the relabelled rollout
+        callbacks = [RolloutRelabel(gamma, mode=reward_norm), *callbacks]  # first: the others may read the relabelled rollout
     stateful = [c for c in callbacks if hasattr(c, "save_state")]
     state = latest_state(resume_dir)
     result = AgentResult()
@@ -180,14 +183,16 @@ def train_agent(
 
 
 def _train_env(env_cfg: Mapping[str, Any], seed: int, reward_model: Optional[RewardModel], deferred: bool,
-               gamma: float):
+               gamma: float, reward_norm: str = "return"):
     """The training env with the learned reward below VecNormalize (a learned reward has an arbitrary
-    scale: its return is always normalised, by VecNormalize or, when deferred, by RolloutRelabel)."""
+    scale: by default its return is normalised, by VecNormalize or, when deferred, by RolloutRelabel)."""
     norm = env_cfg.get("normalize", {})
-    wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model, deferred=deferred)) if reward_model is not None else None
+    learned = reward_model is not None
+    wrapper = (lambda v: LearnedRewardVecEnv(v, reward_model, deferred=deferred,
+                                             step_norm=reward_norm == "step" and not deferred)) if learned else None
+    by_vecnormalize = (reward_norm == "return") if learned else bool(norm.get("reward", False))
     return make_train_env(env_cfg, seed, reward_wrapper=wrapper, norm_obs=bool(norm.get("obs", False)),
-                          norm_reward=(bool(norm.get("reward", False)) or reward_model is not None) and not deferred,
-                          gamma=gamma)
+                          norm_reward=by_vecnormalize and not deferred, gamma=gamma)
 
 
 def _resume(algo: str, state: Path, venv, evaluator: _Evaluator, stateful: Sequence[BaseCallback]):

@@ -124,6 +124,7 @@ class RunConfig(Section):
     reward: str = rule("learned", choices=REWARDS)
     torch_threads: int = rule(1, ge=1)
     video: bool = False
+    reward_norm: str = rule("return", choices=("return", "step", "none"))  # how the agent sees r_θ
 
 
 def _section(cfg: Mapping[str, Any], name: str) -> dict:
@@ -157,7 +158,7 @@ class RunSpec:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "RunSpec":
         """Every section typed and checked; raises :class:`ConfigError`/ValueError naming key and fix."""
-        top = {k: cfg[k] for k in ("seed", "reward", "torch_threads", "video") if k in cfg}
+        top = {k: cfg[k] for k in ("seed", "reward", "torch_threads", "video", "reward_norm") if k in cfg}
         run = build(RunConfig, top)
         loss = str(_section(cfg, "loss").get("name", "rr"))
         if loss not in LOSS_SPECS:
@@ -257,6 +258,8 @@ class RunSpec:
         key = {"env": EnvConfig(**self.env).key(), "algo": self.algo, "hyperparams": self.hp,
                "steps": self.budget.agent_steps, "eval_every": self.budget.eval_every,
                "eval_episodes": self.budget.eval_episodes, "reward": self.run.reward, "seed": self.seed}
+        if self.learned and self.run.reward_norm != "return":  # left out at the default: keys made before it stay valid
+            key["reward_norm"] = self.run.reward_norm
         if self.online_rounds:
             # The rounds label and refit inside the agent stage, so everything they use keys the agent.
             key["online"] = {**self.rounds_config().key(), "teacher": self.feedback_key(),

@@ -27,10 +27,16 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from rlpref.artifacts import load_npz, save_npz
 from rlpref.control.reward_net import RewardModel
 
-__all__ = ["LearnedRewardVecEnv", "RolloutRelabel", "find_learned_reward_env"]
+__all__ = ["REWARD_NORMS", "LearnedRewardVecEnv", "RolloutRelabel", "find_learned_reward_env"]
+
+REWARD_NORMS = ("return", "step", "none")
+
 
 class LearnedRewardVecEnv(VecEnvWrapper):
-    def __init__(self, venv: VecEnv, model: RewardModel, deferred: bool = False):
+    """The env's reward replaced by r_θ; ``step_norm``: served at the running mean and sd of its per-step
+    values (imitation's normalised reward net; only when scored per step, i.e. not ``deferred``)."""
+
+    def __init__(self, venv: VecEnv, model: RewardModel, deferred: bool = False, step_norm: bool = False):
         super().__init__(venv)
         expected_obs = int(np.prod(venv.observation_space.shape))
         if model.obs_dim != expected_obs:
@@ -40,6 +46,7 @@ class LearnedRewardVecEnv(VecEnvWrapper):
             )
         self.model = model.eval()
         self.deferred = deferred
+        self.step_rms = RunningMeanStd(shape=()) if step_norm else None
         self.pending: list[tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]] = []
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
@@ -71,6 +78,9 @@ class LearnedRewardVecEnv(VecEnvWrapper):
             rewards = np.zeros(self.num_envs, dtype=np.float32)
         else:
             rewards = self.model.predict_env(before, actions, nxt, self.action_space)
+            if self.step_rms is not None:
+                self.step_rms.update(rewards.astype(np.float64))
+                rewards = np.clip((rewards - self.step_rms.mean) / np.sqrt(self.step_rms.var + 1e-8), -10.0, 10.0)
         for i, info in enumerate(infos):
             info["true_reward"] = float(true_rewards[i])
         self._obs = obs
@@ -103,12 +113,16 @@ class RolloutRelabel(BaseCallback):
     only SB3's timeout bootstrap terms, added to a reward of 0) and recompute returns and advantages.
 
     ``gamma``, ``epsilon`` and ``clip`` are VecNormalize's (the agent's γ, 1e-8, 10); its running
-    statistics of the discounted return persist across rollouts, as VecNormalize's do.
+    statistics of the discounted return persist across rollouts, as VecNormalize's do. ``mode``:
+    ``return`` (that), ``step`` (the running mean and sd of the per-step reward: imitation's normalised
+    reward net) or ``none`` (r_θ as it is).
     """
 
-    def __init__(self, gamma: float, epsilon: float = 1e-8, clip: float = 10.0):
+    def __init__(self, gamma: float, epsilon: float = 1e-8, clip: float = 10.0, mode: str = "return"):
         super().__init__()
-        self.gamma, self.epsilon, self.clip = gamma, epsilon, clip
+        if mode not in REWARD_NORMS:
+            raise ValueError(f"unknown reward normalisation '{mode}'; choose one of: {', '.join(REWARD_NORMS)}")
+        self.gamma, self.epsilon, self.clip, self.mode = gamma, epsilon, clip, mode
         self.ret_rms = RunningMeanStd(shape=())
         self.returns: Optional[np.ndarray] = None
 
@@ -120,6 +134,12 @@ class RolloutRelabel(BaseCallback):
 
     def normalise(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
         """VecNormalize's reward normalisation, step by step: [T, n] raw -> [T, n] normalised."""
+        if self.mode == "none":
+            return rewards.astype(np.float64)
+        if self.mode == "step":  # ret_rms holds the per-step reward's statistics here
+            self.ret_rms.update(rewards.reshape(-1).astype(np.float64))
+            z = (rewards - self.ret_rms.mean) / np.sqrt(self.ret_rms.var + self.epsilon)
+            return np.clip(z, -self.clip, self.clip)
         if self.returns is None:
             self.returns = np.zeros(rewards.shape[1])
         out = np.empty(rewards.shape, dtype=np.float64)

@@ -159,7 +159,7 @@ def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[
     result = train_agent(spec.env, spec.algo, reward_model=model, total_steps=spec.budget.agent_steps,
                          eval_every=spec.budget.eval_every, eval_episodes=spec.budget.eval_episodes,
                          seed=spec.seed + 100, out_dir=out / "agent", hp_overrides=spec.cfg["agent"].get("overrides"),
-                         on_eval=on_eval, callbacks=callbacks, resume_dir=partial)
+                         on_eval=on_eval, callbacks=callbacks, resume_dir=partial, reward_norm=spec.run.reward_norm)
     atomic_write_text(out / "curve.csv", curve_csv(result.curve))
     atomic_write_json(out / "train_episodes.json", result.train_episode_returns)
     manifest = _agent_manifest(result)
