@@ -16,6 +16,7 @@ from rlpref.synthetic.ddm import simulate_ddm, upper_bound_probability
 from rlpref.synthetic.grid import GridConfig, n_train_pairs, run_grid
 from rlpref.synthetic.learners import (
     TrainConfig,
+    _loss_inputs,
     fit_data,
     fit_single,
     fit_stacked,
@@ -24,6 +25,7 @@ from rlpref.synthetic.learners import (
     permutation_rng,
     predict_stacked,
 )
+from rlpref.synthetic.losses import hyperbolic_rt_target, rt_regression_hyperbolic_loss
 from rlpref.synthetic.report import data_efficiency, summarise
 from rlpref.synthetic.trials import DatasetSpec, generate_dataset
 
@@ -102,7 +104,7 @@ def test_variability_multiplies_rts_per_stratum_only():
 def test_stacked_fits_equal_one_at_a_time_fits():
     cfg = TrainConfig(epochs=15, dtype=torch.float64)
     batch = generate_dataset(DatasetSpec("dd", "drift_diffusion"), 0, [0, 1, 2])
-    names = ["bt", "rr", "rr_pooled", "rr_perm", "rt_regression", "clf"]
+    names = ["bt", "rr", "rr_pooled", "rr_perm", "rt_regression", "rt_regression_std", "clf"]
     specs, data, inits = [], [], []
     for i in range(3):
         for name in names:
@@ -115,10 +117,14 @@ def test_stacked_fits_equal_one_at_a_time_fits():
     stacked = fit_stacked(specs, data, inits, cfg)
     x = np.stack([np.concatenate([batch.x1[i // len(names), 40:], batch.x2[i // len(names), 40:]]) for i in range(len(specs))])
     pred = predict_stacked(stacked, x)
-    for j in (0, 1, 7, 9, len(specs) - 1):
+    for j in (0, 1, 4, 8, 10, 12, len(specs) - 1):
         single = fit_single(specs[j], data[j], inits[j], cfg)
         ref = predict_stacked([(w[None], b[None, None]) for w, b in single], x[j : j + 1])[0]
-        np.testing.assert_allclose(pred[j], ref, rtol=1e-8, atol=1e-10, err_msg=specs[j].name)
+        # rt_regression's hyperbolic targets reach ~4e4 here (a rt shrunk by a small stratum multiplier):
+        # bmm vs mm summation order differs at 1e-16 of those huge gradients and Adam's normalisation
+        # carries it into the weights (measured ~3e-7 relative). A wrong reduction would differ by O(1).
+        rtol = 1e-5 if specs[j].name == "rt_regression" else 1e-8
+        np.testing.assert_allclose(pred[j], ref, rtol=rtol, atol=1e-10, err_msg=specs[j].name)
 
 
 def test_grid_is_reproducible_and_trial_results_do_not_depend_on_batch():
@@ -195,3 +201,74 @@ def test_bad_input_is_named():
         generate_dataset(DatasetSpec("x", "drift_diffusion", ddm={"drift": 1}), 0, [0])
     with pytest.raises(ValueError, match="no datasets selected"):
         run_from_config({"datasets": {}, "grid": {}, "train": {}, "seed": 0}, Path("/nonexistent"))
+
+
+def test_rt_regression_hyperbolic_known_values():
+    # targets 10/rt - 1 = [1, 4]; d = [1, -0.5]; squared errors [0, 20.25]
+    uc, ur = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.5])
+    rt = torch.tensor([5.0, 2.0], dtype=torch.float64)
+    assert rt_regression_hyperbolic_loss(uc, ur, rt).item() == pytest.approx(10.125)
+    # rt_min = 1, rt_max = 11: targets 10/(rt - 1) - 1 = [1.5, 9]; errors [0.25, 90.25]
+    assert rt_regression_hyperbolic_loss(uc, ur, rt, rt_min=1.0, rt_max=11.0).item() == pytest.approx(45.25)
+    with pytest.raises(ValueError, match="every response time > rt_min=1"):
+        hyperbolic_rt_target(torch.tensor([0.5, 2.0]), rt_min=1.0, rt_max=11.0)
+    with pytest.raises(ValueError, match="needs `strength`"):
+        rt_regression_hyperbolic_loss(uc, ur)
+    # The learner gets the link from the train config.
+    kw = _loss_inputs(get_learner("rt_regression"), np.array([2.0, 3.0]), np.zeros(2, dtype=np.int64), None,
+                      TrainConfig(rt_min=0.5, rt_max=20.0))
+    assert kw["rt_min"] == 0.5 and kw["rt_max"] == 20.0
+    assert get_learner("rt_regression_std").spec.name == "rt_regression"  # the repository-wide loss
+
+
+def test_hyperbolic_target_inverts_the_deterministic_rt():
+    # Without variability the paper's rt baseline regresses onto the true |du| exactly.
+    b = generate_dataset(DatasetSpec("d", "deterministic", variability=0.0), 0, [0, 1])
+    target = hyperbolic_rt_target(torch.as_tensor(b.rt), 0.0, 10.0).numpy()
+    np.testing.assert_allclose(target, np.abs(b.u1 - b.u2), rtol=1e-10, atol=1e-12)
+    var = generate_dataset(DatasetSpec("d", "deterministic", variability=3.0), 0, [0])
+    assert not np.allclose(hyperbolic_rt_target(torch.as_tensor(var.rt), 0.0, 10.0).numpy(), np.abs(var.u1 - var.u2))
+
+
+def test_tied_rts_split_by_default_ordered_by_index_as_a_quirk():
+    rt = np.array([2.0, 1.0, 2.0, 3.0, 1.5, 0.5])
+    groups = np.array([0, 0, 0, 0, 1, 1])
+    x = np.zeros((6, 3))
+    y = np.ones(6, dtype=bool)
+    split = fit_data(get_learner("rr"), x, x, y, rt, groups)
+    assert len(np.unique(split.stratum)) == 3  # group 0 holds a tie (2.0 twice): dealt into two strata
+    np.testing.assert_array_equal(split.strength, rt)
+    quirk = fit_data(get_learner("rr"), x, x, y, rt, groups, ties="index")
+    assert len(np.unique(quirk.stratum)) == 2  # strata kept whole
+    # Tie-free rank key in rt order, the tie broken by pair index (pair 0 before pair 2).
+    np.testing.assert_array_equal(quirk.strength, [3.0, 1.0, 4.0, 5.0, 2.0, 0.0])
+    # Regression does not rank: its strength stays the rt itself.
+    reg = fit_data(get_learner("rt_regression"), x, x, y, rt, groups, ties="index")
+    np.testing.assert_array_equal(reg.strength, rt)
+    with pytest.raises(ValueError, match="ties must be"):
+        fit_data(get_learner("rr"), x, x, y, rt, groups, ties="random")
+
+
+def test_reference_quirks_switch_changes_only_tied_ranking_fits():
+    cfg = _compose("dataset=drift_diffusion")
+    assert cfg["reference_quirks"] is False
+    spec = DatasetSpec.from_mapping({"name": "drift_diffusion", **cfg["datasets"]["drift_diffusion"]})
+    batch = generate_dataset(spec, 0, range(12))
+
+    def split(t):  # a stratum of trial t holds tied rts, so the default path deals it into more strata
+        d = fit_data(get_learner("rr"), batch.x1[t, :50], batch.x2[t, :50], batch.y[t, :50], batch.rt[t, :50],
+                     batch.stratum[t, :50])
+        return np.unique(d.stratum).size > np.unique(batch.stratum[t, :50]).size
+
+    tied = [t for t in range(12) if split(t)]
+    assert tied, "expected at least one of 12 drift-diffusion trials with tied rts inside a stratum"
+    grid = {"learners": ("bt", "rr"), "fractions": (1.0,), "n_trials": 12}
+    train = TrainConfig(epochs=20)
+    off, _ = run_grid([spec], GridConfig(**grid), train, progress=False, batches=[batch])
+    on, _ = run_grid([spec], GridConfig(**grid, reference_quirks=True), train, progress=False, batches=[batch])
+    np.testing.assert_array_equal(off[off.learner == "bt"].pdc, on[on.learner == "bt"].pdc)
+    rr_off = off[off.learner == "rr"].set_index("trial").pdc
+    rr_on = on[on.learner == "rr"].set_index("trial").pdc
+    untied = [t for t in range(12) if t not in tied]
+    np.testing.assert_allclose(rr_off[untied], rr_on[untied], rtol=1e-6)
+    assert not np.allclose(rr_off[tied], rr_on[tied], rtol=1e-6)
