@@ -168,18 +168,23 @@ def train_agent(
                     callback=CallbackList([cb, *callbacks]) if callbacks else cb)
         if not result.curve or result.curve[-1]["step"] < model.num_timesteps:
             cb.evaluate()  # the final policy is always evaluated
-    # Time a callback spent outside training (e.g. online feedback rounds) is not agent throughput.
-    busy = sum(float(getattr(c, "seconds_outside_training", 0.0)) for c in callbacks)
-    result.steps_per_second = model.num_timesteps / max(cb.train_time - busy, 1e-9)
-    result.timings = {"total": time.perf_counter() - t_start, "training": cb.train_time - busy,
-                      "evaluation": cb.eval_time}
-    for c in callbacks:
-        result.timings.update(getattr(c, "timings", {}))
+    _record_timings(result, cb, callbacks, int(model.num_timesteps), time.perf_counter() - t_start)
     if out_dir is not None:
         save_agent(model, obs_norm_of(venv), Path(out_dir))
     venv.close()
     result.timings["resumed_at_step"] = int(state.name.split("_")[1]) if state is not None else None
     return result
+
+
+def _record_timings(result: AgentResult, evaluator: _Evaluator, callbacks: Sequence[BaseCallback], steps: int,
+                    total: float) -> None:
+    """Seconds per part and the training throughput; time a callback spent outside training (e.g. the
+    online feedback rounds) is not agent throughput."""
+    busy = sum(float(getattr(c, "seconds_outside_training", 0.0)) for c in callbacks)
+    result.steps_per_second = steps / max(evaluator.train_time - busy, 1e-9)
+    result.timings = {"total": total, "training": evaluator.train_time - busy, "evaluation": evaluator.eval_time}
+    for c in callbacks:
+        result.timings.update(getattr(c, "timings", {}))
 
 
 def _train_env(env_cfg: Mapping[str, Any], seed: int, reward_model: Optional[RewardModel], deferred: bool,
