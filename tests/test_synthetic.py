@@ -272,3 +272,21 @@ def test_reference_quirks_switch_changes_only_tied_ranking_fits():
     untied = [t for t in range(12) if t not in tied]
     np.testing.assert_allclose(rr_off[untied], rr_on[untied], rtol=1e-6)
     assert not np.allclose(rr_off[tied], rr_on[tied], rtol=1e-6)
+
+
+def test_paper_comparison_counts_cells_and_orders(tmp_path):
+    import pandas as pd
+
+    from rlpref.synthetic.paper import LEARNERS, PAPER, compare
+
+    rows = []
+    for learner, (pdc, acc) in zip(LEARNERS, PAPER["deterministic"]):
+        rows.append({"dataset": "deterministic", "learner": learner, "fraction": 1.0, "pdc": pdc, "accuracy": acc})
+    exact = pd.DataFrame(rows)
+    text = compare(exact)
+    assert "**12 of 12 cells within ±0.03" in text and "deterministic: same" in text
+    off = exact.copy()
+    off.loc[off["learner"] == "bt", "pdc"] = 0.900  # bt now first, and 0.365 off
+    text = compare(off, efficiency=[{"dataset": "deterministic", "fraction_needed": 0.6, "at_or_below": False}])
+    assert "**11 of 12 cells" in text and "+0.365 ✗" in text and "deterministic: differs" in text
+    assert "| deterministic | 60.0 | 59.7 |" in text
