@@ -270,3 +270,31 @@ def test_online_settings_are_separate_methods(tmp_path):
     # Each online run sits at the comparisons it used: 1000 offline plus its rounds' pairs.
     used = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["n_feedback"]))
     assert used["a"] == 1000 + 9 * 60 and used["b"] == 1000 + 4 * 100 and used["c"] == 1000
+
+
+def test_online_protocol_runs_get_their_own_method_label(tmp_path):
+    from rlpref.report.collect import _online_tag
+
+    config = {"online": {"rounds": 9, "n_feedback": 60, "schedule": "early", "pairing": "within", "scale": "round",
+                         "refit": "trained", "refit_epochs": 2},
+              "budget": {"n_feedback": 1000, "online_rounds": 9, "online_feedback": 60},
+              "protocol": {"name": "online", "iterations": 10, "schedule": "hyperbolic", "n_feedback": None}}
+    # the label holds the configured number of queries, not the number a run happened to get
+    for got in (1540, 1531):
+        assert _online_tag({"config": config, "n_feedback_total": got}, 9) == "@online-protocol10-hyperbolic-1540q"
+    config["protocol"]["n_feedback"] = 770
+    assert _online_tag({"config": config}, 9) == "@online-protocol10-hyperbolic-770q"
+    config["protocol"] = {"name": "offline"}
+    assert _online_tag({"config": config}, 9) == "+online9x60-early"
+
+
+def test_envs_with_only_true_reward_runs_still_get_a_row():
+    from rlpref.report.tables import return_table, to_markdown
+
+    runs = pd.DataFrame([
+        {"env": "Swimmer-v5", "sigma": 0.0, "n_feedback": 1000, "method": "oracle", "seed": s, "final_return": r,
+         "max_return": r} for s, r in ((0, 340.0), (1, 290.0))] + [
+        {"env": "Walker2d-v5", "sigma": 0.0, "n_feedback": 1000, "method": "rr", "seed": 0, "final_return": 400.0,
+         "max_return": 600.0}])
+    text = to_markdown(return_table(runs))
+    assert "| Swimmer-v5 | 0 | – | 315 ± 35 | – | 315 ± 35 |" in text and "| Walker2d-v5 | 0 | 400 ± – | – |" in text

@@ -111,7 +111,7 @@ _ONLINE_TAGGED = ("rounds", "n_feedback", "schedule", "pairing", "scale", "refit
 _NOT_A_VARIANT = ("seed", "cache_dir", "video", "torch_threads", "reward", "env.id", "loss.name", "teacher.sigma",
                   "budget.n_feedback", "budget.online_rounds", "budget.online_feedback", "budget.online_schedule",
                   *(f"online.{k}" for k in _ONLINE_TAGGED))
-_NOT_A_VARIANT_GROUPS = ("logger.", "render.", "hydra.", "sweep.")
+_NOT_A_VARIANT_GROUPS = ("logger.", "render.", "hydra.", "sweep.", "protocol.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -126,9 +126,18 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     """The online knobs of ``_ONLINE_TAGGED`` as a method suffix (keep the two in step)."""
     if not rounds_run:
         return ""
-    online = ((res.get("config") or {}).get("online")) or {}
-    planned, per_round = online.get("rounds", rounds_run), online.get("n_feedback")
-    tag = f"+online{planned}" + (f"x{per_round}" if per_round is not None else "")
+    config = res.get("config") or {}
+    online = config.get("online") or {}
+    protocol = config.get("protocol") or {}
+    if protocol.get("name") == "online":  # no source stage: the iterations are the protocol's, not online.rounds
+        budget = config.get("budget") or {}
+        asked = protocol.get("n_feedback") or (int(budget.get("n_feedback", 0))
+                                               + int(budget.get("online_rounds", 0)) * int(budget.get("online_feedback", 0)))
+        tag = f"@online-protocol{protocol.get('iterations')}-{protocol.get('schedule')}-{asked}q"
+        online = {**online, "schedule": "even"}
+    else:
+        planned, per_round = online.get("rounds", rounds_run), online.get("n_feedback")
+        tag = f"+online{planned}" + (f"x{per_round}" if per_round is not None else "")
     schedule, pairing = online.get("schedule", "even"), online.get("pairing", "within")
     scale = online.get("scale", "all")  # runs from before online.scale judged on every segment's scale
     refit = online.get("refit", "gated")  # runs from before online.refit kept r_θ unless validation improved

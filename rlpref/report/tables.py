@@ -54,8 +54,10 @@ def _wide(summary: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[
             n = summary.loc[summary["method"] == m, "n_seeds"]
             header.append(f"{measure} {m} (n={int(n.min()) if len(n) else 0})")
     body, bold = [], []
-    base = learned if not learned.empty else summary
-    for key, grp in base.groupby(row_keys, sort=True):
+    # one row per learned-reward setting, plus one per env that has only true-reward runs
+    only_oracle = oracle[~oracle["env"].isin(learned["env"])]
+    base = pd.concat([learned, only_oracle]) if not learned.empty else summary
+    for key, grp in base.groupby(row_keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         cells = [str(key[0]), f"{key[1]:g}"] + ([str(int(key[2]))] if multi_budget else [])
         flags = [False] * len(cells)
