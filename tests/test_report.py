@@ -298,3 +298,12 @@ def test_envs_with_only_true_reward_runs_still_get_a_row():
          "max_return": 600.0}])
     text = to_markdown(return_table(runs))
     assert "| Swimmer-v5 | 0 | – | 315 ± 35 | – | 315 ± 35 |" in text and "| Walker2d-v5 | 0 | 400 ± – | – |" in text
+
+
+def test_a_key_added_later_counts_at_its_old_default_when_tagging_variants():
+    from rlpref.report.collect import _tag_variants
+
+    rows = [{"env": "E", "method": "rr"} for _ in range(3)]
+    configs = [{"seed": 0}, {"seed": 1, "reward_norm": "return"}, {"seed": 0, "reward_norm": "step"}]
+    _tag_variants(rows, configs)
+    assert [r["method"] for r in rows] == ["rr[reward_norm=return]", "rr[reward_norm=return]", "rr[reward_norm=step]"]

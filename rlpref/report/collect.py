@@ -152,6 +152,10 @@ def _online_tag(res: dict, rounds_run: int) -> str:
             + (f"-replay{replay:g}" if replay is not None else ""))
 
 
+#: Keys added after results existed, at the value every earlier run effectively had.
+_KEYS_ADDED_LATER = {"reward_norm": "return", "query.name": "random"}
+
+
 def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
     """Append ``[key=value,...]`` to the method of runs that share an env and a method label but differ in
     some other config value (a swept strata, budget, teacher or reward-model knob), so tables and plots
@@ -161,7 +165,7 @@ def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
     for i, row in enumerate(rows):
         groups.setdefault((row["env"], row["method"]), []).append(i)
     for idx in groups.values():
-        flats = [flatten(configs[i], sep=".") for i in idx]
+        flats = [{**_KEYS_ADDED_LATER, **flatten(configs[i], sep=".")} for i in idx]
         shared = set.intersection(*(set(f) for f in flats))
         varying = sorted(k for k in shared if k not in _NOT_A_VARIANT and not k.startswith(_NOT_A_VARIANT_GROUPS)
                          and len({repr(f[k]) for f in flats}) > 1)
