@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from rlpref.artifacts import MANIFEST, verify_artifact
 
@@ -76,8 +76,8 @@ def cmd_ls(root: Path) -> int:
         print(f"{stage:<14} {n:>5} artefacts  {_mib(size):>12}")
     left = leftovers(root)
     if left:
-        print(f"{len(left)} leftover folder(s) of killed builds ({_mib(sum(_size(p) for p in left))}); "
-              f"python -m rlpref.cache clean {root} removes them")
+        print(f"{len(left)} folder(s) of builds in progress or killed ({_mib(sum(_size(p) for p in left))}); "
+              f"python -m rlpref.cache clean {root} removes the killed ones")
     return 0
 
 
@@ -100,12 +100,24 @@ def cmd_verify(root: Path, stage: Optional[str]) -> int:
     return 1 if n_bad else 0
 
 
-def _remove(art: Path, dry_run: bool) -> None:
+def _lock_of(path: Path) -> Path:
+    """The artefact lock a builder holds for ``path``: ``<key>.lock`` also for its ``.<key>.building.*`` folders."""
+    if path.name.startswith(".") and ".building." in path.name:
+        return path.parent / (path.name[1:].split(".building.")[0] + ".lock")
+    return Path(str(path) + ".lock")
+
+
+def _remove(art: Path, dry_run: bool) -> bool:
+    """Delete ``art`` unless a process holds its lock (a build in progress); True if removed (or would be)."""
+    try:
+        with FileLock(str(_lock_of(art)), timeout=0):
+            if not dry_run:
+                shutil.rmtree(art, ignore_errors=True)
+    except Timeout:
+        print(f"skipped {art}: a process is building it right now")
+        return False
     print(("would remove " if dry_run else "removed ") + str(art))
-    if dry_run:
-        return
-    with FileLock(str(art) + ".lock", timeout=60):  # not while a process is building or rebuilding it
-        shutil.rmtree(art, ignore_errors=True)
+    return True
 
 
 def cmd_clean(root: Path, stage: Optional[str], corrupt_only: bool, dry_run: bool) -> int:
@@ -113,12 +125,10 @@ def cmd_clean(root: Path, stage: Optional[str], corrupt_only: bool, dry_run: boo
     for art in list(artifact_dirs(root, stage)):
         if corrupt_only and not verify_artifact(art):
             continue
-        _remove(art, dry_run)
-        n += 1
+        n += _remove(art, dry_run)
     if not single:
         for p in leftovers(root):
-            _remove(p, dry_run)
-            n += 1
+            n += _remove(p, dry_run)
     print(f"{n} folder(s) {'to remove' if dry_run else 'removed'}")
     return 0
 

@@ -218,7 +218,7 @@ def test_cache_cli_lists_verifies_and_cleans_by_stage(tiny, tmp_path, capsys):
     (cache / "source" / ".deadbeef.building.x").mkdir()  # a killed build's leftover
     assert cache_main(["ls", str(cache)]) == 0
     out = capsys.readouterr().out
-    assert "reward_model" in out and "1 leftover folder" in out
+    assert "reward_model" in out and "1 folder(s) of builds in progress or killed" in out
     assert cache_main(["verify", str(cache)]) == 0 and "5 ok, 0 corrupt" in capsys.readouterr().out
     assert cache_main(["clean", str(cache), "--stage", "agent", "--dry-run"]) == 0
     assert "agent" in _manifests(cache)
@@ -241,3 +241,16 @@ def test_store_verifies_reused_artefacts_and_can_be_told_not_to(tmp_path):
     with pytest.raises(CorruptArtifactError, match="extra.txt was added after the build"):
         store.get_or_build("s", {"a": 1}, [], lambda d: {})
     assert not ArtifactStore(tmp_path, verify=False).get_or_build("s", {"a": 1}, [], lambda d: {}).built
+
+
+def test_cache_clean_skips_a_build_in_progress(tmp_path, capsys):
+    from filelock import FileLock
+
+    building = tmp_path / "source" / ".abc123.building.xyz"
+    building.mkdir(parents=True)
+    killed = tmp_path / "source" / ".def456.building.uvw"
+    killed.mkdir()
+    with FileLock(str(tmp_path / "source" / "abc123.lock")):  # its builder is alive
+        assert cache_main(["clean", str(tmp_path)]) == 0
+    assert building.exists() and not killed.exists()
+    assert "a process is building it right now" in capsys.readouterr().out
