@@ -67,11 +67,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _artifact_files(folder: Path) -> dict[str, Path]:
+    """{relative path: path} of every file below ``folder`` but the manifest."""
+    return {f.relative_to(folder).as_posix(): f for f in sorted(Path(folder).rglob("*"))
+            if f.is_file() and f.name != MANIFEST}
+
+
 def file_digests(folder: Path) -> dict[str, dict]:
     """{relative path: {"sha256": hex, "size": bytes}} of every file below ``folder`` but the manifest."""
-    folder = Path(folder)
-    return {f.relative_to(folder).as_posix(): {"sha256": _sha256(f), "size": f.stat().st_size}
-            for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
+    return {rel: {"sha256": _sha256(f), "size": f.stat().st_size} for rel, f in _artifact_files(folder).items()}
 
 
 def verify_artifact(path: Path, manifest: Optional[dict] = None) -> Optional[list[str]]:
@@ -92,7 +96,7 @@ def verify_artifact(path: Path, manifest: Optional[dict] = None) -> Optional[lis
             problems.append(f"{rel} has {f.stat().st_size} bytes, the build wrote {want['size']}")
         elif _sha256(f) != want["sha256"]:
             problems.append(f"{rel} differs from what the build wrote (sha256)")
-    extra = sorted(set(file_digests(path)) - set(expected)) if len(problems) == 0 else []
+    extra = sorted(set(_artifact_files(path)) - set(expected)) if len(problems) == 0 else []
     problems += [f"{rel} was added after the build" for rel in extra]
     return problems
 

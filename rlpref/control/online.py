@@ -151,12 +151,20 @@ class OnlineFeedback:
     counts: Optional[list[int]] = None  # comparisons per round (None: cfg.n_feedback each), e.g. a query schedule
     query: QueryConfig = field(default_factory=QueryConfig)  # which of the round's candidate pairs are asked
     seconds_select: float = field(default=0.0, init=False)  # the last round's query selection
+    n_start_segments: int = field(default=0, init=False)  # the feedback the loop started with (set on init)
+    n_start_prefs: int = field(default=0, init=False)
     rounds_log: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.val_mask.dtype != bool or self.val_mask.shape != (len(self.prefs),):
             raise ValueError(f"val_mask must be bool [{len(self.prefs)}] (one per offline comparison), "
                              f"got {self.val_mask.dtype} {self.val_mask.shape}")
+        self.n_start_segments, self.n_start_prefs = len(self.segments), len(self.prefs)
+
+    def added(self) -> tuple[Segments, Preferences]:
+        """What the rounds added to the feedback it started with (the starting feedback is stored elsewhere)."""
+        return (self.segments.subset(np.arange(self.n_start_segments, len(self.segments))),
+                self.prefs.subset(np.arange(self.n_start_prefs, len(self.prefs))))
 
     def round(self, agent, step: int) -> RewardModel:
         """Label the agent's current behaviour as a new rollout batch and fine-tune r_θ on all feedback."""
@@ -215,14 +223,13 @@ class OnlineFeedback:
         split = {"within": (n, 0), "across": (0, n), "mixed": (n - n // 2, n // 2)}[self.cfg.pairing]
         parts, timer = [], []
         select = make_selector(self.query, self.model, self.segments, past=self.prefs, timer=timer)
-        asked = np.stack([self.prefs.chosen, self.prefs.rejected], axis=1)
         for pairing, count in zip(("within_batch", "across_batches"), split):
             if count:
                 teacher = replace(self.teacher, pairing=pairing,
                                   scale="scope" if self.cfg.scale == "round" else "all")
                 parts.append(label_pairs(self.segments, count, teacher, self.gamma, rng, batches=[batch_id],
                                          strict=False, select=select, pool=self.query.pool,
-                                         exclude=asked if select is not None else None))
+                                         exclude=self.prefs.pairs if select is not None else None))
         self.seconds_select = float(sum(timer))
         return parts[0] if len(parts) == 1 else Preferences.concat(parts)
 
@@ -328,18 +335,23 @@ class OnlineCallback(BaseCallback):
         return True
 
     def save_state(self, folder: Path) -> None:
-        """The loop's state (all feedback so far, the served r_θ, the split, the rounds still due)."""
-        self.loop.segments.save(folder / "online_segments.npz")
-        self.loop.prefs.save(folder / "online_preferences.npz")
+        """The loop's state (the feedback the rounds added, the served r_θ, the split, the rounds still due)."""
+        new_segments, new_prefs = self.loop.added()
+        new_segments.save(folder / "online_segments.npz")
+        new_prefs.save(folder / "online_preferences.npz")
         save_reward_model(self.loop.model, folder / "online_reward")
         save_npz(folder / "online_split.npz", {"val_mask": self.loop.val_mask})
         atomic_write_json(folder / "online_state.json", {"rounds_log": self.loop.rounds_log, "due": self.due,
                                                          "seconds_outside_training": self.seconds_outside_training})
 
     def load_state(self, folder: Path) -> RewardModel:
-        """Restore what :meth:`save_state` wrote; returns the r_θ the agent was being trained on."""
-        self.loop.segments = Segments.load(folder / "online_segments.npz")
-        self.loop.prefs = Preferences.load(folder / "online_preferences.npz")
+        """Restore what :meth:`save_state` wrote onto the loop's starting feedback; returns the r_θ the agent
+        was being trained on."""
+        loop = self.loop
+        loop.segments = Segments.concat([loop.segments.subset(np.arange(loop.n_start_segments)),
+                                         Segments.load(folder / "online_segments.npz")])
+        loop.prefs = Preferences.concat([loop.prefs.subset(np.arange(loop.n_start_prefs)),
+                                         Preferences.load(folder / "online_preferences.npz")])
         self.loop.model = load_reward_model(folder / "online_reward").eval()
         self.loop.val_mask = load_npz(folder / "online_split.npz", ["val_mask"])["val_mask"]
         info = json.loads((folder / "online_state.json").read_text())

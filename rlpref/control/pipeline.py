@@ -80,10 +80,10 @@ class StageRunner:
         """``build(out)``, or ``build(out, partial)`` when ``resumable``: ``partial`` keeps the progress of a
         killed build (checkpoints, training state) for the next one to continue from."""
         t0 = time.perf_counter()
-        cached = self.store.exists(name, self.store.key(name, config, inputs))
-        with self.progress.stage(name, cached):
+        key = self.store.key(name, config, inputs)
+        with self.progress.stage(name, self.store.exists(name, key)):
             if resumable:
-                partial = self.store.partial_path(name, self.store.key(name, config, inputs))
+                partial = self.store.partial_path(name, key)
                 art = self.store.get_or_build(name, config, inputs, lambda d: build(d, partial))
             else:
                 art = self.store.get_or_build(name, config, inputs, build)
@@ -122,7 +122,7 @@ def build_feedback(spec: RunSpec, segments: Segments, out: Path) -> dict:
         model, _, _ = train_reward_model(segments, prefs, spec.loss, spec.reward_train, spec.seed + 1000 * c)
         select = make_selector(q, model, segments, past=prefs, timer=timer)
         more = label_pairs(segments, int(size), spec.teacher, spec.gamma, rng, select=select, pool=q.pool,
-                           exclude=np.stack([prefs.chosen, prefs.rejected], axis=1))
+                           exclude=prefs.pairs)
         prefs = Preferences.concat([prefs, more])
     prefs.save(out / "preferences.npz")
     return {"n_pairs": len(prefs), "label_accuracy": prefs.label_accuracy(), "seconds_select": sum(timer)}
@@ -164,7 +164,7 @@ def build_agent(spec: RunSpec, model: Optional[RewardModel], segments: Optional[
     atomic_write_json(out / "train_episodes.json", result.train_episode_returns)
     manifest = _agent_manifest(result)
     if loop is not None:
-        manifest["online_rounds"] = _save_online(loop, spec, len(segments), len(prefs), out)
+        manifest["online_rounds"] = _save_online(loop, spec, out)
     return manifest
 
 
@@ -197,12 +197,14 @@ def _agent_manifest(result: AgentResult) -> dict:
             "agent_timings": result.timings}
 
 
-def _save_online(loop: OnlineFeedback, spec: RunSpec, n_segments: int, n_prefs: int, out: Path) -> list[dict]:
+def _save_online(loop: OnlineFeedback, spec: RunSpec, out: Path) -> list[dict]:
     """The reward the agent finished on, and what the rounds added (new batches only: the offline segments
     and pairs are the earlier stages' artefacts)."""
     save_reward_model(loop.model, out / "online_reward")
-    loop.segments.subset(np.arange(n_segments, len(loop.segments))).save(out / "online_segments.npz")
-    loop.prefs.subset(np.arange(n_prefs, len(loop.prefs))).save(out / "online_preferences.npz")
+    new_segments, new_prefs = loop.added()
+    new_segments.save(out / "online_segments.npz")
+    new_prefs.save(out / "online_preferences.npz")
+    n_segments = loop.n_start_segments
     atomic_write_json(out / "online.json", {
         "rounds": loop.rounds_log, "rounds_planned": spec.rounds_config().rounds,
         "index_note": "online_preferences index the offline segments (segments stage, "

@@ -123,7 +123,7 @@ def make_selector(cfg: QueryConfig, model: RewardModel, segments: Segments, past
         return None
     t0 = time.perf_counter()
     u, phi = score_segments(model, segments)
-    past_pairs = None if past is None else np.stack([past.chosen, past.rejected], axis=1)
+    past_pairs = None if past is None else past.pairs
     if timer is not None:
         timer.append(time.perf_counter() - t0)
 

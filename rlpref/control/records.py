@@ -103,6 +103,11 @@ class Preferences(_ArrayRecord):
     def __len__(self) -> int:
         return int(self.chosen.shape[0])
 
+    @property
+    def pairs(self) -> np.ndarray:
+        """The asked pairs [P, 2] as (chosen, rejected) segment indices."""
+        return np.stack([self.chosen, self.rejected], axis=1)
+
     def label_accuracy(self) -> float:
         """Fraction of labels that agree with the true returns (1.0 for a noise-free teacher)."""
         return float(np.mean(self.return_chosen >= self.return_rejected))

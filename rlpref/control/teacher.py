@@ -204,8 +204,7 @@ def _draw_distinct(pool_a: np.ndarray, pool_b: np.ndarray, need: int, gate: _Pai
     for _ in range(20):
         cand = _candidate_pairs(pool_a, pool_b, 4 * need + 16, rng)
         cand = np.concatenate([chosen, cand[gate.keep(cand)]])
-        canon = np.sort(cand, axis=1)
-        code = canon[:, 0] * m + canon[:, 1]
+        code = _codes(cand, m)
         _, first = np.unique(code, return_index=True)
         first = np.sort(first)
         first = first[~np.isin(code[first], taken)]
