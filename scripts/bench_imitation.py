@@ -76,7 +76,7 @@ def imitation_run(env_id: str, seed: int, steps: int, comparisons: int, episodes
 def rlpref_run(env_id: str, seed: int, steps: int, comparisons: int, overrides: str, out: Path) -> dict:
     run_dir = out / "runs" / f"{env_id}-{overrides.replace(' ', '_').replace('=', '')}-seed{seed}"
     cmd = [sys.executable, "-m", "rlpref.run", f"env={env_id}", f"seed={seed}", f"budget.agent_steps={steps}",
-           f"protocol.n_feedback={comparisons}" if "protocol=online" in overrides else f"budget.n_feedback={comparisons}",
+           f"budget.n_feedback={comparisons}" if "protocol=offline" in overrides else f"protocol.n_feedback={comparisons}",
            *overrides.split(), f"hydra.run.dir={run_dir}"]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return json.loads((run_dir / "results.json").read_text())

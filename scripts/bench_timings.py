@@ -5,6 +5,7 @@
     python scripts/bench_timings.py run              # python -m rlpref.run (the default budget: make run's job)
     python scripts/bench_timings.py paper            # python -m rlpref.run budget=paper (HalfCheetah-v4)
     python scripts/bench_timings.py test             # python -m pytest (the suite of make test)
+    python scripts/bench_timings.py synthetic        # python -m rlpref.synthetic (the paper's full grid, 2 threads)
     python scripts/bench_timings.py run --note "with one other single-thread run on the second core"
 
 Each run gets a fresh, empty artefact cache (so no stage is reused) unless ``--cache`` names one. A row
@@ -36,6 +37,7 @@ COMMANDS = {
     "run": [sys.executable, "-m", "rlpref.run"],
     "paper": [sys.executable, "-m", "rlpref.run", "budget=paper"],
     "test": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    "synthetic": [sys.executable, "-m", "rlpref.synthetic", "progress=false"],
 }
 FIELDS = ["name", "command", "wall_s", "exit_code", "cores", "cpu", "commit", "date", "note"]
 

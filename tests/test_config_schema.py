@@ -105,7 +105,7 @@ def _set(cfg: dict, dotted: str, value) -> dict:
 @pytest.fixture(scope="module")
 def pendulum_cfg(compose_config):
     """The default config on Pendulum-v1 (SAC: the PPO hyperparameters are ignored), resolved."""
-    return compose_config(["env=Pendulum-v1"])
+    return compose_config(["env=Pendulum-v1", "protocol=offline"])
 
 
 def test_tables_cover_every_key(pendulum_cfg):
@@ -155,7 +155,7 @@ def test_each_key_moves_exactly_the_artefacts_it_changes(compose_config, pendulu
     override = f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
     if key == "strata.k":
         override = "strata.k=4"
-    cfg = compose_config(["env=Pendulum-v1", override])
+    cfg = compose_config(["env=Pendulum-v1", "protocol=offline", override])
     if expected == "error":
         with pytest.raises(ValueError):
             validate(cfg)
@@ -166,7 +166,7 @@ def test_each_key_moves_exactly_the_artefacts_it_changes(compose_config, pendulu
 
 def test_strata_k_keys_the_reward_model_only_where_it_is_read(compose_config):
     def reward_key(*overrides):
-        return _stage_keys(validate(compose_config(["env=Pendulum-v1", *overrides])))["reward_model"]
+        return _stage_keys(validate(compose_config(["env=Pendulum-v1", "protocol=offline", *overrides])))["reward_model"]
 
     assert reward_key("strata=by_batch", "strata.k=3") == reward_key("strata=by_batch", "strata.k=5")
     assert reward_key("strata=random_k", "strata.k=3") != reward_key("strata=random_k", "strata.k=5")
@@ -175,7 +175,7 @@ def test_strata_k_keys_the_reward_model_only_where_it_is_read(compose_config):
 
 def test_offline_protocol_keeps_label_settings_out_of_the_agent_key(compose_config):
     def agent_key(*overrides):
-        return _stage_keys(validate(compose_config(["env=Pendulum-v1", "budget=smoke", *overrides])))["agent"]
+        return _stage_keys(validate(compose_config(["env=Pendulum-v1", "budget=smoke", "protocol=offline", *overrides])))["agent"]
 
     assert agent_key() == agent_key("online.pairing=mixed") == agent_key("teacher.sigma=0.5")
     assert agent_key() != agent_key("+agent.overrides.learning_rate=0.003")
@@ -211,7 +211,7 @@ def test_online_protocol_keys_move_its_agent_only_under_protocol_online(compose_
 
 def test_query_keys_move_feedback_and_agent_only_when_a_rule_selects(compose_config):
     def keys(*overrides):
-        return _stage_keys(validate(compose_config(["env=Pendulum-v1", *overrides])))
+        return _stage_keys(validate(compose_config(["env=Pendulum-v1", "protocol=offline", *overrides])))
 
     dopt = keys("query=dopt")
     assert dopt["feedback"] != keys("query=dopt", "query.pool=5")["feedback"]

@@ -23,7 +23,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 def _cfg(tmp_path: Path, *overrides: str) -> dict:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(
-            "config", overrides=["env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", *overrides]
+            "config", overrides=["env=Pendulum-v1", "budget=smoke", "protocol=offline", f"cache_dir={tmp_path / 'cache'}", *overrides]
         )
     return OmegaConf.to_container(cfg, resolve=True)
 

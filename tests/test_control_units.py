@@ -311,13 +311,18 @@ def test_evaluation_behaviour_summary_known_values():
 
 @pytest.mark.parametrize("env_name", KNOWN_ENV_IDS)
 def test_default_budget_rounds_fall_in_distinct_rollouts_and_paper_stays_offline(env_name):
-    """The default budget's online rounds must each get their own rollout boundary (a round due
-    within the same PPO rollout as the previous one is silently merged into it); budget=paper is the
-    paper's offline protocol."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        default = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}"]), resolve=True)
-        paper = OmegaConf.to_container(compose("config", overrides=[f"env={env_name}", "budget=paper"]), resolve=True)
+    """The default budget's online rounds (protocol=offline) and iterations (protocol=online, the default)
+    must each get their own rollout boundary (a round due within the same PPO rollout as the previous one
+    is silently merged into it); budget=paper is the paper's offline protocol without rounds."""
+    def _compose(*overrides):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            return OmegaConf.to_container(compose("config", overrides=[f"env={env_name}", *overrides]), resolve=True)
+
+    assert _compose()["protocol"]["name"] == "online"
+    paper = _compose("budget=paper")
+    assert paper["protocol"]["name"] == "offline" and _compose("budget=paper", "protocol=online")["protocol"]["name"] == "online"
     assert OnlineConfig.from_mapping(paper["online"]).rounds == 0
+    default = _compose("protocol=offline")
     spec = validate(default)
     online = spec.online
     assert online.rounds > 0
@@ -325,10 +330,11 @@ def test_default_budget_rounds_fall_in_distinct_rollouts_and_paper_stays_offline
     steps = spec.budget.agent_steps
     algo = resolve_algo(default["agent"]["name"], env_cfg)
     rollout = hyperparams(env_cfg, algo)["n_steps"] * int(env_cfg.get("n_envs", 1)) if algo == "ppo" else 1
-    due = online.due_steps(steps)
-    assert len(due) == online.rounds and due[-1] < steps
-    gaps = np.diff([0, *due])
-    assert gaps.min() >= rollout, f"rounds {due} closer than one rollout ({rollout} steps) of {steps}"
+    for rounds in (online, validate(_compose()).rounds_config()):
+        due = rounds.due_steps(steps)
+        assert len(due) == rounds.rounds > 0 and due[-1] < steps
+        gaps = np.diff([0, *due])
+        assert gaps.min() >= rollout, f"rounds {due} closer than one rollout ({rollout} steps) of {steps}"
 
 
 def test_run_progress_eta_uses_the_runs_own_pace(monkeypatch, caplog):

@@ -25,7 +25,7 @@ from rlpref.cache import main as cache_main
 from rlpref.control.records import Segments
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
-TINY = ["env=Pendulum-v1", "budget=smoke", "budget.source_steps=600", "budget.n_checkpoints=2",
+TINY = ["env=Pendulum-v1", "budget=smoke", "protocol=offline", "budget.source_steps=600", "budget.n_checkpoints=2",
         "budget.agent_steps=600", "budget.eval_every=300", "budget.eval_episodes=1", "budget.n_feedback=40",
         "budget.online_rounds=1", "budget.online_feedback=10"]
 
@@ -81,6 +81,26 @@ def test_kill_at_each_stage_then_rerun(tiny, tmp_path, monkeypatch, stage):
     if stage == "agent":
         assert res["agent_timings"]["resumed_at_step"] == 300
         assert [p["step"] for p in pipeline.read_curve(tmp_path / "run" / "curve.csv")][:2] == [300, 600]
+
+
+def test_resume_state_of_another_format_is_ignored_and_the_stage_starts_over(tiny, tmp_path, monkeypatch, caplog):
+    """A state saved by an older rlpref (unmarked format: the online loop then saved all its feedback, not
+    what its rounds added) must not be read as today's format: the agent stage starts over instead."""
+    cfg = tiny()
+    _kill_after(monkeypatch, agent_mod._Evaluator, "evaluate", 2)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_pipeline(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    monkeypatch.setenv("RLPREF_QUIET", "1")
+    (marker,) = (tmp_path / "cache").glob("agent/.*.partial/state_*/state.json")
+    info = json.loads(marker.read_text())
+    assert info.pop("format") == 2
+    marker.write_text(json.dumps(info))
+    with caplog.at_level("WARNING", logger="rlpref"):
+        res = pipeline.run_pipeline(cfg, tmp_path / "run")
+    assert "in format 1, this rlpref reads format 2" in caplog.text
+    assert res["agent_timings"]["resumed_at_step"] is None
+    assert [p["step"] for p in pipeline.read_curve(tmp_path / "run" / "curve.csv")][:2] == [300, 600]
 
 
 CORRUPTIONS = {  # stage, file pattern, how the file is damaged

@@ -335,7 +335,8 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     monkeypatch.setenv("RLPREF_QUIET", "1")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=[
-            "env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", "loss=rr", "budget.source_steps=1500",
+            "env=Pendulum-v1", "budget=smoke", "protocol=offline", f"cache_dir={tmp_path / 'cache'}", "loss=rr",
+            "budget.source_steps=1500",
             "budget.agent_steps=1500", "budget.eval_every=500", "budget.eval_episodes=2", "budget.n_feedback=60",
             "budget.n_checkpoints=2", "budget.online_rounds=2", "budget.online_feedback=20",
             "online.refit_epochs=3", "online.refit_replay=1",

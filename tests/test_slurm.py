@@ -20,7 +20,7 @@ import pytest
 from rlpref.sweep import sweep_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ("env=Pendulum-v1 budget=smoke budget.source_steps=800 budget.agent_steps=600 budget.eval_every=300 "
+TINY = ("env=Pendulum-v1 budget=smoke protocol=offline budget.source_steps=800 budget.agent_steps=600 budget.eval_every=300 "
         "budget.eval_episodes=2 budget.n_feedback=60 budget.n_checkpoints=2")
 
 

@@ -354,6 +354,9 @@ class OnlineCallback(BaseCallback):
                                          Preferences.load(folder / "online_preferences.npz")])
         self.loop.model = load_reward_model(folder / "online_reward").eval()
         self.loop.val_mask = load_npz(folder / "online_split.npz", ["val_mask"])["val_mask"]
+        if len(self.loop.val_mask) != len(loop.prefs):
+            raise RuntimeError(f"resume state {folder} does not fit this run: {len(loop.prefs)} comparisons but a "
+                               f"split of {len(self.loop.val_mask)}; delete the folder to start the stage over")
         info = json.loads((folder / "online_state.json").read_text())
         self.loop.rounds_log, self.due = info["rounds_log"], info["due"]
         self.seconds_outside_training = info["seconds_outside_training"]

@@ -4,7 +4,9 @@ A state is a folder ``state_<step>/`` in the stage's partial folder (``ArtifactS
 ``model.zip`` (SB3's own format: policy, optimisers, step counter), ``vecnormalize.npz`` (observation
 and return statistics), ``replay.npz`` for off-policy agents (the replay buffer, without pickle) and
 ``state.json`` written last, so a state without it is an interrupted save and is ignored. Only the
-newest complete state is kept. A resumed stage continues where its last state left off; its result is
+newest complete state is kept. ``state.json`` carries ``STATE_FORMAT``: a state written in another
+format (by an older rlpref) is ignored with a warning and the stage starts over, because reading it
+as today's format would silently mix up what it holds. A resumed stage continues where its last state left off; its result is
 a valid artefact of the same config but not bit-identical to an uninterrupted build (the envs restart
 their episodes, the random streams differ from that point).
 """
@@ -12,6 +14,7 @@ their episodes, the random streams differ from that point).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -24,7 +27,12 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from rlpref.artifacts import atomic_write_json, load_npz, save_npz
 from rlpref.control.algos import ALGOS
 
-__all__ = ["latest_state", "load_state", "save_state"]
+__all__ = ["STATE_FORMAT", "latest_state", "load_state", "save_state"]
+
+#: Version of what a state folder holds; bump it whenever a stateful callback changes what it saves.
+#: 2: the online loop saves only the feedback its rounds added (1, unmarked: all feedback so far).
+STATE_FORMAT = 2
+log = logging.getLogger("rlpref")
 
 _REPLAY = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
@@ -54,7 +62,7 @@ def save_state(model: BaseAlgorithm, directory: Path, extra: Optional[dict] = No
                                       "pos": np.int64(buf.pos), "full": np.bool_(buf.full)})
     if more is not None:
         more(out)
-    atomic_write_json(out / "state.json", {"num_timesteps": step, **(extra or {})})
+    atomic_write_json(out / "state.json", {"num_timesteps": step, "format": STATE_FORMAT, **(extra or {})})
     for old in directory.glob("state_*"):
         if old != out:
             shutil.rmtree(old, ignore_errors=True)
@@ -66,7 +74,14 @@ def latest_state(directory: Optional[Path]) -> Optional[Path]:
     if directory is None or not Path(directory).is_dir():
         return None
     done = sorted(p for p in Path(directory).glob("state_*") if (p / "state.json").is_file())
-    return done[-1] if done else None
+    if not done:
+        return None
+    found = json.loads((done[-1] / "state.json").read_text()).get("format", 1)
+    if found != STATE_FORMAT:
+        log.warning("ignoring the resume state %s: it is in format %s, this rlpref reads format %s; "
+                    "the stage starts over", done[-1], found, STATE_FORMAT)
+        return None
+    return done[-1]
 
 
 def load_state(algo: str, state: Path, venv: VecEnv, **load_kwargs: Any) -> tuple[BaseAlgorithm, dict]:
