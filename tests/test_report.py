@@ -307,3 +307,23 @@ def test_a_key_added_later_counts_at_its_old_default_when_tagging_variants():
     configs = [{"seed": 0}, {"seed": 1, "reward_norm": "return"}, {"seed": 0, "reward_norm": "step"}]
     _tag_variants(rows, configs)
     assert [r["method"] for r in rows] == ["rr[reward_norm=return]", "rr[reward_norm=return]", "rr[reward_norm=step]"]
+
+
+def test_cost_table_reports_wall_time_and_selection_seconds_per_method(tmp_path):
+    from rlpref.report.tables import cost_table
+
+    root = tmp_path / "sweep"
+    for seed, (total, selects) in enumerate([(100.0, [0.5, 1.5]), (300.0, [1.0, 2.0])]):
+        run = write_fake_run(root / f"dopt{seed}", loss="rr", seed=seed, online=(2, 10, "even"))
+        res = json.loads((run / "results.json").read_text())
+        res["timings"]["total"] = total
+        res["config"]["query"] = {"name": "dopt"}
+        for rnd, sec in zip(res["online_rounds"], selects):
+            rnd["seconds_select"] = sec
+        (run / "results.json").write_text(json.dumps(res))
+    write_fake_run(root / "oracle", loss="bt", reward="oracle")  # total 6.6 s, no rounds
+    text = cost_table(collect(root).runs)
+    assert "| HalfCheetah-v4 | 1020 | rr+online2x10-allscale-gated-refitallep | 2 | 200 (100–300) | 1.25 |" in text
+    assert "| HalfCheetah-v4 | – | oracle | 1 | 7 (7–7) | – |" in text
+    outputs = build_report(root, reps=20, quiet=True)
+    assert outputs["cost_md"].read_text().endswith(text)

@@ -4,7 +4,7 @@ Collects every run under the sweep directory (any directory with results.json) i
 ``<out>/runs.{csv,parquet}`` and ``<out>/curves.{csv,parquet}``, draws
 ``sample_efficiency.png``, ``learning_curves.png`` and ``rm_quality_vs_sigma.png``, and writes
 ``returns.md`` / ``returns.tex`` (final and max return per env x sigma x method) and
-``reward_models.csv``. ``<out>`` defaults to ``<sweep dir>/report``. Reads local files only.
+``reward_models.csv`` and ``cost.md`` (wall seconds and query-selection seconds per method). ``<out>`` defaults to ``<sweep dir>/report``. Reads local files only.
 
 ``--results-md docs/results.md --section NAME`` also writes the return table, with the command that
 made it and links to the figures, into that file between ``<!-- rlpref.report:NAME -->`` markers
@@ -24,7 +24,7 @@ from .collect import collect, write_tables
 from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
 from .sections import write_section
 from .stats import BACKEND
-from .tables import return_table, rm_table, to_latex, to_markdown
+from .tables import cost_table, return_table, rm_table, to_latex, to_markdown
 
 
 def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False) -> dict:
@@ -49,6 +49,10 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
     atomic_write_text(out_dir / "returns.md", to_markdown(summary, title=f"True return — {sweep_dir.name}"))
     atomic_write_text(out_dir / "returns.tex", to_latex(summary))
     outputs["returns_md"], outputs["returns_tex"] = out_dir / "returns.md", out_dir / "returns.tex"
+    cost = cost_table(col.runs)
+    if cost:
+        atomic_write_text(out_dir / "cost.md", "### Cost — wall seconds per run\n\n" + cost)
+        outputs["cost_md"] = out_dir / "cost.md"
     rm = rm_table(col.runs)
     if not rm.empty:
         with atomic_path(out_dir / "reward_models.csv") as tmp:
@@ -72,6 +76,8 @@ def write_results_section(results_md: Path, section: str, outputs: dict, command
     """The return table and the figures (linked relative to the markdown file) as section ``section``."""
     results_md = Path(results_md)
     table = Path(outputs["returns_md"]).read_text().strip()
+    if outputs.get("cost_md") is not None:
+        table += "\n\n" + Path(outputs["cost_md"]).read_text().strip()
     figures = [f"![{k}]({_relative(Path(outputs[k]), results_md.parent)})"
                for k in ("sample_efficiency", "learning_curves") if k in outputs]
     write_section(results_md, section, "\n".join([table, "", *figures]), command)

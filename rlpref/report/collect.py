@@ -89,6 +89,9 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row[f"time_{k}"] = _float(v)
     rounds = res.get("online_rounds") or []
     row["online_rounds"] = len(rounds)
+    # seconds spent choosing queries per round (active query selection; absent before it existed)
+    selects = [r["seconds_select"] for r in rounds if r.get("seconds_select") is not None]
+    row["select_s_per_round"] = float(np.mean(selects)) if selects else float("nan")
     row["n_feedback_offline"] = row["n_feedback"]
     if res.get("n_feedback_total") is not None:
         row["n_feedback"] = int(res["n_feedback_total"])

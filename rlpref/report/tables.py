@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import _methods
 
-__all__ = ["return_table", "to_markdown", "to_latex"]
+__all__ = ["cost_table", "return_table", "to_markdown", "to_latex"]
 
 
 def return_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -130,3 +130,23 @@ def rm_table(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     return learned.groupby(["env", "sigma", "n_feedback", "method"])[cols].agg(
         lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")).reset_index()
+
+
+def cost_table(runs: pd.DataFrame) -> str:
+    """Markdown: per env x comparisons x method, the runs' wall seconds (mean, min–max; resumed runs
+    count only their last process) and query selection seconds per online round (– where no rule
+    selected). What a method costs, next to what it returned."""
+    if runs.empty or "time_total" not in runs:
+        return ""
+    select = runs["select_s_per_round"] if "select_s_per_round" in runs else pd.Series(np.nan, index=runs.index)
+    g = runs.assign(_select=select).groupby(["env", "n_feedback", "method"], dropna=False)
+    lines = ["| env | comparisons | method | runs | wall s, mean (min–max) | selection s per round |",
+             "|---|---|---|---|---|---|"]
+    for (env, n_feedback, method), grp in g:
+        wall = grp["time_total"].dropna()
+        wall_s = f"{wall.mean():.0f} ({wall.min():.0f}–{wall.max():.0f})" if len(wall) else "–"
+        sel = grp["_select"].dropna()
+        sel_s = f"{sel.mean():.2f}" if len(sel) else "–"
+        comps = "–" if method == "oracle" else str(int(n_feedback))
+        lines.append(f"| {env} | {comps} | {method} | {len(grp)} | {wall_s} | {sel_s} |")
+    return "\n".join(lines) + "\n"
