@@ -290,3 +290,26 @@ def test_paper_comparison_counts_cells_and_orders(tmp_path):
     text = compare(off, efficiency=[{"dataset": "deterministic", "fraction_needed": 0.6, "at_or_below": False}])
     assert "**11 of 12 cells" in text and "+0.365 ✗" in text and "deterministic: differs" in text
     assert "| deterministic | 60.0 | 59.7 |" in text
+
+
+def test_block_check_places_off_cells_and_efficiency_among_100_trial_blocks():
+    """Fabricated per-trial results (test data): two blocks of 100 trials whose means are known exactly."""
+    import pandas as pd
+
+    from rlpref.synthetic.paper import block_check
+
+    rows = []
+    for trial in range(200):
+        b, wiggle = trial // 100, 0.01 * (-1) ** trial  # wiggle averages to 0 in each block
+        for learner, fraction, pdc in (("bt", 1.0, (.50, .54)[b]), ("rr", 0.5, (.40, .54)[b]), ("rr", 1.0, (.60, .64)[b])):
+            rows.append({"dataset": "deterministic", "learner": learner, "fraction": fraction, "trial": trial,
+                         "pdc": pdc + wiggle, "accuracy": .777, "true_accuracy": .777, "kendall_tau": .5})
+    results = pd.DataFrame(rows)
+    summary = pd.DataFrame([{"dataset": "deterministic", "learner": "bt", "fraction": 1.0, "pdc": .50, "accuracy": .777},
+                            {"dataset": "deterministic", "learner": "rr", "fraction": 1.0, "pdc": .66, "accuracy": .821}])
+    text = block_check(summary, results)
+    # bt's PDC .500 is .035 below the paper's .535; the blocks' means are .50 and .54, so .535 lies inside
+    assert "| deterministic | bt | pdc | 0.500 | 0.520 | 0.500–0.540 | 0.535 | yes |" in text
+    assert "| deterministic | rr |" not in text  # within ±0.03 (.66 vs .669, .821 vs .821)
+    # efficiency: block 0 needs 75 % of the data, block 1 50 %, all 200 trials 66.7 %; the paper's 59.7 is inside
+    assert "| deterministic | 66.7 | 50.0–75.0 | 59.7 | yes |" in text

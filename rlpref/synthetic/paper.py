@@ -1,9 +1,14 @@
-"""python -m rlpref.synthetic.paper <run dir> [--results-md docs/results.md --section NAME]
+"""python -m rlpref.synthetic.paper <run dir> [--blocks RUN ...] [--results-md docs/results.md --section NAME]
 
 Compares a synthetic grid's means at 100 % data with the ResponseRank paper's table (mean of 100 trials,
 PDC / choice accuracy): each cell with its difference, the count within ``--tol`` (0.03), the learners'
 PDC order per dataset, and data efficiency against the paper's. Prints the markdown; with
 ``--results-md`` also writes it into that file as a generated section.
+
+``--blocks RUN [RUN ...]``: runs of more trials (e.g. ``grid.n_trials=500``) cut into blocks of the
+paper's 100 trials. For every cell outside the tolerance it adds the mean over all trials and the
+range of the block means, and says whether the paper's value lies inside that range (the same protocol
+with other trials reaches it); for data efficiency likewise, from a run with all fractions.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-__all__ = ["PAPER", "PAPER_EFFICIENCY", "compare"]
+__all__ = ["PAPER", "PAPER_EFFICIENCY", "block_check", "compare"]
 
 LEARNERS = ("bt", "rt_regression", "rt_regression_perm", "rr", "rr_pooled", "rr_perm")
 #: dataset -> the six learners' (PDC, choice accuracy) at 100 % data, in LEARNERS order.
@@ -69,10 +74,62 @@ def compare(summary: pd.DataFrame, tol: float = 0.03, efficiency: Optional[Seque
     return "\n".join(out) + "\n"
 
 
+def _block_summaries(results: pd.DataFrame, block: int) -> list[pd.DataFrame]:
+    from .report import summarise
+
+    blocks = results["trial"] // block
+    return [summarise(results[blocks == b]) for b in sorted(blocks.unique())
+            if (results.loc[blocks == b, "trial"].nunique() == block)]
+
+
+def block_check(summary: pd.DataFrame, results: pd.DataFrame, tol: float = 0.03, block: int = 100) -> str:
+    """Markdown: each cell of ``summary`` outside ``tol`` against the blocks of ``results`` (see --blocks)."""
+    from .report import data_efficiency, summarise
+
+    full = summary[summary["fraction"] == summary["fraction"].max()].set_index(["dataset", "learner"])
+    top = results[results["fraction"] == results["fraction"].max()]
+    overall = summarise(top).set_index(["dataset", "learner"])
+    blocks = [b.set_index(["dataset", "learner"]) for b in _block_summaries(top, block)]
+    rows = []
+    for dataset, cells in PAPER.items():
+        for learner, values in zip(LEARNERS, cells):
+            if (dataset, learner) not in full.index or (dataset, learner) not in overall.index:
+                continue
+            for metric, paper in zip(("pdc", "accuracy"), values):
+                if abs(full.loc[(dataset, learner), metric] - paper) <= tol:
+                    continue
+                means = [b.loc[(dataset, learner), metric] for b in blocks]
+                inside = min(means) - 1e-9 <= paper <= max(means) + 1e-9
+                rows.append(f"| {dataset} | {learner} | {metric} | {full.loc[(dataset, learner), metric]:.3f} | "
+                            f"{overall.loc[(dataset, learner), metric]:.3f} | {min(means):.3f}–{max(means):.3f} | "
+                            f"{paper:.3f} | {'yes' if inside else 'no'} |")
+    lines = []
+    if rows:
+        lines = [f"Cells outside ±{tol:g}, against {top['trial'].nunique()} trials in {len(blocks)} blocks of {block}:",
+                 "", f"| dataset | learner | metric | ours ({block}) | all trials | block means (min–max) | paper | "
+                 "paper in range |", "|---|---|---|---:|---:|---|---:|---|", *rows]
+    if results["fraction"].nunique() > 1:
+        lines += [*([""] if lines else []), f"Data efficiency over {results['trial'].nunique()} trials in blocks of "
+                  f"{block}:", "", "| data efficiency (%) | all trials | block values (min–max) | paper | paper in range |",
+                  "|---|---:|---|---:|---|"]
+        per_block = [data_efficiency(b).set_index("dataset") for b in _block_summaries(results, block)]
+        for dataset, row in data_efficiency(summarise(results)).set_index("dataset").iterrows():
+            if dataset not in PAPER_EFFICIENCY:
+                continue
+            vals = [100 * b.loc[dataset, "fraction_needed"] for b in per_block]
+            paper = PAPER_EFFICIENCY[dataset]
+            inside = min(vals) <= paper <= max(vals)
+            lines.append(f"| {dataset} | {100 * row['fraction_needed']:.1f} | {min(vals):.1f}–{max(vals):.1f} | "
+                         f"{paper} | {'yes' if inside else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rlpref.synthetic.paper", description=__doc__.split("\n\n")[1])
     ap.add_argument("run_dir", type=Path, help="a synthetic run folder (summary.csv, summary.json)")
     ap.add_argument("--tol", type=float, default=0.03)
+    ap.add_argument("--blocks", type=Path, nargs="+", default=None,
+                    help="runs of more trials (results.csv) to check the cells outside --tol against")
     ap.add_argument("--results-md", type=Path, default=None)
     ap.add_argument("--section", default=None)
     args = ap.parse_args(argv)
@@ -81,7 +138,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not (args.run_dir / "summary.csv").is_file():
         ap.error(f"no summary.csv in {args.run_dir}: pass the folder of a `python -m rlpref.synthetic` run")
     meta = json.loads((args.run_dir / "summary.json").read_text()) if (args.run_dir / "summary.json").is_file() else {}
-    text = compare(pd.read_csv(args.run_dir / "summary.csv"), args.tol, meta.get("data_efficiency"))
+    summary = pd.read_csv(args.run_dir / "summary.csv")
+    text = compare(summary, args.tol, meta.get("data_efficiency"))
+    for run in args.blocks or []:
+        if not (run / "results.csv").is_file():
+            ap.error(f"no results.csv in {run}: --blocks takes `python -m rlpref.synthetic` run folders")
+        text += "\n" + block_check(summary, pd.read_csv(run / "results.csv"), args.tol)
     print(text)
     if args.results_md is not None:
         from rlpref.report.sections import write_section
