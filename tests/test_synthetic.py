@@ -309,7 +309,10 @@ def test_block_check_places_off_cells_and_efficiency_among_100_trial_blocks():
                             {"dataset": "deterministic", "learner": "rr", "fraction": 1.0, "pdc": .66, "accuracy": .821}])
     text = block_check(summary, results)
     # bt's PDC .500 is .035 below the paper's .535; the blocks' means are .50 and .54, so .535 lies inside
-    assert "| deterministic | bt | pdc | 0.500 | 0.520 | 0.500–0.540 | 0.535 | yes |" in text
+    # z = (.535 - .52) / (sd * sqrt(1/100 + 1/200)), sd of the 200 trials' values (.02 apart in mean, ±.01 wiggle)
+    values = results[(results.learner == "bt")]["pdc"]
+    z = (.535 - values.mean()) / (values.std(ddof=1) * np.sqrt(1 / 100 + 1 / 200))
+    assert f"| deterministic | bt | pdc | 0.500 | 0.520 | 0.500–0.540 | 0.535 | yes | {z:+.2f} |" in text
     assert "| deterministic | rr |" not in text  # within ±0.03 (.66 vs .669, .821 vs .821)
     # efficiency: block 0 needs 75 % of the data, block 1 50 %, all 200 trials 66.7 %; the paper's 59.7 is inside
     assert "| deterministic | 66.7 | 50.0–75.0 | 59.7 | yes |" in text

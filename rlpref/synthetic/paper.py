@@ -74,6 +74,15 @@ def compare(summary: pd.DataFrame, tol: float = 0.03, efficiency: Optional[Seque
     return "\n".join(out) + "\n"
 
 
+def _gap_z(values: pd.Series, paper: float, block: int) -> float:
+    """(paper − mean of ``values``) / sqrt(sd²/block + sd²/n): how far apart two means of one distribution are."""
+    import math
+
+    v = values.dropna().to_numpy(dtype=float)
+    sd = float(v.std(ddof=1))
+    return (paper - float(v.mean())) / (sd * math.sqrt(1 / block + 1 / len(v))) if sd > 0 else float("inf")
+
+
 def _block_summaries(results: pd.DataFrame, block: int) -> list[pd.DataFrame]:
     from .report import summarise
 
@@ -100,14 +109,22 @@ def block_check(summary: pd.DataFrame, results: pd.DataFrame, tol: float = 0.03,
                     continue
                 means = [b.loc[(dataset, learner), metric] for b in blocks]
                 inside = min(means) - 1e-9 <= paper <= max(means) + 1e-9
+                z = _gap_z(top[(top["dataset"] == dataset) & (top["learner"] == learner)][metric], paper, block)
                 rows.append(f"| {dataset} | {learner} | {metric} | {full.loc[(dataset, learner), metric]:.3f} | "
                             f"{overall.loc[(dataset, learner), metric]:.3f} | {min(means):.3f}–{max(means):.3f} | "
-                            f"{paper:.3f} | {'yes' if inside else 'no'} |")
+                            f"{paper:.3f} | {'yes' if inside else 'no'} | {z:+.2f} |")
     lines = []
+    if len(overall.index.get_level_values(0).unique()) == len(PAPER):  # every dataset: the table over all trials
+        text = compare(summarise(top), tol).splitlines()
+        lines = [f"Over all {top['trial'].nunique()} trials: {text[0].split('**')[1]}; the PDC order of the six "
+                 "learners:",
+                 *text[text.index("PDC order of the six learners:") + 1:], ""]
     if rows:
-        lines = [f"Cells outside ±{tol:g}, against {top['trial'].nunique()} trials in {len(blocks)} blocks of {block}:",
+        lines += [f"Cells outside ±{tol:g}, against {top['trial'].nunique()} trials in {len(blocks)} blocks of {block} "
+                 f"(z: the paper's value minus the mean over all trials, in standard errors of that difference when "
+                 f"the paper's is a mean of {block} trials of the same distribution; |z| < 1.96: a sampling gap):",
                  "", f"| dataset | learner | metric | ours ({block}) | all trials | block means (min–max) | paper | "
-                 "paper in range |", "|---|---|---|---:|---:|---|---:|---|", *rows]
+                 "paper in block range | z |", "|---|---|---|---:|---:|---|---:|---|---:|", *rows]
     if results["fraction"].nunique() > 1:
         lines += [*([""] if lines else []), f"Data efficiency over {results['trial'].nunique()} trials in blocks of "
                   f"{block}:", "", "| data efficiency (%) | all trials | block values (min–max) | paper | paper in range |",
