@@ -81,6 +81,8 @@ def test_kill_at_each_stage_then_rerun(tiny, tmp_path, monkeypatch, stage):
     if stage == "agent":
         assert res["agent_timings"]["resumed_at_step"] == 300
         assert [p["step"] for p in pipeline.read_curve(tmp_path / "run" / "curve.csv")][:2] == [300, 600]
+        # the killed process's seconds up to its saved state count in the stage's time across resumes
+        assert res["agent_timings"]["total_across_resumes"] > res["agent_timings"]["total"] > 0
 
 
 def test_resume_state_of_another_format_is_ignored_and_the_stage_starts_over(tiny, tmp_path, monkeypatch, caplog):

@@ -241,6 +241,13 @@ def test_runs_differing_in_another_config_value_are_separate_methods(tmp_path):
     methods = dict(zip(runs["run_id"], runs["method"]))
     assert methods == {"e": "rr[budget.agent_steps=250000]", "f": "rr[budget.agent_steps=250000]",
                        "g": "rr[budget.agent_steps=400000]"}
+    # list values are labelled compactly: layer widths as count x width
+    for name in "efg":
+        shutil.rmtree(tmp_path / name)
+    run("h", 0, 0.0, rr8, 100.0, extra={"reward_model": {"hidden": [256] * 5}})
+    run("i", 0, 0.0, rr8, 100.0, extra={"reward_model": {"hidden": [32, 64]}})
+    methods = dict(zip(collect(tmp_path).runs["run_id"], collect(tmp_path).runs["method"]))
+    assert methods == {"h": "rr[reward_model.hidden=5x256]", "i": "rr[reward_model.hidden=32x64]"}
 
 
 def test_online_settings_are_separate_methods(tmp_path):
@@ -323,7 +330,16 @@ def test_cost_table_reports_wall_time_and_selection_seconds_per_method(tmp_path)
         (run / "results.json").write_text(json.dumps(res))
     write_fake_run(root / "oracle", loss="bt", reward="oracle")  # total 6.6 s, no rounds
     text = cost_table(collect(root).runs)
-    assert "| HalfCheetah-v4 | 1020 | rr+online2x10-allscale-gated-refitallep | 2 | 200 (100–300) | 1.25 |" in text
-    assert "| HalfCheetah-v4 | – | oracle | 1 | 7 (7–7) | – |" in text
+    assert "| HalfCheetah-v4 | 1020 | rr+online2x10-allscale-gated-refitallep | 2 (2) | 200 (100–300) | 1.25 |" in text
+    assert "| HalfCheetah-v4 | – | oracle | 1 (1) | 7 (7–7) | – |" in text
+    # a resumed run adds its earlier processes' seconds; one that did not record them is left out of the mean
+    for name, before in (("resumed_known", 50.0), ("resumed_unknown", None)):
+        run = write_fake_run(root / name, loss="bt", seed=5)
+        res = json.loads((run / "results.json").read_text())
+        res["agent_timings"] = {"resumed_at_step": 1000, "total": 3.0,
+                                **({} if before is None else {"total_across_resumes": 3.0 + before})}
+        (run / "results.json").write_text(json.dumps(res))
+        text = cost_table(collect(root).runs)
+    assert "| HalfCheetah-v4 | 1000 | bt | 2 (1) | 57 (57–57) | – |" in text
     outputs = build_report(root, reps=20, quiet=True)
     assert outputs["cost_md"].read_text().endswith(text)

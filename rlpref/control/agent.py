@@ -69,6 +69,8 @@ class _Evaluator(BaseCallback):
         self.train_time = 0.0
         self.eval_time = 0.0
         self._t0 = 0.0
+        self.elapsed_before = 0.0  # wall seconds of the processes before a resume (restored from the state)
+        self._process_start = time.perf_counter()
 
     def _on_training_start(self) -> None:
         self._t0 = time.perf_counter()
@@ -109,12 +111,14 @@ class _Evaluator(BaseCallback):
 
     def state(self) -> dict:
         return {"curve": self.result.curve, "train_episodes": self.result.train_episode_returns,
-                "next_eval": self.next_eval, "train_time": self.train_time, "eval_time": self.eval_time}
+                "next_eval": self.next_eval, "train_time": self.train_time, "eval_time": self.eval_time,
+                "elapsed_s": self.elapsed_before + time.perf_counter() - self._process_start}
 
     def restore(self, state: dict) -> None:
         self.result.curve = list(state["curve"])
         self.result.train_episode_returns = [tuple(x) for x in state["train_episodes"]]
         self.next_eval, self.train_time, self.eval_time = state["next_eval"], state["train_time"], state["eval_time"]
+        self.elapsed_before = float(state.get("elapsed_s", float("nan")))  # nan: a state saved before it was kept
 
 
 def train_agent(
@@ -182,7 +186,9 @@ def _record_timings(result: AgentResult, evaluator: _Evaluator, callbacks: Seque
     online feedback rounds) is not agent throughput."""
     busy = sum(float(getattr(c, "seconds_outside_training", 0.0)) for c in callbacks)
     result.steps_per_second = steps / max(evaluator.train_time - busy, 1e-9)
-    result.timings = {"total": total, "training": evaluator.train_time - busy, "evaluation": evaluator.eval_time}
+    result.timings = {"total": total, "training": evaluator.train_time - busy, "evaluation": evaluator.eval_time,
+                      # this process plus the ones a resume continued (their time up to the state it resumed from)
+                      "total_across_resumes": total + evaluator.elapsed_before}
     for c in callbacks:
         result.timings.update(getattr(c, "timings", {}))
 

@@ -87,11 +87,17 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row[f"rm_{k}"] = _float(rm.get(k))
     for k, v in (res.get("timings") or {}).items():
         row[f"time_{k}"] = _float(v)
+    # wall seconds of the whole run: a resumed agent stage adds its earlier processes (nan: not recorded)
+    agent_t = res.get("agent_timings") or {}
+    before = _float(agent_t.get("total_across_resumes")) - _float(agent_t.get("total"))
+    row["resumed"] = agent_t.get("resumed_at_step") is not None
+    row["time_run"] = row.get("time_total", float("nan")) + (before if row["resumed"] else 0.0)
     rounds = res.get("online_rounds") or []
     row["online_rounds"] = len(rounds)
     # seconds spent choosing queries per round (active query selection; absent before it existed)
     selects = [r["seconds_select"] for r in rounds if r.get("seconds_select") is not None]
-    row["select_s_per_round"] = float(np.mean(selects)) if selects else float("nan")
+    random_queries = ((res.get("config") or {}).get("query") or {}).get("name", "random") == "random"
+    row["select_s_per_round"] = float(np.mean(selects)) if selects and not random_queries else float("nan")
     row["n_feedback_offline"] = row["n_feedback"]
     if res.get("n_feedback_total") is not None:
         row["n_feedback"] = int(res["n_feedback_total"])
@@ -174,7 +180,14 @@ def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
                          and len({repr(f[k]) for f in flats}) > 1)
         if varying:
             for i, flat in zip(idx, flats):
-                rows[i]["method"] += "[" + ",".join(f"{k}={flat[k]}" for k in varying) + "]"
+                rows[i]["method"] += "[" + ",".join(f"{k}={_short(flat[k])}" for k in varying) + "]"
+
+
+def _short(value: Any) -> str:
+    """A config value for a method label: layer widths [256, 256, 256] as 3x256, other lists as 32x64."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+        return f"{len(value)}x{value[0]}" if len(set(value)) == 1 else "x".join(map(str, value))
+    return str(value)
 
 
 def _drop_repeats(runs: pd.DataFrame, mtimes: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:

@@ -133,20 +133,21 @@ def rm_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_table(runs: pd.DataFrame) -> str:
-    """Markdown: per env x comparisons x method, the runs' wall seconds (mean, min–max; resumed runs
-    count only their last process) and query selection seconds per online round (– where no rule
-    selected). What a method costs, next to what it returned."""
+    """Markdown: per env x comparisons x method, the runs' wall seconds (mean, min–max, over the runs whose
+    whole time is known: a resumed run counts its earlier processes when it recorded them) and the query
+    selection seconds per online round (– for random queries). What a method costs, next to its return."""
     if runs.empty or "time_total" not in runs:
         return ""
-    select = runs["select_s_per_round"] if "select_s_per_round" in runs else pd.Series(np.nan, index=runs.index)
-    g = runs.assign(_select=select).groupby(["env", "n_feedback", "method"], dropna=False)
-    lines = ["| env | comparisons | method | runs | wall s, mean (min–max) | selection s per round |",
+    cols = {c: runs[c] if c in runs else pd.Series(np.nan, index=runs.index) for c in ("time_run", "select_s_per_round")}
+    g = runs.assign(_wall=cols["time_run"], _select=cols["select_s_per_round"]).groupby(
+        ["env", "n_feedback", "method"], dropna=False)
+    lines = ["| env | comparisons | method | runs (timed) | wall s, mean (min–max) | selection s per round |",
              "|---|---|---|---|---|---|"]
     for (env, n_feedback, method), grp in g:
-        wall = grp["time_total"].dropna()
+        wall = grp["_wall"].dropna()
         wall_s = f"{wall.mean():.0f} ({wall.min():.0f}–{wall.max():.0f})" if len(wall) else "–"
         sel = grp["_select"].dropna()
         sel_s = f"{sel.mean():.2f}" if len(sel) else "–"
         comps = "–" if method == "oracle" else str(int(n_feedback))
-        lines.append(f"| {env} | {comps} | {method} | {len(grp)} | {wall_s} | {sel_s} |")
+        lines.append(f"| {env} | {comps} | {method} | {len(grp)} ({len(wall)}) | {wall_s} | {sel_s} |")
     return "\n".join(lines) + "\n"
