@@ -96,7 +96,7 @@ def test_sweep_table_rows():
     paper = sweep_rows("paper", ["cache_dir=/shared"])
     assert len(paper) == 4 * 2 * 4 * 5 and all(r.startswith("sweep=paper cache_dir=/shared ") for r in paper)
     assert len(set(paper)) == len(paper)
-    with pytest.raises(ValueError, match="unknown sweep preset 'nope'; choose one of: efficiency, paper, smoke"):
+    with pytest.raises(ValueError, match="unknown sweep preset 'nope'; choose one of: efficiency, paper, smoke, suite"):
         sweep_rows("nope")
 
 
