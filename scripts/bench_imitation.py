@@ -1,6 +1,7 @@
 """rlpref against imitation's PreferenceComparisons at the same agent steps and comparisons.
 
     python scripts/bench_imitation.py --seeds 0 1 2                       # HalfCheetah-v4, default budget
+    python scripts/bench_imitation.py --add-rlpref-runs RUN_DIR ...       # rlpref runs made elsewhere, same budget
     python scripts/bench_imitation.py --env Swimmer-v5 --steps 250000 --comparisons 1540 \\
         --rlpref "protocol=online loss=rr" --rlpref "protocol=online loss=bt"
 
@@ -82,6 +83,24 @@ def rlpref_run(env_id: str, seed: int, steps: int, comparisons: int, overrides: 
     return json.loads((run_dir / "results.json").read_text())
 
 
+def add_rlpref_run(run_dir: Path, env_id: str, steps: int, comparisons: int, rows_csv: Path) -> None:
+    """One finished rlpref run as a table row: its tool label is its overrides that differ from the
+    defaults, e.g. ``loss=rr`` (protocol=online is the default); refuses a run of another budget."""
+    res = json.loads((Path(run_dir) / "results.json").read_text())
+    cfg = res["config"]
+    got = (res["env"], int(cfg["budget"]["agent_steps"]), int(res.get("n_feedback_total") or -1))
+    if got != (env_id, steps, comparisons):
+        raise SystemExit(f"{run_dir}: env, agent steps and comparisons are {got}, not {(env_id, steps, comparisons)}")
+    protocol = cfg.get("protocol", {}).get("name", "offline")
+    tool = f"rlpref protocol={protocol} loss={res['loss']}"
+    if (env_id, tool, str(res["seed"]), str(steps), str(comparisons)) in _done(rows_csv):
+        return  # already in the table
+    wall = (res.get("agent_timings") or {}).get("total_across_resumes") or res["timings"]["total"]
+    row = dict(zip(FIELDS, [env_id, tool, res["seed"], steps, comparisons, res["final_return"], round(float(wall), 1),
+                            f"python -m rlpref.run (results of {Path(run_dir).name})"]))
+    append_csv_row(rows_csv, FIELDS, row)
+
+
 def _done(path: Path) -> set[tuple]:
     if not path.is_file():
         return set()
@@ -101,8 +120,11 @@ def write_table(rows_csv: Path, table: Path) -> None:
         ret = np.array([float(r["final_return"]) for r in rs])
         per = ", ".join(f"{float(r['final_return']):.0f}" for r in sorted(rs, key=lambda r: int(r["seed"])))
         wall = np.mean([float(r["wall_s"]) for r in rs]) / 60
-        lines.append(f"| {env} | {tool} | {steps} | {comps} | {len(rs)} | {ret.mean():.0f} ± {ret.std():.0f} | "
+        sd = ret.std(ddof=1) if len(ret) > 1 else float("nan")
+        lines.append(f"| {env} | {tool} | {steps} | {comps} | {len(rs)} | {ret.mean():.0f} ± {sd:.0f} | "
                      f"{per} | {wall:.1f} min |")
+    lines.append("")
+    lines.append("final true return: mean ± sd over seeds (sample sd, as in `python -m rlpref.report`).")
     atomic_write_text(table, "\n".join(lines) + "\n")
 
 
@@ -117,6 +139,9 @@ def main() -> int:
     ap.add_argument("--skip-imitation", action="store_true")
     ap.add_argument("--skip-rlpref", action="store_true", help="imitation's runs only (rlpref's run elsewhere)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "imitation_bench")
+    ap.add_argument("--add-rlpref-runs", type=Path, nargs="+", default=None, metavar="RUN_DIR",
+                    help="add finished `python -m rlpref.run` folders (results.json) as rlpref rows, e.g. runs made "
+                         "by a sweep; each must match --env, --steps and --comparisons")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one imitation run
     args = ap.parse_args()
     if args.child:
@@ -124,6 +149,12 @@ def main() -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     rows_csv = args.out / "runs.csv"
+    if args.add_rlpref_runs:
+        for run_dir in args.add_rlpref_runs:
+            add_rlpref_run(run_dir, args.env, args.steps, args.comparisons, rows_csv)
+        write_table(rows_csv, args.out / "table.md")
+        print((args.out / "table.md").read_text())
+        return 0
     done = _done(rows_csv)
     variants = ([] if args.skip_imitation else ["imitation"]) + (
         [] if args.skip_rlpref else (args.rlpref or ["protocol=online loss=rr"]))
