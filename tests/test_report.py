@@ -280,20 +280,29 @@ def test_online_settings_are_separate_methods(tmp_path):
 
 
 def test_online_protocol_runs_get_their_own_method_label(tmp_path):
+    """An online-protocol run is labelled by its protocol, not its comparison count, so runs at several
+    budgets form one line of the sample-efficiency figure; each sits at the comparisons it asked for."""
     from rlpref.report.collect import _online_tag
 
     config = {"online": {"rounds": 9, "n_feedback": 60, "schedule": "early", "pairing": "within", "scale": "round",
                          "refit": "trained", "refit_epochs": 2},
               "budget": {"n_feedback": 1000, "online_rounds": 9, "online_feedback": 60},
               "protocol": {"name": "online", "iterations": 10, "schedule": "hyperbolic", "n_feedback": None}}
-    # the label holds the configured number of queries, not the number a run happened to get
-    for got in (1540, 1531):
-        assert _online_tag({"config": config, "n_feedback_total": got}, 9) == "@online-protocol10-hyperbolic-1540q"
-    config["protocol"]["n_feedback"] = 770
-    assert _online_tag({"config": config}, 9) == "@online-protocol10-hyperbolic-770q"
+    assert _online_tag({"config": config}, 9) == "@online-protocol10-hyperbolic"
+    for name, asked, got in (("a", None, 1531), ("b", 770, 770)):
+        run = write_fake_run(tmp_path / name, loss="rr", online=(9, 60, "early"))
+        res = json.loads((run / "results.json").read_text())
+        res["config"].update({k: dict(v) for k, v in config.items()})
+        res["config"]["protocol"]["n_feedback"] = asked
+        res["n_feedback_total"] = got
+        (run / "results.json").write_text(json.dumps(res))
+    runs = collect(tmp_path).runs.set_index("run_id")
+    assert set(runs["method"]) == {"rr@online-protocol10-hyperbolic"}
+    # the budget a run asked for (1000 + 9 x 60 by default) places it; what it got is kept beside
+    assert runs.loc["a", "n_feedback"] == 1540 and runs.loc["a", "n_feedback_used"] == 1531
+    assert runs.loc["b", "n_feedback"] == 770
     config["protocol"] = {"name": "offline"}
     assert _online_tag({"config": config}, 9) == "+online9x60-early"
-
 
 def test_envs_with_only_true_reward_runs_still_get_a_row():
     from rlpref.report.tables import return_table, to_markdown

@@ -103,6 +103,10 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row["n_feedback"] = int(res["n_feedback_total"])
     else:  # results from before n_feedback_total: count what the rounds logged
         row["n_feedback"] = row["n_feedback_offline"] + sum(int(r.get("n_new_pairs", 0)) for r in rounds)
+    row["n_feedback_used"] = row["n_feedback"]
+    asked = _protocol_queries(res.get("config") or {})
+    if asked is not None:  # protocol=online: a run sits at the comparisons it asked for (used: n_feedback_used)
+        row["n_feedback"] = asked
     # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
     # whose agent's own rollouts were labelled too get
     # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>][-keeplevel][-refit<k>ep][-replay<r>]",
@@ -131,6 +135,16 @@ def _default_refit_epochs() -> Optional[int]:
     return OnlineConfig().refit_epochs
 
 
+def _protocol_queries(config: dict) -> Optional[int]:
+    """The comparisons a ``protocol=online`` run asked for (None for the offline protocol)."""
+    protocol = config.get("protocol") or {}
+    if protocol.get("name") != "online":
+        return None
+    budget = config.get("budget") or {}
+    return int(protocol.get("n_feedback") or (int(budget.get("n_feedback", 0)) + int(budget.get("online_rounds", 0))
+                                              * int(budget.get("online_feedback", 0))))
+
+
 def _online_tag(res: dict, rounds_run: int) -> str:
     """The online knobs of ``_ONLINE_TAGGED`` as a method suffix (keep the two in step)."""
     if not rounds_run:
@@ -139,10 +153,7 @@ def _online_tag(res: dict, rounds_run: int) -> str:
     online = config.get("online") or {}
     protocol = config.get("protocol") or {}
     if protocol.get("name") == "online":  # no source stage: the iterations are the protocol's, not online.rounds
-        budget = config.get("budget") or {}
-        asked = protocol.get("n_feedback") or (int(budget.get("n_feedback", 0))
-                                               + int(budget.get("online_rounds", 0)) * int(budget.get("online_feedback", 0)))
-        tag = f"@online-protocol{protocol.get('iterations')}-{protocol.get('schedule')}-{asked}q"
+        tag = f"@online-protocol{protocol.get('iterations')}-{protocol.get('schedule')}"
         online = {**online, "schedule": "even"}
     else:
         planned, per_round = online.get("rounds", rounds_run), online.get("n_feedback")
