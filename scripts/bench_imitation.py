@@ -84,18 +84,20 @@ def rlpref_run(env_id: str, seed: int, steps: int, comparisons: int, overrides: 
 
 
 def add_rlpref_run(run_dir: Path, env_id: str, steps: int, comparisons: int, rows_csv: Path) -> None:
-    """One finished rlpref run as a table row: its tool label is its overrides that differ from the
-    defaults, e.g. ``loss=rr`` (protocol=online is the default); refuses a run of another budget."""
+    """One finished rlpref run as a table row, labelled as this script labels its own rlpref runs (their
+    overrides, e.g. ``protocol=online loss=rr``), so the two never split one experiment; refuses a run of
+    another budget. Its wall time counts the processes before a resume."""
     res = json.loads((Path(run_dir) / "results.json").read_text())
     cfg = res["config"]
     got = (res["env"], int(cfg["budget"]["agent_steps"]), int(res.get("n_feedback_total") or -1))
     if got != (env_id, steps, comparisons):
         raise SystemExit(f"{run_dir}: env, agent steps and comparisons are {got}, not {(env_id, steps, comparisons)}")
     protocol = cfg.get("protocol", {}).get("name", "offline")
-    tool = f"rlpref protocol={protocol} loss={res['loss']}"
+    tool = f"protocol={protocol} loss={res['loss']}"
     if (env_id, tool, str(res["seed"]), str(steps), str(comparisons)) in _done(rows_csv):
         return  # already in the table
-    wall = (res.get("agent_timings") or {}).get("total_across_resumes") or res["timings"]["total"]
+    agent_t = res.get("agent_timings") or {}
+    wall = res["timings"]["total"] + agent_t.get("total_across_resumes", 0.0) - agent_t.get("total", 0.0)
     row = dict(zip(FIELDS, [env_id, tool, res["seed"], steps, comparisons, res["final_return"], round(float(wall), 1),
                             f"python -m rlpref.run (results of {Path(run_dir).name})"]))
     append_csv_row(rows_csv, FIELDS, row)

@@ -352,12 +352,12 @@ class OnlineCallback(BaseCallback):
                                          Segments.load(folder / "online_segments.npz")])
         loop.prefs = Preferences.concat([loop.prefs.subset(np.arange(loop.n_start_prefs)),
                                          Preferences.load(folder / "online_preferences.npz")])
-        self.loop.model = load_reward_model(folder / "online_reward").eval()
-        self.loop.val_mask = load_npz(folder / "online_split.npz", ["val_mask"])["val_mask"]
-        if len(self.loop.val_mask) != len(loop.prefs):
+        loop.model = load_reward_model(folder / "online_reward").eval()
+        loop.val_mask = load_npz(folder / "online_split.npz", ["val_mask"])["val_mask"]
+        if len(loop.val_mask) != len(loop.prefs):
             raise RuntimeError(f"resume state {folder} does not fit this run: {len(loop.prefs)} comparisons but a "
-                               f"split of {len(self.loop.val_mask)}; delete the folder to start the stage over")
+                               f"split of {len(loop.val_mask)}; delete the folder to start the stage over")
         info = json.loads((folder / "online_state.json").read_text())
-        self.loop.rounds_log, self.due = info["rounds_log"], info["due"]
+        loop.rounds_log, self.due = info["rounds_log"], info["due"]
         self.seconds_outside_training = info["seconds_outside_training"]
-        return self.loop.model
+        return loop.model

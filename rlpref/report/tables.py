@@ -138,15 +138,13 @@ def cost_table(runs: pd.DataFrame) -> str:
     selection seconds per online round (– for random queries). What a method costs, next to its return."""
     if runs.empty or "time_total" not in runs:
         return ""
-    cols = {c: runs[c] if c in runs else pd.Series(np.nan, index=runs.index) for c in ("time_run", "select_s_per_round")}
-    g = runs.assign(_wall=cols["time_run"], _select=cols["select_s_per_round"]).groupby(
-        ["env", "n_feedback", "method"], dropna=False)
+    g = runs.groupby(["env", "n_feedback", "method"], dropna=False)
     lines = ["| env | comparisons | method | runs (timed) | wall s, mean (min–max) | selection s per round |",
              "|---|---|---|---|---|---|"]
     for (env, n_feedback, method), grp in g:
-        wall = grp["_wall"].dropna()
+        wall = grp["time_run"].dropna()
         wall_s = f"{wall.mean():.0f} ({wall.min():.0f}–{wall.max():.0f})" if len(wall) else "–"
-        sel = grp["_select"].dropna()
+        sel = grp["select_s_per_round"].dropna()
         sel_s = f"{sel.mean():.2f}" if len(sel) else "–"
         comps = "–" if method == "oracle" else str(int(n_feedback))
         lines.append(f"| {env} | {comps} | {method} | {len(grp)} ({len(wall)}) | {wall_s} | {sel_s} |")
