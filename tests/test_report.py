@@ -157,6 +157,10 @@ def test_results_md_section_is_generated_and_replaced_in_place(tmp_path):
     assert main(args) == 0  # a rerun replaces the block and keeps the text around it
     again = md.read_text()
     assert again.count("<!-- rlpref.report:Sweep A -->") == 1 and again.endswith("A later hand-written note.\n")
+    assert "Comparisons needed to reach" not in again  # the reach table joins the section only when asked
+    assert main(args + ["--reach"]) == 0
+    reach = (root / "report" / "reach.md").read_text().strip()
+    assert reach in md.read_text() and "| HalfCheetah-v4 | 0 | bt (at 5000) |" in reach
     with pytest.raises(SystemExit):
         main([str(root), "--results-md", str(md)])  # --section missing
 
@@ -352,3 +356,21 @@ def test_cost_table_reports_wall_time_and_selection_seconds_per_method(tmp_path)
     assert "| HalfCheetah-v4 | 1000 | bt | 2 (1) | 57 (57–57) | – |" in text
     outputs = build_report(root, reps=20, quiet=True)
     assert outputs["cost_md"].read_text().endswith(text)
+
+
+def test_reach_table_finds_the_fewest_comparisons_reaching_another_methods_best_mean():
+    from rlpref.report.tables import reach_table
+
+    # bt: 250 -> 1000, 500 -> 2000, 1000 -> 3000 (best); rr: 250 -> 1500, 500 -> 3100, 1000 -> 2900
+    means = {("bt", 250): 1000.0, ("bt", 500): 2000.0, ("bt", 1000): 3000.0,
+             ("rr", 250): 1500.0, ("rr", 500): 3100.0, ("rr", 1000): 2900.0}
+    runs = pd.DataFrame([{"env": "E", "sigma": 0.0, "method": m, "n_feedback": n, "seed": s,
+                          "final_return": v + (s - 1) * 100.0}  # seeds -100 / 0 / +100: the mean is v
+                         for (m, n), v in means.items() for s in range(3)]
+                        + [{"env": "E", "sigma": 0.0, "method": "oracle", "n_feedback": 1000, "seed": 0,
+                            "final_return": 9999.0}])
+    text = reach_table(runs)
+    assert "| E | 0 | bt (at 1000) | 3000 | rr | 500 | 3100 |" in text
+    assert "| E | 0 | rr (at 500) | 3100 | bt | not reached | best 3000 at 1000 |" in text
+    assert "oracle" not in text  # the true-reward agent is no feedback method
+    assert reach_table(runs[runs["n_feedback"] == 1000]) == ""  # one budget each: nothing to compare

@@ -24,7 +24,7 @@ from .collect import collect, write_tables
 from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
 from .sections import write_section
 from .stats import BACKEND
-from .tables import cost_table, return_table, rm_table, to_latex, to_markdown
+from .tables import cost_table, reach_table, return_table, rm_table, to_latex, to_markdown
 
 
 def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False) -> dict:
@@ -53,6 +53,10 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
     if cost:
         atomic_write_text(out_dir / "cost.md", "### Cost — wall seconds per run\n\n" + cost)
         outputs["cost_md"] = out_dir / "cost.md"
+    reach = reach_table(col.runs)
+    if reach:
+        atomic_write_text(out_dir / "reach.md", "### Comparisons needed to reach a method's best mean return\n\n" + reach)
+        outputs["reach_md"] = out_dir / "reach.md"
     rm = rm_table(col.runs)
     if not rm.empty:
         with atomic_path(out_dir / "reward_models.csv") as tmp:
@@ -72,12 +76,14 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
     return outputs
 
 
-def write_results_section(results_md: Path, section: str, outputs: dict, command: str) -> None:
-    """The return table and the figures (linked relative to the markdown file) as section ``section``."""
+def write_results_section(results_md: Path, section: str, outputs: dict, command: str, reach: bool = False) -> None:
+    """The return table, cost table (and with ``reach`` the comparisons-to-reach table) and the figures
+    (linked relative to the markdown file) as section ``section``."""
     results_md = Path(results_md)
     table = Path(outputs["returns_md"]).read_text().strip()
-    if outputs.get("cost_md") is not None:
-        table += "\n\n" + Path(outputs["cost_md"]).read_text().strip()
+    for extra in (("reach_md",) if reach else ()) + ("cost_md",):
+        if outputs.get(extra) is not None:
+            table += "\n\n" + Path(outputs[extra]).read_text().strip()
     figures = [f"![{k}]({_relative(Path(outputs[k]), results_md.parent)})"
                for k in ("sample_efficiency", "learning_curves") if k in outputs]
     write_section(results_md, section, "\n".join([table, "", *figures]), command)
@@ -97,13 +103,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--results-md", type=Path, default=None, help="also write the table into this markdown file")
     ap.add_argument("--section", default=None, help="the generated section's name in --results-md")
+    ap.add_argument("--reach", action="store_true",
+                    help="also put the comparisons-to-reach table (report/reach.md) into the section")
     args = ap.parse_args(argv)
     if (args.results_md is None) != (args.section is None):
         ap.error("--results-md and --section go together")
     outputs = build_report(args.sweep_dir, args.out, reps=args.reps, quiet=args.quiet)
     if args.results_md is not None:
         command = "python -m rlpref.report " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_results_section(args.results_md, args.section, outputs, command)
+        write_results_section(args.results_md, args.section, outputs, command, reach=args.reach)
     md = outputs.get("returns_md")
     if md is not None and not args.quiet:
         print(Path(md).read_text())

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import _methods
 
-__all__ = ["cost_table", "return_table", "to_markdown", "to_latex"]
+__all__ = ["cost_table", "reach_table", "return_table", "to_markdown", "to_latex"]
 
 
 def return_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -149,3 +149,34 @@ def cost_table(runs: pd.DataFrame) -> str:
         comps = "–" if method == "oracle" else str(int(n_feedback))
         lines.append(f"| {env} | {comps} | {method} | {len(grp)} ({len(wall)}) | {wall_s} | {sel_s} |")
     return "\n".join(lines) + "\n"
+
+
+def reach_table(runs: pd.DataFrame) -> str:
+    """Markdown: feedback efficiency between learned-reward methods measured at several budgets.
+
+    For each env x sigma and each method R with >= 2 budgets: R's best mean final return over its budgets
+    (the target) and, for every method M, the fewest comparisons at which M's mean reaches it ("not
+    reached" with M's best otherwise). Means over seeds, so read it next to the figure's intervals.
+    """
+    learned = runs[runs["method"] != "oracle"]
+    if learned.empty:
+        return ""
+    means = learned.groupby(["env", "sigma", "method", "n_feedback"])["final_return"].mean()
+    lines = ["| env | σ | target: best mean of | target | method | fewest comparisons reaching it | mean there |",
+             "|---|---|---|---|---|---|---|"]
+    for (env, sigma), grp in means.groupby(level=["env", "sigma"]):
+        per = {m: g.droplevel(["env", "sigma", "method"]).sort_index() for m, g in grp.groupby(level="method")}
+        if not any(len(c) > 1 for c in per.values()):
+            continue
+        for ref, ref_curve in per.items():
+            if len(ref_curve) < 2:
+                continue
+            target, at = float(ref_curve.max()), int(ref_curve.idxmax())
+            for m, curve in per.items():
+                if m == ref:
+                    continue
+                hit = curve[curve >= target]
+                cell = (f"{int(hit.index[0])} | {hit.iloc[0]:.0f}" if len(hit)
+                        else f"not reached | best {curve.max():.0f} at {int(curve.idxmax())}")
+                lines.append(f"| {env} | {sigma:g} | {ref} (at {at}) | {target:.0f} | {m} | {cell} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
