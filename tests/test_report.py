@@ -231,7 +231,7 @@ def test_runs_differing_in_another_config_value_are_separate_methods(tmp_path):
     run("d", 1, 0.25, rr8, 500.0, extra={"logger": {"name": "wandb"}})  # how a run logs is no variant
     col = collect(tmp_path)
     methods = dict(zip(col.runs["run_id"], col.runs["method"]))
-    tag = {"a": "[strata.k=None,strata.name=by_batch]", "c": "[strata.k=8,strata.name=round_robin]"}
+    tag = {"a": "[strata.k=None,strata=by_batch]", "c": "[strata.k=8,strata=round_robin]"}
     assert methods == {"a": "rr" + tag["a"], "b": "rr" + tag["a"], "c": "rr" + tag["c"], "d": "rr" + tag["c"]}
     table = return_table(col.runs).set_index(["sigma", "method"])["final_mean"]
     assert table[(0.25, "rr" + tag["c"])] == pytest.approx(500.0)  # never averaged with the by_batch run

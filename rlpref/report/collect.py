@@ -191,7 +191,12 @@ def _tag_variants(rows: list[dict], configs: list[dict]) -> None:
                          and len({repr(f[k]) for f in flats}) > 1)
         if varying:
             for i, flat in zip(idx, flats):
-                rows[i]["method"] += "[" + ",".join(f"{k}={_short(flat[k])}" for k in varying) + "]"
+                rows[i]["method"] += "[" + ",".join(f"{_group(k)}={_short(flat[k])}" for k in varying) + "]"
+
+
+def _group(key: str) -> str:
+    """A config group's choice as the user types it on the command line: ``query.name`` -> ``query``."""
+    return key[: -len(".name")] if key.endswith(".name") else key
 
 
 def _short(value: Any) -> str:
