@@ -374,3 +374,17 @@ def test_reach_table_finds_the_fewest_comparisons_reaching_another_methods_best_
     assert "| E | 0 | rr (at 500) | 3100 | bt | not reached | best 3000 at 1000 |" in text
     assert "oracle" not in text  # the true-reward agent is no feedback method
     assert reach_table(runs[runs["n_feedback"] == 1000]) == ""  # one budget each: nothing to compare
+
+
+def test_oracle_ratio_pairs_each_learned_run_with_the_true_reward_run_of_its_seed():
+    from rlpref.report.tables import oracle_ratio_table
+
+    rows = [{"env": "E", "sigma": 0.0, "n_feedback": 1000, "method": "oracle", "seed": s, "final_return": r}
+            for s, r in ((0, 200.0), (1, 400.0), (3, -5.0))]
+    rows += [{"env": "E", "sigma": sg, "n_feedback": 500, "method": "rr", "seed": s, "final_return": r}
+             for sg, s, r in ((0.0, 0, 100.0), (0.0, 1, 100.0), (0.0, 2, 999.0), (0.0, 3, 1.0), (0.25, 1, 440.0))]
+    text = oracle_ratio_table(pd.DataFrame(rows))
+    # seed 2 has no true-reward run and seed 3's is not positive: both left out; 50 % and 25 % -> 38 (37.5)
+    assert "| E | 0 | 500 | rr | 50 (s0) / 25 (s1) | 38 |" in text
+    assert "| E | 0.25 | 500 | rr | 110 (s1) | 110 |" in text
+    assert oracle_ratio_table(pd.DataFrame(rows[:3])) == ""

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import _methods
 
-__all__ = ["cost_table", "reach_table", "return_table", "to_markdown", "to_latex"]
+__all__ = ["cost_table", "oracle_ratio_table", "reach_table", "return_table", "to_markdown", "to_latex"]
 
 
 def return_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -179,4 +179,28 @@ def reach_table(runs: pd.DataFrame) -> str:
                 cell = (f"{int(hit.index[0])} | {hit.iloc[0]:.0f}" if len(hit)
                         else f"not reached | best {curve.max():.0f} at {int(curve.idxmax())}")
                 lines.append(f"| {env} | {sigma:g} | {ref} (at {at}) | {target:.0f} | {m} | {cell} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def oracle_ratio_table(runs: pd.DataFrame) -> str:
+    """Markdown: each learned-reward run's final return as % of the true-reward agent's of the same env and
+    seed (the seed fixes the agent's initialisation and env stream, so the pair shares its luck), per
+    env x sigma x comparisons x method: the per-seed values and their mean. Seeds without a true-reward
+    run, or whose true-reward return is not positive, are left out."""
+    oracle = runs[runs["method"] == "oracle"].groupby(["env", "seed"])["final_return"].mean()
+    learned = runs[runs["method"] != "oracle"]
+    if oracle.empty or learned.empty:
+        return ""
+    lines = ["| env | σ | comparisons | method | % of same-seed true-reward agent, per seed | mean % |",
+             "|---|---|---|---|---|---|"]
+    for (env, sigma, n_feedback, method), grp in learned.groupby(["env", "sigma", "n_feedback", "method"]):
+        pairs = []
+        for seed, ret in grp.groupby("seed")["final_return"].mean().items():
+            ref = oracle.get((env, seed))
+            if ref is not None and ref > 0:
+                pairs.append((int(seed), 100.0 * ret / ref))
+        if pairs:
+            per = " / ".join(f"{v:.0f} (s{seed})" for seed, v in pairs)
+            lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {per} | "
+                         f"{np.mean([v for _, v in pairs]):.0f} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
