@@ -388,3 +388,18 @@ def test_oracle_ratio_pairs_each_learned_run_with_the_true_reward_run_of_its_see
     assert "| E | 0 | 500 | rr | 50 (s0) / 25 (s1) | 38 |" in text
     assert "| E | 0.25 | 500 | rr | 110 (s1) | 110 |" in text
     assert oracle_ratio_table(pd.DataFrame(rows[:3])) == ""
+
+
+def test_variants_in_one_figure_never_share_a_colour_and_keep_it_across_calls():
+    from rlpref.report.plots import _PALETTE, method_style
+
+    variants = [f"{loss}@online-protocol10-hyperbolic[query={q}]" for loss in ("bt", "rr")
+                for q in ("random", "dopt", "disagreement", "entropy")]
+    styles = [method_style(m, variants) for m in variants]
+    from matplotlib.colors import to_hex
+
+    colours = [to_hex(st["color"]) for st in styles]
+    assert len(set(colours)) == len(variants) and not set(colours) & set(_PALETTE.values())
+    assert [st["linestyle"] for st in styles] == ["-."] * 4 + ["-"] * 4  # bt variants dash-dotted
+    assert method_style(variants[5], variants) == styles[5]
+    assert method_style("rr")["color"] == _PALETTE["rr"] and method_style("oracle")["linestyle"] == "--"

@@ -7,8 +7,10 @@ a legend giving the number of seeds behind each line.
 
 from __future__ import annotations
 
+import re
+import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -44,12 +46,22 @@ _LABELS = {
 }
 
 
-def method_style(method: str) -> dict:
+_EXTRA = [c for c in plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
+          if matplotlib.colors.to_hex(c) not in _PALETTE.values()]
+
+
+def method_style(method: str, methods: Sequence[str] = ()) -> dict:
+    """Colour, line style and legend label of a method. A method outside the palette (a variant such as
+    ``rr@online-...[query=dopt]``) takes the next free colour in the order of ``methods`` (every method
+    of the figure), so variants never share a colour; a bt variant is dash-dotted, other variants solid."""
     colour = _PALETTE.get(method)
     if colour is None:
-        extra = plt.get_cmap("tab10").colors
-        colour = extra[abs(hash(method)) % len(extra)]
-    return {"color": colour, "linestyle": "--" if method == "oracle" else "-", "label": _LABELS.get(method, method)}
+        unknown = [m for m in dict.fromkeys(methods) if m not in _PALETTE]
+        i = unknown.index(method) if method in unknown else zlib.crc32(method.encode())
+        colour = _EXTRA[i % len(_EXTRA)]
+    base = re.split(r"[@\[+]", method)[0]
+    linestyle = "--" if method == "oracle" else ("-." if base == "bt" and method != "bt" else "-")
+    return {"color": colour, "linestyle": linestyle, "label": _LABELS.get(method, method)}
 
 
 def _methods(df: pd.DataFrame) -> list[str]:
@@ -100,6 +112,7 @@ def sample_efficiency(runs: pd.DataFrame, out: Path, reps: int = 2000) -> Option
     if runs.empty:
         return None
     envs = sorted(runs["env"].unique())
+    every = _methods(runs)
     sigmas = sorted(runs.loc[runs["method"] != "oracle", "sigma"].unique()) or sorted(runs["sigma"].unique())
     fig, axes = _grid(len(envs), len(sigmas))
     for i, env in enumerate(envs):
@@ -119,7 +132,7 @@ def sample_efficiency(runs: pd.DataFrame, out: Path, reps: int = 2000) -> Option
                 if not pts:
                     continue
                 x, y, lo, hi = map(np.asarray, zip(*pts))
-                st = method_style(method)
+                st = method_style(method, every)
                 n_seeds = int(m.groupby("n_feedback")["seed"].nunique().min())
                 ax.plot(x, y, marker="o", color=st["color"], linestyle=st["linestyle"],
                         label=f"{st['label']} (n={n_seeds} seeds)")
@@ -167,6 +180,7 @@ def learning_curves(curves: pd.DataFrame, out: Path) -> Optional[Path]:
     if curves.empty:
         return None
     envs = sorted(curves["env"].unique())
+    every = _methods(curves)
     cond = curves.loc[curves["method"] != "oracle", ["sigma", "n_feedback"]].drop_duplicates()
     if cond.empty:
         cond = curves[["sigma", "n_feedback"]].drop_duplicates()
@@ -192,7 +206,7 @@ def learning_curves(curves: pd.DataFrame, out: Path) -> Optional[Path]:
                 x, y, lo, hi, n = _curve_band(m)
                 if x.size == 0:
                     continue
-                st = method_style(method)
+                st = method_style(method, every)
                 ax.plot(x, y, color=st["color"], linestyle=st["linestyle"], label=f"{st['label']} (n={n} seeds)",
                         marker="." if x.size < 30 else None)
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.2, linewidth=0)
@@ -215,6 +229,7 @@ def rm_quality_vs_sigma(runs: pd.DataFrame, out: Path) -> Optional[Path]:
     if learned.empty:
         return None
     envs = sorted(learned["env"].unique())
+    every = _methods(learned)
     rows = [("rm_val_accuracy", "validation accuracy (%)", 100.0), ("rm_pdc", "PDC (Pearson r of |ΔU|)", 1.0)]
     fig, axes = _grid(len(rows), len(envs))
     for j, env in enumerate(envs):
@@ -229,7 +244,7 @@ def rm_quality_vs_sigma(runs: pd.DataFrame, out: Path) -> Optional[Path]:
                 if not pts:
                     continue
                 x, y, lo, hi = map(np.asarray, zip(*pts))
-                st = method_style(method)
+                st = method_style(method, every)
                 n = int(m.groupby("sigma")["seed"].nunique().min())
                 ax.errorbar(x, y, yerr=[y - lo, hi - y], color=st["color"], linestyle=st["linestyle"],
                             marker="o", capsize=4, label=f"{st['label']} (n={n} seeds)")
