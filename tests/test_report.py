@@ -354,6 +354,13 @@ def test_cost_table_reports_wall_time_and_selection_seconds_per_method(tmp_path)
         (run / "results.json").write_text(json.dumps(res))
         text = cost_table(collect(root).runs)
     assert "| HalfCheetah-v4 | 1000 | bt | 2 (1) | 57 (57–57) | – |" in text
+    # a rerun served from the cache takes ~0 s itself and counts what its stages took to make
+    run = write_fake_run(root / "cached", loss="bt", reward="oracle", seed=7)
+    res = json.loads((run / "results.json").read_text())
+    res["timings"] = {"agent": 700.0, "total": 0.004}
+    (run / "results.json").write_text(json.dumps(res))
+    text = cost_table(collect(root).runs)
+    assert "| HalfCheetah-v4 | – | oracle | 2 (2) | 353 (7–700) | – |" in text
     outputs = build_report(root, reps=20, quiet=True)
     assert outputs["cost_md"].read_text().endswith(text)
 

@@ -92,6 +92,11 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     before = _float(agent_t.get("total_across_resumes")) - _float(agent_t.get("total"))
     row["resumed"] = agent_t.get("resumed_at_step") is not None
     row["time_run"] = row.get("time_total", float("nan")) + (before if row["resumed"] else 0.0)
+    # a run whose stages came from the cache took ~0 s itself: it costs what its stages took to make
+    stages = sum(_float(v) for k, v in (res.get("timings") or {}).items() if k != "total")
+    row["from_cache"] = bool(stages > row["time_run"] + 1.0)
+    if row["from_cache"]:
+        row["time_run"] = stages
     rounds = res.get("online_rounds") or []
     row["online_rounds"] = len(rounds)
     # seconds spent choosing queries per round (active query selection; absent before it existed)

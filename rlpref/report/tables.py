@@ -135,7 +135,8 @@ def rm_table(runs: pd.DataFrame) -> pd.DataFrame:
 def cost_table(runs: pd.DataFrame) -> str:
     """Markdown: per env x comparisons x method, the runs' wall seconds (mean, min–max, over the runs whose
     whole time is known: a resumed run counts its earlier processes when it recorded them) and the query
-    selection seconds per online round (– for random queries). What a method costs, next to its return."""
+    selection seconds per online round (– for random queries). A run whose stages came from the cache counts
+    the seconds they took to make. What a method costs, next to its return."""
     if runs.empty or "time_total" not in runs:
         return ""
     g = runs.groupby(["env", "n_feedback", "method"], dropna=False)
