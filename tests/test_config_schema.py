@@ -220,3 +220,19 @@ def test_query_keys_move_feedback_and_agent_only_when_a_rule_selects(compose_con
     with pytest.raises(ConfigError, match="set reward_model.ensemble >= 2"):
         keys("query=disagreement")
     assert keys("query=disagreement", "reward_model.ensemble=3")["feedback"] != dopt["feedback"]
+
+
+def test_steps_scale_by_budget_applies_under_its_budget_only(compose_config, pendulum_cfg):
+    """A task may scale the default budget's steps but keep another budget's (Walker2d: 1M at both)."""
+    walker = {b: validate(compose_config(["env=Walker2d-v5", f"budget={b}"])).budget for b in ("default", "paper")}
+    assert walker["default"].agent_steps == walker["paper"].agent_steps == 1_000_000
+    base = _stage_keys(validate(pendulum_cfg))
+    other = _stage_keys(validate(_set(pendulum_cfg, "env.steps_scale_by_budget", {"paper": 0.5})))
+    assert other == base  # the run's budget (default) is not in the mapping: nothing moves
+    own = validate(_set(pendulum_cfg, "env.steps_scale_by_budget", {"default": 0.5}))
+    assert own.budget.agent_steps == validate(pendulum_cfg).budget.agent_steps // 2
+    moved = {k for k, v in _stage_keys(own).items() if v != base[k]}
+    assert moved == {"source", "agent"}
+    for bad in ("abc", {"default": -1}, {"default": "x"}, {"default": True}):
+        with pytest.raises(ValueError, match="env.steps_scale_by_budget=.*must be a mapping of budget names"):
+            validate(_set(pendulum_cfg, "env.steps_scale_by_budget", bad))

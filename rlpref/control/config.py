@@ -61,6 +61,15 @@ class EnvConfig(Section):
     algo: str = rule("ppo", choices=ALGOS)
     n_envs: int = rule(1, ge=1)
     steps_scale: float = rule(1.0, gt=0.0)
+    # budget name -> scale used instead of steps_scale under that budget (e.g. {paper: 1.0} keeps the
+    # paper's step count on a task whose default budget is scaled up)
+    steps_scale_by_budget: dict = rule(default_factory=dict, check=lambda d: isinstance(d, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+        for k, v in d.items()), allowed="a mapping of budget names to numbers > 0")
+
+    def scale_for(self, budget: str) -> float:
+        """The step scale under budget ``budget``."""
+        return float(self.steps_scale_by_budget.get(budget, self.steps_scale))
     normalize: dict = rule(default_factory=lambda: {"obs": True, "reward": True})
     env_kwargs: dict = rule(default_factory=dict)
     hyperparams: dict = rule(default_factory=dict)
@@ -174,11 +183,12 @@ class RunSpec:
                 raise ConfigError(f"reward_model.{key} comes from the strata group: use strata=<by_batch|global|"
                                   "random_k|round_robin> and strata.k=<int>")
         reward_train = build(RewardTrainConfig, rm)
+        budget = build(BudgetConfig, _section(cfg, "budget"))
         reward_train = RewardTrainConfig(**{**asdict(reward_train), "strata": strata.kind, "strata_k": strata.k})
         _check_loss_options(loss, reward_train)
         spec = cls(cfg=cfg, run=run, env=asdict(env_cfg), algo=algo, source_hp=hyperparams(asdict(env_cfg), algo),
                    hp=hp, gamma=float(hp.get("gamma", 0.99)),
-                   budget=build(BudgetConfig, _section(cfg, "budget")).scaled(env_cfg.steps_scale),
+                   budget=budget.scaled(env_cfg.scale_for(budget.name)),
                    loss=loss, segments=build(SegmentsConfig, _section(cfg, "segments")),
                    teacher=TeacherConfig.from_mapping(_section(cfg, "teacher")), reward_train=reward_train,
                    online=OnlineConfig.from_mapping(_section(cfg, "online")),
