@@ -410,3 +410,5 @@ def test_variants_in_one_figure_never_share_a_colour_and_keep_it_across_calls():
     assert [st["linestyle"] for st in styles] == ["-."] * 4 + ["-"] * 4  # bt variants dash-dotted
     assert method_style(variants[5], variants) == styles[5]
     assert method_style("rr")["color"] == _PALETTE["rr"] and method_style("oracle")["linestyle"] == "--"
+    alone = ["bt@online-protocol10-hyperbolic", "rr@online-protocol10-hyperbolic", "oracle"]
+    assert [to_hex(method_style(m, alone)["color"]) for m in alone] == [_PALETTE["bt"], _PALETTE["rr"], _PALETTE["oracle"]]

@@ -50,16 +50,24 @@ _EXTRA = [c for c in plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
           if matplotlib.colors.to_hex(c) not in _PALETTE.values()]
 
 
+def _base(method: str) -> str:
+    """The loss a method label starts with: ``rr@online-...[query=dopt]`` -> ``rr``."""
+    return re.split(r"[@\[+]", method)[0]
+
+
 def method_style(method: str, methods: Sequence[str] = ()) -> dict:
     """Colour, line style and legend label of a method. A method outside the palette (a variant such as
-    ``rr@online-...[query=dopt]``) takes the next free colour in the order of ``methods`` (every method
-    of the figure), so variants never share a colour; a bt variant is dash-dotted, other variants solid."""
+    ``rr@online-...[query=dopt]``) keeps its loss's colour when it is the figure's only variant of that
+    loss, and otherwise takes the next free colour in the order of ``methods`` (every method of the
+    figure), so variants never share a colour; a bt variant is dash-dotted, other variants solid."""
+    base = _base(method)
     colour = _PALETTE.get(method)
+    if colour is None and base in _PALETTE and [_base(m) for m in methods].count(base) == 1:
+        colour = _PALETTE[base]  # the figure's only variant of a known loss keeps that loss's colour
     if colour is None:
         unknown = [m for m in dict.fromkeys(methods) if m not in _PALETTE]
         i = unknown.index(method) if method in unknown else zlib.crc32(method.encode())
         colour = _EXTRA[i % len(_EXTRA)]
-    base = re.split(r"[@\[+]", method)[0]
     linestyle = "--" if method == "oracle" else ("-." if base == "bt" and method != "bt" else "-")
     return {"color": colour, "linestyle": linestyle, "label": _LABELS.get(method, method)}
 
