@@ -66,13 +66,13 @@ class EnvConfig(Section):
     steps_scale_by_budget: dict = rule(default_factory=dict, check=lambda d: isinstance(d, dict) and all(
         isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
         for k, v in d.items()), allowed="a mapping of budget names to numbers > 0")
+    normalize: dict = rule(default_factory=lambda: {"obs": True, "reward": True})
+    env_kwargs: dict = rule(default_factory=dict)
+    hyperparams: dict = rule(default_factory=dict)
 
     def scale_for(self, budget: str) -> float:
         """The step scale under budget ``budget``."""
         return float(self.steps_scale_by_budget.get(budget, self.steps_scale))
-    normalize: dict = rule(default_factory=lambda: {"obs": True, "reward": True})
-    env_kwargs: dict = rule(default_factory=dict)
-    hyperparams: dict = rule(default_factory=dict)
 
     def key(self) -> dict:
         """What makes the env itself: the algorithm, its hyperparameters and the step scale key elsewhere."""
