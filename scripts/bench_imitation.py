@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rlpref.artifacts import append_csv_row, atomic_write_text
+from rlpref.report.collect import run_wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["env", "tool", "seed", "steps", "comparisons", "final_return", "wall_s", "command"]
@@ -86,7 +87,7 @@ def rlpref_run(env_id: str, seed: int, steps: int, comparisons: int, overrides: 
 def add_rlpref_run(run_dir: Path, env_id: str, steps: int, comparisons: int, rows_csv: Path) -> None:
     """One finished rlpref run as a table row, labelled as this script labels its own rlpref runs (their
     overrides, e.g. ``protocol=online loss=rr``), so the two never split one experiment; refuses a run of
-    another budget. Its wall time counts the processes before a resume."""
+    another budget. Its wall time counts the processes before a resume and cached stages' making."""
     res = json.loads((Path(run_dir) / "results.json").read_text())
     cfg = res["config"]
     got = (res["env"], int(cfg["budget"]["agent_steps"]), int(res.get("n_feedback_total") or -1))
@@ -96,8 +97,7 @@ def add_rlpref_run(run_dir: Path, env_id: str, steps: int, comparisons: int, row
     tool = f"protocol={protocol} loss={res['loss']}"
     if (env_id, tool, str(res["seed"]), str(steps), str(comparisons)) in _done(rows_csv):
         return  # already in the table
-    agent_t = res.get("agent_timings") or {}
-    wall = res["timings"]["total"] + agent_t.get("total_across_resumes", 0.0) - agent_t.get("total", 0.0)
+    wall, _ = run_wall_seconds(res)  # the report's rule: earlier processes of a resume, cached stages
     row = dict(zip(FIELDS, [env_id, tool, res["seed"], steps, comparisons, res["final_return"], round(float(wall), 1),
                             f"python -m rlpref.run (results of {Path(run_dir).name})"]))
     append_csv_row(rows_csv, FIELDS, row)

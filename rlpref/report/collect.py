@@ -62,6 +62,19 @@ def _float(x: Any) -> float:
         return float("nan")
 
 
+def run_wall_seconds(res: dict) -> tuple[float, bool]:
+    """Wall seconds a run cost, from its results.json, and whether its stages came from the cache.
+
+    A resumed agent stage adds its earlier processes (nan: not recorded). A run whose stages came from
+    the cache took ~0 s itself: it costs what its stages took to make."""
+    timings, agent_t = res.get("timings") or {}, res.get("agent_timings") or {}
+    wall = _float(timings.get("total", float("nan")))
+    if agent_t.get("resumed_at_step") is not None:
+        wall += _float(agent_t.get("total_across_resumes")) - _float(agent_t.get("total"))
+    stages = sum(_float(v) for k, v in timings.items() if k != "total")
+    return (stages, True) if stages > wall + 1.0 else (wall, False)
+
+
 def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     rel = run_dir.relative_to(root).as_posix() if run_dir != root else "."
     row: dict[str, Any] = {
@@ -87,16 +100,8 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row[f"rm_{k}"] = _float(rm.get(k))
     for k, v in (res.get("timings") or {}).items():
         row[f"time_{k}"] = _float(v)
-    # wall seconds of the whole run: a resumed agent stage adds its earlier processes (nan: not recorded)
-    agent_t = res.get("agent_timings") or {}
-    before = _float(agent_t.get("total_across_resumes")) - _float(agent_t.get("total"))
-    row["resumed"] = agent_t.get("resumed_at_step") is not None
-    row["time_run"] = row.get("time_total", float("nan")) + (before if row["resumed"] else 0.0)
-    # a run whose stages came from the cache took ~0 s itself: it costs what its stages took to make
-    stages = sum(_float(v) for k, v in (res.get("timings") or {}).items() if k != "total")
-    row["from_cache"] = bool(stages > row["time_run"] + 1.0)
-    if row["from_cache"]:
-        row["time_run"] = stages
+    row["resumed"] = (res.get("agent_timings") or {}).get("resumed_at_step") is not None
+    row["time_run"], row["from_cache"] = run_wall_seconds(res)
     rounds = res.get("online_rounds") or []
     row["online_rounds"] = len(rounds)
     # seconds spent choosing queries per round (active query selection; absent before it existed)
