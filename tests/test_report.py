@@ -216,6 +216,19 @@ def test_rerun_of_the_same_experiment_counts_once_newest_wins(tmp_path):
     assert row["n_seeds"] == 2 and row["final_mean"] == pytest.approx(250.0)
 
 
+def test_true_reward_runs_count_no_comparisons_so_their_recorded_budgets_never_split_seeds(tmp_path):
+    # an oracle run from the offline protocol records n_feedback 1000, one from protocol=online 1540
+    write_fake_run(tmp_path / "o0", reward="oracle", seed=0, n_feedback=1000, final=100.0)
+    d = write_fake_run(tmp_path / "o1", reward="oracle", seed=1, n_feedback=1000, final=300.0)
+    res = json.loads((d / "results.json").read_text())
+    res["config"]["protocol"] = {"name": "online", "n_feedback": 1540}
+    (d / "results.json").write_text(json.dumps(res))
+    runs = collect(tmp_path).runs
+    assert runs["n_feedback"].tolist() == [0, 0]
+    row = return_table(runs).iloc[0]
+    assert len(return_table(runs)) == 1 and row["n_seeds"] == 2 and row["final_mean"] == pytest.approx(200.0)
+
+
 def test_runs_differing_in_another_config_value_are_separate_methods(tmp_path):
     def run(name, seed, sigma, strata, final, agent_steps=250_000, extra=None):
         d = write_fake_run(tmp_path / name, loss="rr", seed=seed, sigma=sigma, final=final)
