@@ -410,6 +410,21 @@ def test_oracle_ratio_pairs_each_learned_run_with_the_true_reward_run_of_its_see
     assert oracle_ratio_table(pd.DataFrame(rows[:3])) == ""
 
 
+def test_figure_legend_gives_the_range_of_seed_counts_when_panels_differ():
+    import matplotlib.pyplot as plt
+
+    from rlpref.report.plots import _legend
+
+    fig, axes = plt.subplots(1, 2, squeeze=False)
+    axes[0, 0].plot([0], [0], label="rr (n=3 seeds)")
+    axes[0, 0].plot([0], [0], label="oracle (n=3 seeds)")
+    axes[0, 1].plot([0], [0], label="rr (n=1 seeds)")
+    axes[0, 1].plot([0], [0], label="oracle (n=3 seeds)")
+    _legend(fig, axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["rr (n=1–3 seeds)", "oracle (n=3 seeds)"]
+    plt.close(fig)
+
+
 def test_variants_in_one_figure_never_share_a_colour_and_keep_it_across_calls():
     from rlpref.report.plots import _PALETTE, method_style
 

@@ -96,12 +96,20 @@ def _grid(n_rows: int, n_cols: int, w: float = 4.6, h: float = 3.4):
 
 
 def _legend(fig, axes) -> None:
-    handles, labels = {}, {}
+    """One legend for the figure. A method whose panels rest on different seed counts reads "n=1–3
+    seeds", so a panel with one seed never borrows the first panel's larger n."""
+    handles, counts = {}, {}
     for ax in axes.ravel():
         for hnd, lab in zip(*ax.get_legend_handles_labels()):
-            key = lab.split(" (n=")[0]
-            if key not in handles:
-                handles[key], labels[key] = hnd, lab
+            key, _, rest = lab.partition(" (n=")
+            handles.setdefault(key, hnd)
+            n = rest.split(" ", 1)[0]
+            if n.isdigit():
+                counts.setdefault(key, set()).add(int(n))
+    labels = {}
+    for key in handles:
+        ns = sorted(counts.get(key, ()))
+        labels[key] = key if not ns else f"{key} (n={ns[0]} seeds)" if len(ns) == 1 else f"{key} (n={ns[0]}–{ns[-1]} seeds)"
     if handles:
         # Below the panels: above them it would collide with the suptitle.
         fig.legend(list(handles.values()), list(labels.values()), loc="outside lower center",
