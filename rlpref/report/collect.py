@@ -115,10 +115,10 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row["n_feedback"] = row["n_feedback_offline"] + sum(int(r.get("n_new_pairs", 0)) for r in rounds)
     row["n_feedback_used"] = row["n_feedback"]
     asked = _protocol_queries(res.get("config") or {})
-    if asked is not None:  # protocol=online: a run sits at the comparisons it asked for (used: n_feedback_used)
-        row["n_feedback"] = asked
     if row["reward"] == "oracle":  # the true reward asks for none; the budget it records must not split its seeds
         row["n_feedback"] = row["n_feedback_used"] = row["n_feedback_offline"] = 0
+    elif asked is not None:  # protocol=online: a run sits at the comparisons it asked for (used: n_feedback_used)
+        row["n_feedback"] = asked
     # "method" is what a plot legend shows: the loss for learned-reward runs, "oracle" otherwise. Runs
     # whose agent's own rollouts were labelled too get
     # "+online<R>x<n>[-schedule][-pairing][-allscale][-gated][-noise<s>][-keeplevel][-refit<k>ep][-replay<r>]",
