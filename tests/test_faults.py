@@ -56,7 +56,7 @@ def _kill_after(monkeypatch, obj, name: str, calls: int) -> None:
 
 
 @pytest.mark.parametrize("stage", ["source", "segments", "feedback", "reward_model", "agent"])
-def test_kill_at_each_stage_then_rerun(tiny, tmp_path, monkeypatch, stage):
+def test_kill_at_each_stage_then_rerun(tiny, tmp_path, monkeypatch, caplog, stage):
     cfg = tiny()
     cache = tmp_path / "cache"
     if stage == "source":  # mid-training, after its first checkpoint
@@ -71,15 +71,20 @@ def test_kill_at_each_stage_then_rerun(tiny, tmp_path, monkeypatch, stage):
     assert not (tmp_path / "run" / "results.json").exists()
     monkeypatch.undo()
     monkeypatch.setenv("RLPREF_QUIET", "1")
-    res = pipeline.run_pipeline(cfg, tmp_path / "run")
+    with caplog.at_level("INFO", logger="rlpref"):
+        res = pipeline.run_pipeline(cfg, tmp_path / "run")
     assert _manifests(cache) == {"source", "segments", "feedback", "reward_model", "agent"}
     assert res["n_eval_points"] >= 2 and np.isfinite(res["final_return"])
     assert not list(cache.glob("*/.*.partial")), "a finished stage removes its resume state"
+    if stage not in ("source", "agent"):
+        assert "resumes from its saved state" not in caplog.text
     if stage == "source":  # continued from the saved checkpoint instead of starting over
         manifest = json.loads(next((cache / "source").glob("*/manifest.json")).read_text())
         assert manifest["resumed_at_step"] == manifest["checkpoint_steps"][0] > 0
+        assert f"source stage resumes from its saved state at step {manifest['resumed_at_step']} " in caplog.text
     if stage == "agent":
         assert res["agent_timings"]["resumed_at_step"] == 300
+        assert "agent stage resumes from its saved state at step 300 " in caplog.text  # the user sees the resume
         assert [p["step"] for p in pipeline.read_curve(tmp_path / "run" / "curve.csv")][:2] == [300, 600]
         # the killed process's seconds up to its saved state count in the stage's time across resumes
         assert res["agent_timings"]["total_across_resumes"] > res["agent_timings"]["total"] > 0

@@ -7,6 +7,7 @@ headline result.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from rlpref.control.reward_net import RewardModel
 from rlpref.progress import StepProgress
 
 __all__ = ["AgentResult", "train_agent"]
+log = logging.getLogger("rlpref")
 
 
 @dataclass
@@ -155,6 +157,8 @@ def train_agent(
         callbacks = [RolloutRelabel(gamma, mode=reward_norm), *callbacks]  # first: the others may read the relabelled rollout
     stateful = [c for c in callbacks if hasattr(c, "save_state")]
     state = latest_state(resume_dir)
+    if state is not None:
+        log.info("agent stage resumes from its saved state at step %d (%s)", int(state.name.split("_")[1]), state)
     result = AgentResult()
     label = "learned" if reward_model is not None else "oracle"
     t_start = time.perf_counter()

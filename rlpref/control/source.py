@@ -6,6 +6,7 @@ span poor to expert play.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -23,6 +24,7 @@ from rlpref.control.resume import latest_state, load_state, save_state
 from rlpref.progress import StepProgress
 
 __all__ = ["checkpoint_steps", "train_source"]
+log = logging.getLogger("rlpref")
 
 
 def checkpoint_steps(total_steps: int, n_checkpoints: int) -> list[int]:
@@ -71,6 +73,7 @@ def train_source(
     ckpt_dir = Path(resume_dir) if resume_dir is not None else Path(out_dir)
     state = latest_state(resume_dir)
     if state is not None:
+        log.info("source stage resumes from its saved state at step %d (%s)", int(state.name.split("_")[1]), state)
         model, info = load_state(algo, state, venv)
         saved = info["checkpoint_steps"]
     else:
