@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["RunProgress", "StepProgress", "advance_stage", "format_seconds", "progress_enabled"]
+__all__ = ["RunProgress", "StepProgress", "advance_stage", "format_seconds", "progress_enabled", "progress_note"]
 
 log = logging.getLogger("rlpref")
 
@@ -37,7 +37,9 @@ class RunProgress:
     The ETA is the remaining estimated cost times the run's measured seconds per unit of cost; until a
     stage has finished building, ``seconds_per_unit`` (a prior) is used. Reused (cached) stages leave
     the plan and do not bend the measured rate. While a stage runs, the step bars report the fraction
-    done (:meth:`advance`), and a line is logged at most every ``every`` seconds.
+    done (:meth:`advance`; a resumed stage first reports where it restarts, :meth:`resume_at`), work
+    between steps (an online round's rollout) keeps the line coming (:meth:`note`), and a line is logged
+    at most every ``every`` seconds. Until anything is measured the ETA is the prior's guess, and says so.
     """
 
     current: Optional["RunProgress"] = None  # the run in progress, which step bars report to
@@ -53,6 +55,7 @@ class RunProgress:
         self.stage_name: Optional[str] = None
         self.stage_t0 = 0.0
         self.fraction = 0.0
+        self.start_fraction = 0.0  # where the running stage (re)started: a resumed stage's pace counts from there
         self._last_line = 0.0
 
     def _rate(self) -> float:
@@ -66,15 +69,20 @@ class RunProgress:
             return sum(self.cost.values()) * rate
         after = self.names[self.names.index(self.stage_name) + 1 :]
         left = sum(self.cost[n] for n in after) * rate
-        if self.fraction > 0.05:
+        if self._paced():
             elapsed = time.perf_counter() - self.stage_t0
-            return left + elapsed / self.fraction * (1.0 - self.fraction)
+            return left + elapsed / (self.fraction - self.start_fraction) * (1.0 - self.fraction)
         return left + self.cost[self.stage_name] * (1.0 - self.fraction) * rate
 
-    def line(self) -> str:
+    def _paced(self) -> bool:
+        """The running stage has done enough (5 %) since it (re)started to extrapolate its own pace."""
+        return self.stage_name is not None and self.fraction - self.start_fraction > 0.05
+
+    def line(self, note: str = "") -> str:
         k = self.names.index(self.stage_name) + 1 if self.stage_name in self.names else 0
+        guess = " (a guess until 5 % is done)" if self.done_cost == 0 and not self._paced() else ""
         return (f"stage {k}/{len(self.names)} {self.stage_name} — elapsed {format_seconds(time.perf_counter() - self.t0)}, "
-                f"ETA {format_seconds(self.eta())} for the whole run")
+                f"ETA {format_seconds(self.eta())} for the whole run{guess}" + (f"; {note}" if note else ""))
 
     @contextmanager
     def stage(self, name: str, cached: bool = False) -> Iterator["RunProgress"]:
@@ -82,7 +90,7 @@ class RunProgress:
         k = self.names.index(name) + 1
         if cached:
             log.info("stage %d/%d %s — reused from the cache", k, len(self.names), name)
-        self.stage_name, self.stage_t0, self.fraction = name, time.perf_counter(), 0.0
+        self.stage_name, self.stage_t0, self.fraction, self.start_fraction = name, time.perf_counter(), 0.0, 0.0
         self._last_line = time.perf_counter()
         if not cached:
             log.info(self.line())
@@ -95,15 +103,23 @@ class RunProgress:
         finally:
             RunProgress.current = previous
             self.cost[name] = 0.0
-            self.stage_name, self.fraction = None, 0.0
+            self.stage_name, self.fraction, self.start_fraction = None, 0.0, 0.0
+
+    def resume_at(self, fraction: float) -> None:
+        """The running stage restarts ``fraction`` done (a resumed state): its pace counts from here."""
+        self.fraction = self.start_fraction = min(max(fraction, 0.0), 1.0)
 
     def advance(self, fraction: float) -> None:
         """The running stage is ``fraction`` done; logs the overall line when it is due."""
         self.fraction = min(max(fraction, 0.0), 1.0)
+        self.note()
+
+    def note(self, what: str = "") -> None:
+        """Log the overall line, with ``what`` is going on, if one is due; cheap enough to call every step."""
         now = time.perf_counter()
         if now - self._last_line >= self.every:
             self._last_line = now
-            log.info(self.line())
+            log.info(self.line(what))
 
 
 def advance_stage(fraction: float) -> None:
@@ -112,13 +128,23 @@ def advance_stage(fraction: float) -> None:
         RunProgress.current.advance(fraction)
 
 
+def progress_note(what: str) -> None:
+    """Work that moves no step count (a rollout inside a stage): keep the run's line coming, saying ``what``."""
+    if RunProgress.current is not None:
+        RunProgress.current.note(what)
+
+
 class StepProgress:
     """A bar driven by an absolute step count (SB3 callbacks know ``num_timesteps``, not increments);
     it also tells the running :class:`RunProgress` how far its stage is."""
 
-    def __init__(self, total: int, desc: str):
-        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not progress_enabled(), mininterval=1.0)
-        self.seen = 0
+    def __init__(self, total: int, desc: str, start: int = 0):
+        """``start``: the step a resumed stage continues from (the bar and the run's pace start there)."""
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not progress_enabled(), mininterval=1.0,
+                        initial=min(start, total))
+        self.seen = start
+        if start and total and RunProgress.current is not None:
+            RunProgress.current.resume_at(start / total)
 
     def update(self, step: int) -> None:
         if step > self.seen:

@@ -360,9 +360,37 @@ def test_run_progress_eta_uses_the_runs_own_pace(monkeypatch, caplog):
             now[0] = 201.0
         assert run.eta() == pytest.approx(200 * 2.0)  # reused: out of the plan, pace unchanged
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == "stage 1/3 source — elapsed 0:00, ETA 5:10 for the whole run"
+    assert lines[0] == "stage 1/3 source — elapsed 0:00, ETA 5:10 for the whole run (a guess until 5 % is done)"
     assert "stage 1/3 source — elapsed 0:50, ETA 6:00 for the whole run" in lines  # due after 30 s
     assert "stage 2/3 segments — reused from the cache" in lines
+
+
+def test_run_progress_of_a_resumed_stage_counts_its_pace_from_where_it_restarted(monkeypatch, caplog):
+    """A stage resumed at 70 % that does 10 % more in 60 s has 20 % (120 s) left, not 60/0.8*0.2 = 15 s;
+    a rollout between steps keeps the line coming and says what it is doing."""
+    import logging
+
+    import rlpref.progress as progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    run = progress.RunProgress([("agent", 100.0)], seconds_per_unit=1.0, every=30.0)
+    with caplog.at_level(logging.INFO, logger="rlpref"):
+        with run.stage("agent"):
+            bar = progress.StepProgress(1000, "agent", start=700)
+            assert run.fraction == run.start_fraction == 0.7
+            assert run.eta() == pytest.approx(30.0)  # not paced yet: the prior for the 30 % left
+            now[0] = 60.0
+            bar.update(800)
+            assert run.eta() == pytest.approx(120.0)
+            now[0] = 100.0
+            progress.progress_note("online round 3: rolled out 5/10 steps of 8 envs")
+            bar.update(800)  # no step moved, and the line was just logged: nothing new
+            bar.bar.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[-2] == "stage 1/1 agent — elapsed 1:00, ETA 2:00 for the whole run"
+    assert lines[-1] == ("stage 1/1 agent — elapsed 1:40, ETA 3:20 for the whole run; "  # 100 s for 10 %
+                         "online round 3: rolled out 5/10 steps of 8 envs")
 
 
 def test_pin_threads_sets_torch_and_refuses_nonsense():

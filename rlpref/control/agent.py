@@ -157,12 +157,13 @@ def train_agent(
         callbacks = [RolloutRelabel(gamma, mode=reward_norm), *callbacks]  # first: the others may read the relabelled rollout
     stateful = [c for c in callbacks if hasattr(c, "save_state")]
     state = latest_state(resume_dir)
+    resumed_at = int(state.name.split("_")[1]) if state is not None else 0
     if state is not None:
-        log.info("agent stage resumes from its saved state at step %d (%s)", int(state.name.split("_")[1]), state)
+        log.info("agent stage resumes from its saved state at step %d (%s)", resumed_at, state)
     result = AgentResult()
     label = "learned" if reward_model is not None else "oracle"
     t_start = time.perf_counter()
-    with StepProgress(total_steps, f"agent {algo} on {label} reward") as progress:
+    with StepProgress(total_steps, f"agent {algo} on {label} reward", start=resumed_at) as progress:
         cb = _Evaluator(env_cfg, eval_every, eval_episodes, seed, result, progress, on_eval)
         if state is None:
             model = build_model(algo, venv, hp, seed)
@@ -180,7 +181,7 @@ def train_agent(
     if out_dir is not None:
         save_agent(model, obs_norm_of(venv), Path(out_dir))
     venv.close()
-    result.timings["resumed_at_step"] = int(state.name.split("_")[1]) if state is not None else None
+    result.timings["resumed_at_step"] = resumed_at if state is not None else None
     return result
 
 

@@ -19,7 +19,7 @@ from rlpref.control.algos import ObsNorm
 from rlpref.control.policies import random_policy, sb3_policy
 from rlpref.control.records import Segments
 from rlpref.control.reward_net import one_hot_actions
-from rlpref.progress import progress_enabled
+from rlpref.progress import progress_enabled, progress_note
 
 __all__ = ["collect_stream", "cut_segments", "discounted_returns", "rollout_batch", "rollout_plan"]
 
@@ -66,6 +66,7 @@ def collect_stream(
         actions = policy(obs_norm(obs) if obs_norm is not None else obs)
         obs_buf[:, t] = obs
         act_list.append(np.asarray(actions))
+        progress_note(f"{desc}: rolled out {t}/{t_len} steps of {n_envs} envs")
         for i, env in enumerate(envs):
             o, r, term, trunc, _ = env.step(actions[i])
             if not np.all(np.isfinite(o)):

@@ -79,7 +79,7 @@ def train_source(
     else:
         model, saved = build_model(algo, venv, hp, seed), []
     resumed_at = int(model.num_timesteps) if state is not None else None
-    with StepProgress(total_steps, f"source {algo} {env_cfg['id']}") as progress:
+    with StepProgress(total_steps, f"source {algo} {env_cfg['id']}", start=resumed_at or 0) as progress:
         progress.update(int(model.num_timesteps))
         cb = _Checkpointer(checkpoint_steps(total_steps, n_checkpoints), ckpt_dir, progress, saved)
         model.learn(total_timesteps=total_steps - int(model.num_timesteps), callback=cb,
