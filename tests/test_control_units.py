@@ -240,6 +240,26 @@ def test_bad_inputs_name_cause_and_fix():
             validate(bad)
 
 
+def test_linear_schedules_decay_to_zero_and_a_bad_one_fails_at_validation():
+    """``lin_<start>`` (rl-zoo3's spelling) anneals PPO's learning rate or clip range from start to 0 over
+    training, as CleanRL does; a typo is refused when the config is validated, naming key and fix."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("config", overrides=[
+            "env=Pendulum-v1", "agent=ppo", "+agent.overrides.learning_rate=lin_1e-3",
+            "+agent.overrides.clip_range=lin_0.2"]), resolve=True)
+    hp = validate(cfg).hp
+    assert hp["learning_rate"] == "lin_1e-3"  # plain data: it keys the stage artefacts
+    model = build_model("ppo", make_train_env(cfg["env"], 0, norm_obs=False, norm_reward=False, gamma=0.9), hp, 0)
+    assert [model.lr_schedule(p) for p in (1.0, 0.5, 0.0)] == pytest.approx([1e-3, 5e-4, 0.0])
+    assert model.clip_range(0.25) == pytest.approx(0.05)
+    assert build_model("ppo", model.get_env(), {**hp, "learning_rate": "3e-4", "clip_range": 0.2}, 0).lr_schedule(0.1) \
+        == pytest.approx(3e-4)  # a number written as a string stays constant
+    for bad in ("lin_x", "lin_-1e-3", "cos_1e-3"):
+        cfg["agent"]["overrides"]["learning_rate"] = bad
+        with pytest.raises(ValueError, match=f"hyperparams.learning_rate='{bad}' is not a positive number.*lin_3e-4"):
+            validate(cfg)
+
+
 def test_unknown_group_choice_lists_options():
     from hydra.errors import MissingConfigException
 

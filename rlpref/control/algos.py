@@ -20,6 +20,7 @@ import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from envs import make_env
@@ -110,12 +111,39 @@ def _policy_kwargs(raw: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     return kwargs
 
 
+#: Hyperparameters that may be a schedule over training, written rl-zoo3's way: ``lin_<start>`` decays
+#: linearly from ``start`` to 0 (CleanRL's PPO anneals its learning rate so, which steadies the end of a run).
+SCHEDULED = ("learning_rate", "clip_range")
+
+
+def _schedule(key: str, value: Any) -> Any:
+    """``value`` as SB3 takes it: a number stays (a numeric string becomes one), ``lin_<start>`` becomes a
+    linear decay from ``start`` to 0 over training."""
+    if not isinstance(value, str):
+        return value
+    linear = value.startswith("lin_")
+    text = value[4:] if linear else value
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not number > 0:
+        raise ValueError(f"hyperparams.{key}='{value}' is not a positive number or a linear schedule "
+                         "'lin_<start>' (e.g. lin_3e-4); fix it in conf/env/ or agent.overrides")
+    return LinearSchedule(number, 0.0, 1.0) if linear else number
+
+
 def hyperparams(env_cfg: Mapping[str, Any], algo: str, overrides: Optional[Mapping[str, Any]] = None) -> dict:
     """The env's hyperparameters for ``algo`` with ``overrides`` merged in, as plain (JSON-able) data.
 
-    They key stage artefacts, so names stay strings here; :func:`build_model` turns them into objects.
+    They key stage artefacts, so names stay strings here (schedules are checked now, so a typo fails
+    before any work); :func:`build_model` turns them into objects.
     """
-    return {**dict(env_cfg["hyperparams"][algo]), **dict(overrides or {})}
+    hp = {**dict(env_cfg["hyperparams"][algo]), **dict(overrides or {})}
+    for key in SCHEDULED:
+        if key in hp:
+            _schedule(key, hp[key])
+    return hp
 
 
 def make_train_env(
@@ -155,6 +183,7 @@ def make_train_env(
 def build_model(algo: str, venv: VecEnv, hp: Mapping[str, Any], seed: int) -> BaseAlgorithm:
     hp = dict(hp)
     hp["policy_kwargs"] = _policy_kwargs(hp.get("policy_kwargs"))
+    hp.update({key: _schedule(key, hp[key]) for key in SCHEDULED if key in hp})
     policy = hp.pop("policy", "MlpPolicy")
     return ALGOS[algo](policy, venv, seed=seed, verbose=0, device="cpu", **hp)
 
