@@ -331,6 +331,10 @@ def test_envs_with_only_true_reward_runs_still_get_a_row():
          "max_return": 600.0}])
     text = to_markdown(return_table(runs))
     assert "| Swimmer-v5 | 0 | – | 315 ± 35 | – | 315 ± 35 |" in text and "| Walker2d-v5 | 0 | 400 ± – | – |" in text
+    assert "| env | σ | final rr (n=1) | final oracle (n=2) | max rr (n=1) | max oracle (n=2) |" in text
+    more = pd.concat([runs, pd.DataFrame([{"env": "Walker2d-v5", "sigma": 0.0, "n_feedback": 1000, "method": "oracle",
+                                           "seed": 0, "final_return": 900.0, "max_return": 900.0}])])
+    assert "final oracle (n=1–2)" in to_markdown(return_table(more))  # seed counts differ between rows: the range
 
 
 def test_a_key_added_later_counts_at_its_old_default_when_tagging_variants():

@@ -42,6 +42,12 @@ def _fmt(mean: float, sd: float) -> str:
     return f"{mean:.{digits}f} ± {sd_s}"
 
 
+def _seed_range(n: pd.Series) -> str:
+    """"3", or "2–3" when the rows of a column rest on different seed counts."""
+    lo, hi = (int(n.min()), int(n.max())) if len(n) else (0, 0)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 def _wide(summary: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[bool]], list[str], bool]:
     methods = _methods(summary)
     multi_budget = summary.loc[summary["method"] != "oracle", "n_feedback"].nunique() > 1
@@ -51,8 +57,7 @@ def _wide(summary: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[
     header = ["env", "σ"] + (["comparisons"] if multi_budget else [])
     for measure in ("final", "max"):
         for m in methods:
-            n = summary.loc[summary["method"] == m, "n_seeds"]
-            header.append(f"{measure} {m} (n={int(n.min()) if len(n) else 0})")
+            header.append(f"{measure} {m} (n={_seed_range(summary.loc[summary['method'] == m, 'n_seeds'])})")
     body, bold = [], []
     # one row per learned-reward setting, plus one per env that has only true-reward runs
     only_oracle = oracle[~oracle["env"].isin(learned["env"])]
