@@ -58,12 +58,14 @@ def main(argv: list[str]) -> None:
     env_cfg = env_config(argv[0])
     episodes = int(argv[1]) if len(argv) > 1 else 5
     seeds = [int(s) for s in argv[2].split(",")] if len(argv) > 2 else [0, 1, 2]
-    names = list(policies(env_cfg, 0))
-    for name in names:
-        per_seed = [evaluate_policy_true(policies(env_cfg, s)[name], env_cfg, episodes, s) for s in seeds]
-        every = np.concatenate(per_seed)
+    per_seed: dict[str, list[np.ndarray]] = {}
+    for s in seeds:
+        for name, policy in policies(env_cfg, s).items():
+            per_seed.setdefault(name, []).append(evaluate_policy_true(policy, env_cfg, episodes, s))
+    for name, returns in per_seed.items():
+        every = np.concatenate(returns)
         print(f"{name:>17}: mean {every.mean():.2f}, sd {every.std():.2f} over {every.size} episodes; "
-              + ", ".join(f"seed {s} {r.mean():.2f}" for s, r in zip(seeds, per_seed)))
+              + ", ".join(f"seed {s} {r.mean():.2f}" for s, r in zip(seeds, returns)))
 
 
 if __name__ == "__main__":

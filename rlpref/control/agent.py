@@ -172,7 +172,6 @@ def train_agent(
         if resume_dir is not None:
             cb.after_point = lambda: save_state(model, resume_dir, cb.state(),
                                                 lambda d: [c.save_state(d) for c in stateful])
-        progress.update(int(model.num_timesteps))
         model.learn(total_timesteps=total_steps - int(model.num_timesteps), reset_num_timesteps=state is None,
                     callback=CallbackList([cb, *callbacks]) if callbacks else cb)
         if not result.curve or result.curve[-1]["step"] < model.num_timesteps:

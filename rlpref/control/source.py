@@ -73,14 +73,14 @@ def train_source(
     ckpt_dir = Path(resume_dir) if resume_dir is not None else Path(out_dir)
     state = latest_state(resume_dir)
     if state is not None:
-        log.info("source stage resumes from its saved state at step %d (%s)", int(state.name.split("_")[1]), state)
         model, info = load_state(algo, state, venv)
         saved = info["checkpoint_steps"]
     else:
         model, saved = build_model(algo, venv, hp, seed), []
     resumed_at = int(model.num_timesteps) if state is not None else None
+    if resumed_at is not None:
+        log.info("source stage resumes from its saved state at step %d (%s)", resumed_at, state)
     with StepProgress(total_steps, f"source {algo} {env_cfg['id']}", start=resumed_at or 0) as progress:
-        progress.update(int(model.num_timesteps))
         cb = _Checkpointer(checkpoint_steps(total_steps, n_checkpoints), ckpt_dir, progress, saved)
         model.learn(total_timesteps=total_steps - int(model.num_timesteps), callback=cb,
                     reset_num_timesteps=state is None)
