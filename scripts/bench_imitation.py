@@ -1,183 +1,204 @@
-"""rlpref against imitation's PreferenceComparisons at the same agent steps and comparisons.
+"""imitation's PreferenceComparisons at rlpref's budget, one folder per run, as a resumable batch.
 
-    python scripts/bench_imitation.py --seeds 0 1 2                       # HalfCheetah-v4, default budget
-    python scripts/bench_imitation.py --add-rlpref-runs RUN_DIR ...       # rlpref runs made elsewhere, same budget
-    python scripts/bench_imitation.py --env Swimmer-v5 --steps 250000 --comparisons 1540 \\
-        --rlpref "protocol=online loss=rr" --rlpref "protocol=online loss=bt"
+    python scripts/bench_imitation.py --seeds 0-9                          # row (a): deterministic teacher
+    python scripts/bench_imitation.py --seeds 0-4 --teacher boltzmann      # row (b): imitation's Boltzmann gatherer
+    python scripts/bench_imitation.py --table                              # rewrite table.md from the folders
+    python scripts/bench_imitation.py --add-rlpref-runs RUN_DIR ...        # file finished rlpref runs beside them
 
-Each (tool, seed) runs in its own process on one thread, so wall times compare. imitation's side is its
-documented setup: a state-only ``BasicRewardNet`` (32 x 32) with running input normalisation wrapped in
-a ``NormalizedRewardNet`` (running output normalisation), the cross-entropy (Bradley–Terry) loss, a
-Boltzmann ``SyntheticGatherer``, the hyperbolic query schedule, 10 iterations, 10 % of the comparisons
-up front, 50-step fragments, and rlpref's tuned PPO hyperparameters for the env (obs normalised by
-VecNormalize as rlpref does). Both final agents are scored the same way: ``--episodes`` deterministic
-episodes of the true reward (``rlpref.control.evaluation.evaluate_policy_true``).
+Each run is one child process on one thread (``oncore`` gives it a core), set up as
+:mod:`rlpref.interop.imitation_bench` documents (imitation's documented setup; what rlpref fixes to match
+its own side is listed there). Its folder ``<out>/runs/<env>-imitation-<teacher>-c<comparisons>-seed<s>/``
+holds ``run.log`` (the child's output), ``curve.csv`` (true return at rlpref's evaluation points) and,
+written last and atomically, ``results.json`` (``agent_steps`` as the agent counted them, ``env_steps``
+with the feedback rollouts, ``n_feedback_total``, ``wall_s``, ``final_return``, the curve, the command).
 
-Rows are appended to ``<out>/runs.csv`` (a rerun skips rows that exist) and ``<out>/table.md`` is
-rewritten: mean ± sd of the final true return and wall time per tool. imitation is optional
-(``pip install --no-deps imitation==1.0.1``); only this script needs it.
+Resumable: a run whose ``results.json`` exists is skipped, so rerunning a killed batch continues at the
+first unfinished run. An unfinished run restarts from its beginning (imitation's loop keeps no state that
+could be saved without pickling); the killed attempt's log is kept as ``run.killed-<n>.log`` and
+``results.json`` counts it in ``restarts``. imitation is optional (``pip install --no-deps imitation==1.0.1``);
+only this script and :mod:`rlpref.interop` need it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import os
+import platform
+import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from rlpref.artifacts import append_csv_row, atomic_write_text
-from rlpref.report.collect import run_wall_seconds
-
 ROOT = Path(__file__).resolve().parents[1]
-FIELDS = ["env", "tool", "seed", "steps", "comparisons", "final_return", "wall_s", "command"]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: rlpref and envs import from the checkout
+
+from rlpref.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
+from rlpref.control.records import curve_csv  # noqa: E402
+
+OUT = ROOT / "docs" / "results" / "imitation_bench"
 
 
-def imitation_run(env_id: str, seed: int, steps: int, comparisons: int, episodes: int) -> dict:
-    """One imitation PreferenceComparisons run; returns its final true return."""
-    import torch
-    from hydra import compose, initialize_config_dir
-    from imitation.algorithms import preference_comparisons as pc
-    from imitation.rewards.reward_nets import BasicRewardNet, NormalizedRewardNet
-    from imitation.util.networks import RunningNorm
-    from omegaconf import OmegaConf
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from rlpref.control.algos import build_model, hyperparams, make_train_env, obs_norm_of
-    from rlpref.control.evaluation import evaluate_policy_true
-    from rlpref.control.policies import sb3_policy
-    from rlpref.runtime import pin_threads
-
-    pin_threads(1)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        env_cfg = OmegaConf.to_container(compose("config", overrides=[f"env={env_id}"]), resolve=True)["env"]
-    hp = hyperparams(env_cfg, "ppo")
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    venv = make_train_env(env_cfg, seed, norm_obs=bool(env_cfg["normalize"]["obs"]), norm_reward=False,
-                          gamma=float(hp.get("gamma", 0.99)))
-    net = NormalizedRewardNet(BasicRewardNet(venv.observation_space, venv.action_space, use_action=False,
-                                             hid_sizes=(32, 32), normalize_input_layer=RunningNorm), RunningNorm)
-    agent = build_model("ppo", venv, hp, seed)
-    trainer = pc.BasicRewardTrainer(pc.PreferenceModel(net), pc.CrossEntropyRewardLoss(), rng=rng, epochs=3)
-    loop = pc.PreferenceComparisons(
-        pc.AgentTrainer(agent, net, venv, rng=rng, exploration_frac=0.0), net, num_iterations=10,
-        fragmenter=pc.RandomFragmenter(rng=rng, warning_threshold=0),
-        preference_gatherer=pc.SyntheticGatherer(rng=rng), reward_trainer=trainer, fragment_length=50,
-        transition_oversampling=1, initial_comparison_frac=0.1, query_schedule="hyperbolic")
-    loop.train(total_timesteps=steps, total_comparisons=comparisons)
-    norm = obs_norm_of(venv) if isinstance(venv, VecNormalize) else None
-    returns = evaluate_policy_true(sb3_policy(agent), env_cfg, episodes, seed + 100, norm)
-    return {"final_return": float(returns.mean()), "agent_steps": int(agent.num_timesteps)}
+def parse_seeds(text: list[str]) -> list[int]:
+    """``0-9``, ``0 1 2`` or ``0-4 7``: the seeds, in order, without repeats."""
+    seeds: list[int] = []
+    for part in text:
+        lo, _, hi = part.partition("-")
+        for s in range(int(lo), int(hi or lo) + 1):
+            if s not in seeds:
+                seeds.append(s)
+    return seeds
 
 
-def rlpref_run(env_id: str, seed: int, steps: int, comparisons: int, overrides: str, out: Path) -> dict:
-    run_dir = out / "runs" / f"{env_id}-{overrides.replace(' ', '_').replace('=', '')}-seed{seed}"
-    cmd = [sys.executable, "-m", "rlpref.run", f"env={env_id}", f"seed={seed}", f"budget.agent_steps={steps}",
-           f"budget.n_feedback={comparisons}" if "protocol=offline" in overrides else f"protocol.n_feedback={comparisons}",
-           *overrides.split(), f"hydra.run.dir={run_dir}"]
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return json.loads((run_dir / "results.json").read_text())
+def run_name(env: str, teacher: str, comparisons: int, seed: int) -> str:
+    return f"{env}-imitation-{teacher}-c{comparisons}-seed{seed}"
 
 
-def add_rlpref_run(run_dir: Path, env_id: str, steps: int, comparisons: int, rows_csv: Path) -> None:
-    """One finished rlpref run as a table row, labelled as this script labels its own rlpref runs (their
-    overrides, e.g. ``protocol=online loss=rr``), so the two never split one experiment; refuses a run of
-    another budget. Its wall time counts the processes before a resume and cached stages' making."""
-    res = json.loads((Path(run_dir) / "results.json").read_text())
-    cfg = res["config"]
-    got = (res["env"], int(cfg["budget"]["agent_steps"]), int(res.get("n_feedback_total") or -1))
-    if got != (env_id, steps, comparisons):
-        raise SystemExit(f"{run_dir}: env, agent steps and comparisons are {got}, not {(env_id, steps, comparisons)}")
-    protocol = cfg.get("protocol", {}).get("name", "offline")
-    tool = f"protocol={protocol} loss={res['loss']}"
-    if (env_id, tool, str(res["seed"]), str(steps), str(comparisons)) in _done(rows_csv):
-        return  # already in the table
-    wall, _ = run_wall_seconds(res)  # the report's rule: earlier processes of a resume, cached stages
-    row = dict(zip(FIELDS, [env_id, tool, res["seed"], steps, comparisons, res["final_return"], round(float(wall), 1),
-                            f"python -m rlpref.run (results of {Path(run_dir).name})"]))
-    append_csv_row(rows_csv, FIELDS, row)
+def _machine() -> dict:
+    """Where a wall time was measured: a number means little without the machine and its load (what ran
+    beside it is not visible from here; the 1-minute load average is)."""
+    return {"host_cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch_threads": 1, "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
-def _done(path: Path) -> set[tuple]:
-    if not path.is_file():
-        return set()
-    with open(path) as f:
-        return {(r["env"], r["tool"], r["seed"], r["steps"], r["comparisons"]) for r in csv.DictReader(f)}
+def run_one(args: argparse.Namespace, seed: int) -> Path:
+    """One imitation run in a child process; its folder gets the log as it runs and results.json at the end."""
+    run_dir = args.out / "runs" / run_name(args.env, args.teacher, args.comparisons, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    restarts = len(list(run_dir.glob("run.killed-*.log")))
+    if (run_dir / "run.log").exists():  # a killed attempt: keep its log, start again
+        restarts += 1
+        (run_dir / "run.log").rename(run_dir / f"run.killed-{restarts}.log")
+    child = [sys.executable, str(Path(__file__).resolve()), "--child", "--env", args.env, "--seeds", str(seed),
+             "--teacher", args.teacher, "--steps", str(args.steps), "--comparisons", str(args.comparisons),
+             "--episodes", str(args.episodes), "--eval-every", str(args.eval_every), "--result", str(run_dir / "child.json")]
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    machine = _machine()
+    t0 = time.perf_counter()
+    with open(run_dir / "run.log", "w") as log:
+        log.write(f"# {' '.join(child)}\n# started {started}\n")
+        log.flush()
+        proc = subprocess.run(child, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"seed {seed}: the child failed (exit {proc.returncode}); see {run_dir / 'run.log'}")
+    res = json.loads((run_dir / "child.json").read_text())
+    res.update(wall_s=round(wall, 1), started_utc=started, restarts=restarts, machine=machine | {"loadavg_1min_end": round(os.getloadavg()[0], 2)},
+               command=" ".join(["python", "scripts/bench_imitation.py", *sys.argv[1:]]))
+    atomic_write_text(run_dir / "curve.csv", curve_csv(res["curve"]))
+    atomic_write_json(run_dir / "results.json", res)
+    (run_dir / "child.json").unlink()
+    return run_dir
 
 
-def write_table(rows_csv: Path, table: Path) -> None:
-    with open(rows_csv) as f:
-        rows = list(csv.DictReader(f))
+def child(args: argparse.Namespace) -> int:
+    from rlpref.interop.imitation_bench import imitation_run
+
+    res = imitation_run(args.env, args.seeds[0], teacher=args.teacher, steps=args.steps, comparisons=args.comparisons,
+                        eval_every=args.eval_every, episodes=args.episodes)
+    atomic_write_json(args.result, res)
+    print(f"agent_steps {res['agent_steps']} env_steps {res['env_steps']} comparisons {res['n_feedback_total']} "
+          f"final_return {res['final_return']:.1f}", flush=True)
+    return 0
+
+
+def add_rlpref_run(run_dir: Path, args: argparse.Namespace) -> Path:
+    """File a finished ``python -m rlpref.run`` folder beside imitation's runs (results.json, curve.csv, logs;
+    no weights), under the row ``--teacher`` names; refuses a run of another env or comparison budget."""
+    res = json.loads((run_dir / "results.json").read_text())
+    got = (res["env"], int(res.get("n_feedback_total") or -1))
+    if got != (args.env, args.comparisons):
+        raise SystemExit(f"{run_dir}: env and comparisons are {got}, not {(args.env, args.comparisons)}")
+    dest = args.out / "runs" / f"{args.env}-rlpref-{res['loss']}-{args.teacher}-c{args.comparisons}-seed{res['seed']}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in [run_dir / "results.json", run_dir / "curve.csv", *sorted(run_dir.glob("*.log"))]:
+        if f.is_file():
+            shutil.copyfile(f, dest / f.name)
+    atomic_write_json(dest / "source.json", {"copied_from": str(run_dir), "row": args.teacher})
+    return dest
+
+
+def _row(res: dict) -> dict:
+    """One run's table fields, from either tool's results.json; a resumed or restarted run is flagged."""
+    if res.get("tool") == "imitation":
+        tool, wall, flag = "imitation", res["wall_s"], ("restarted" if res.get("restarts") else "")
+    else:
+        tool = f"rlpref {res.get('protocol', '')} {res['loss']}".replace("  ", " ")
+        wall = float((res.get("timings") or {}).get("total", float("nan")))
+        flag = "resumed" if (res.get("agent_timings") or {}).get("resumed_at_step") is not None else ""
+    return {"tool": tool, "seed": int(res["seed"]), "final": float(res["final_return"]), "agent": res.get("agent_steps"),
+            "env": res.get("env_steps"), "n": res.get("n_feedback_total"), "wall": float(wall), "flag": flag}
+
+
+def write_table(out: Path) -> str:
+    """table.md: per tool and row, every seed's final true return with its steps, comparisons and wall."""
+    from rlpref.report.stats import iqm
+
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["env"], r["tool"], r["steps"], r["comparisons"]), []).append(r)
-    lines = ["| env | tool | agent steps | comparisons | seeds | final true return (mean ± sd) | per seed | wall (mean) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for (env, tool, steps, comps), rs in sorted(groups.items()):
-        ret = np.array([float(r["final_return"]) for r in rs])
-        per = ", ".join(f"{float(r['final_return']):.0f}" for r in sorted(rs, key=lambda r: int(r["seed"])))
-        wall = np.mean([float(r["wall_s"]) for r in rs]) / 60
-        sd = ret.std(ddof=1) if len(ret) > 1 else float("nan")
-        lines.append(f"| {env} | {tool} | {steps} | {comps} | {len(rs)} | {ret.mean():.0f} ± {sd:.0f} | "
-                     f"{per} | {wall:.1f} min |")
-    lines.append("")
-    lines.append("final true return: mean ± sd over seeds (sample sd, as in `python -m rlpref.report`).")
-    atomic_write_text(table, "\n".join(lines) + "\n")
+    for path in sorted((out / "runs").glob("*/results.json")):
+        res = json.loads(path.read_text())
+        row = json.loads((path.parent / "source.json").read_text())["row"] if (path.parent / "source.json").is_file() \
+            else res.get("teacher", "?")
+        groups.setdefault((res["env"], row, _row(res)["tool"]), []).append(_row(res))
+    lines = ["| env | teacher row | tool | seeds | final true return mean ± sd | IQM | per seed (final) | agent steps | "
+             "env steps (mean) | comparisons | wall (mean) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (env, row, tool), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["seed"])
+        ret = np.array([r["final"] for r in rs])
+        sd = f"{ret.std(ddof=1):.0f}" if len(ret) > 1 else "–"
+        per = ", ".join(f"{r['seed']}: {r['final']:.0f}{' (' + r['flag'] + ')' if r['flag'] else ''}" for r in rs)
+        agent = "/".join(sorted({str(r["agent"]) for r in rs}))
+        envs = [r["env"] for r in rs if r["env"] is not None]
+        env_steps = f"{np.mean(envs):.0f}" if envs else "not recorded"
+        comps = "/".join(sorted({str(r["n"]) for r in rs}))
+        lines.append(f"| {env} | {row} | {tool} | {len(rs)} | {ret.mean():.0f} ± {sd} | {iqm(ret):.0f} | {per} | {agent} | "
+                     f"{env_steps} | {comps} | {np.mean([r['wall'] for r in rs]) / 60:.1f} min |")
+    lines += ["", "Generated by `python scripts/bench_imitation.py --table` from `runs/*/results.json`. sd is the "
+              "sample sd; IQM the interquartile mean. `restarted`: the run was killed and rerun from its start "
+              "(imitation keeps no resumable state); `resumed`: an rlpref run continued from saved state "
+              "(its wall counts only the last process)."]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out / "table.md", text)
+    return text
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--env", default="HalfCheetah-v4")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=250_000)
+    ap.add_argument("--seeds", nargs="+", default=["0-9"], help="e.g. 0-9, or 0 1 2")
+    ap.add_argument("--teacher", choices=("deterministic", "boltzmann"), default="deterministic",
+                    help="deterministic: row (a), against rlpref sigma=0; boltzmann: row (b), against teacher=boltzmann")
+    ap.add_argument("--steps", type=int, default=250_000, help="rlpref's budget.agent_steps; both sides run "
+                    "ceil(steps / rollout) PPO rollouts (250,368 agent steps at 250,000)")
     ap.add_argument("--comparisons", type=int, default=1540)
-    ap.add_argument("--episodes", type=int, default=5)
-    ap.add_argument("--rlpref", action="append", default=None, help="overrides of one rlpref variant (repeatable)")
-    ap.add_argument("--skip-imitation", action="store_true")
-    ap.add_argument("--skip-rlpref", action="store_true", help="imitation's runs only (rlpref's run elsewhere)")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "imitation_bench")
-    ap.add_argument("--add-rlpref-runs", type=Path, nargs="+", default=None, metavar="RUN_DIR",
-                    help="add finished `python -m rlpref.run` folders (results.json) as rlpref rows, e.g. runs made "
-                         "by a sweep; each must match --env, --steps and --comparisons")
-    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one imitation run
+    ap.add_argument("--episodes", type=int, default=5, help="evaluation episodes per point (rlpref's budget.eval_episodes)")
+    ap.add_argument("--eval-every", type=int, default=25_000, help="rlpref's budget.eval_every")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--table", action="store_true", help="only rewrite table.md from the run folders")
+    ap.add_argument("--add-rlpref-runs", type=Path, nargs="+", default=None, metavar="RUN_DIR")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # internal: one run
+    ap.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.seeds = parse_seeds(args.seeds)
     if args.child:
-        print(json.dumps(imitation_run(args.env, args.seeds[0], args.steps, args.comparisons, args.episodes)))
-        return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows_csv = args.out / "runs.csv"
+        return child(args)
     if args.add_rlpref_runs:
         for run_dir in args.add_rlpref_runs:
-            add_rlpref_run(run_dir, args.env, args.steps, args.comparisons, rows_csv)
-        write_table(rows_csv, args.out / "table.md")
-        print((args.out / "table.md").read_text())
-        return 0
-    done = _done(rows_csv)
-    variants = ([] if args.skip_imitation else ["imitation"]) + (
-        [] if args.skip_rlpref else (args.rlpref or ["protocol=online loss=rr"]))
-    for seed in args.seeds:
-        for tool in variants:
-            key = (args.env, tool, str(seed), str(args.steps), str(args.comparisons))
-            if key in done:
+            print(f"filed {add_rlpref_run(run_dir, args)}")
+    elif not args.table:
+        for seed in args.seeds:
+            run_dir = args.out / "runs" / run_name(args.env, args.teacher, args.comparisons, seed)
+            if (run_dir / "results.json").is_file():
+                print(f"seed {seed}: done before ({run_dir}), skipped", flush=True)
                 continue
-            t0 = time.perf_counter()
-            if tool == "imitation":
-                cmd = [sys.executable, __file__, "--child", "1", "--env", args.env, "--seeds", str(seed),
-                       "--steps", str(args.steps), "--comparisons", str(args.comparisons), "--episodes", str(args.episodes)]
-                res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-            else:
-                res = rlpref_run(args.env, seed, args.steps, args.comparisons, tool, args.out)
-            row = dict(zip(FIELDS, [args.env, tool, seed, args.steps, args.comparisons, res["final_return"],
-                                    round(time.perf_counter() - t0, 1), " ".join(sys.argv)]))
-            append_csv_row(rows_csv, FIELDS, row)
-            print(f"{tool} seed {seed}: final true return {res['final_return']:.1f} in {row['wall_s']} s", flush=True)
-    write_table(rows_csv, args.out / "table.md")
-    print((args.out / "table.md").read_text())
+            res = json.loads((run_one(args, seed) / "results.json").read_text())
+            print(f"seed {seed}: final true return {res['final_return']:.1f}, agent steps {res['agent_steps']}, env steps "
+                  f"{res['env_steps']}, comparisons {res['n_feedback_total']}, {res['wall_s']} s", flush=True)
+    print(write_table(args.out))
     return 0
 
 
