@@ -128,3 +128,53 @@ def test_relative_noise_error_rate_matches_the_normal_model():
     expected = float(np.mean([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in z]))
     assert 0.6 < expected < 0.95  # the setting is informative either way
     assert prefs.label_accuracy() == pytest.approx(expected, abs=0.03)
+
+
+def test_teacher_boltzmann_config_is_imitations_default_gatherer(compose_config):
+    """conf/teacher/boltzmann.yaml: beta 1 (imitation's temperature 1), no noise, no near-tie filter, clean strength."""
+    cfg = TeacherConfig.from_mapping(compose_config(["teacher=boltzmann"])["teacher"])
+    assert (cfg.beta, cfg.sigma, cfg.near_tie, cfg.strength) == (1.0, 0.0, 0.0, "clean")
+    assert (cfg.myopic_gamma, cfg.eps_mistake, cfg.skip_threshold, cfg.equal_threshold) == (None, 0.0, 0.0, 0.0)
+
+
+def test_boltzmann_teacher_known_probabilities_per_gap_and_gap_as_strength(compose_config):
+    # Returns 0, 0.5, 1, 2, 4 in equal numbers: each pair's gap is known, so is P(better chosen) = sigmoid(gap).
+    cfg = TeacherConfig.from_mapping(compose_config(["teacher=boltzmann"])["teacher"])
+    levels = np.array([0.0, 0.5, 1.0, 2.0, 4.0])
+    segs = _segments_with(np.repeat(levels, 200)[:, None])
+    prefs = label_pairs(segs, 8000, cfg, 0.99, np.random.default_rng(7), strict=False)
+    gap = np.abs(prefs.return_chosen - prefs.return_rejected)
+    np.testing.assert_array_equal(prefs.strength, -gap)  # strength: the clean return gap, rank key
+    right = prefs.return_chosen > prefs.return_rejected
+    for g in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0):
+        at = np.isclose(gap, g)
+        p = 1.0 / (1.0 + math.exp(-g))
+        assert at.sum() > 300
+        assert right[at].mean() == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / at.sum()))
+    again = label_pairs(segs, 8000, cfg, 0.99, np.random.default_rng(7), strict=False)
+    np.testing.assert_array_equal(again.chosen, prefs.chosen)  # seeded: the same labels
+
+
+def test_boltzmann_teacher_matches_imitations_synthetic_gatherer():
+    """The same probabilities as imitation's SyntheticGatherer (temperature 1, discount = rlpref's gamma)."""
+    pc = pytest.importorskip("imitation.algorithms.preference_comparisons")
+    from imitation.data.types import TrajectoryWithRew
+
+    rng = np.random.default_rng(3)
+    gamma, length = 0.98, 50
+    rewards = rng.normal(0.0, 0.05, size=(40, length))
+    from rlpref.control.segments import discounted_returns
+
+    returns = discounted_returns(rewards, gamma)
+    pairs = np.stack([np.arange(0, 40, 2), np.arange(1, 40, 2)], axis=1)
+
+    def frag(i):
+        return TrajectoryWithRew(obs=np.zeros((length + 1, 1), np.float32), acts=np.zeros((length, 1), np.float32),
+                                 infos=None, terminal=False, rews=rewards[i].astype(np.float32))
+
+    gatherer = pc.SyntheticGatherer(temperature=1.0, discount_factor=gamma, sample=False, rng=rng)
+    theirs = gatherer([(frag(a), frag(b)) for a, b in pairs])
+    beta = TeacherConfig(beta=1.0).beta
+    ours = 1.0 / (1.0 + np.exp(-beta * (returns[pairs[:, 0]] - returns[pairs[:, 1]])))
+    assert np.ptp(ours) > 0.2  # gaps of order 1: probabilities well inside (0, 1)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)  # imitation sums in float32
