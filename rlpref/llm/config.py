@@ -38,11 +38,19 @@ __all__ = [
     "LLMRunConfig",
     "LLMSimulatedConfig",
     "LLMStrataConfig",
+    "LLMUKPConfig",
 ]
 
-DATA_SOURCES = ("auto", "file", "hub", "simulated")
+DATA_SOURCES = ("auto", "file", "hub", "simulated", "ukpconvarg1")
 MODEL_KINDS = ("frozen", "finetune")
-STRATA_KINDS = ("annotator", "global")
+STRATA_KINDS = ("annotator", "prompt", "global")
+
+#: Strength signals UKPConvArg1 cannot give, and why (time: docs/results/llm_ukp/signals.json).
+UKP_REFUSED_STRENGTHS = {
+    "stated": "UKPConvArg1 workers state no strength (a vote is a1, a2 or equal)",
+    "time": ("UKPConvArg1 times a whole HIT of 3 pairs, and HIT time barely tracks the vote margin "
+             "(Spearman -0.017 over 28,224 assignments, -0.034 within worker)"),
+}
 
 LLMConfigError = ConfigError  # the name the trainer and its callers catch
 
@@ -69,6 +77,21 @@ class LLMSimulatedConfig(_LLMSection):
 
 
 @dataclasses.dataclass(frozen=True)
+class LLMUKPConfig(_LLMSection):
+    """``data.ukp``: UKPConvArg1's cross-topic folds (:mod:`rlpref.llm.crosstopic`) and its download."""
+
+    SECTION = "data.ukp"
+    folds: int = rule(4, ge=2, le=16)  # k-fold over the 16 debates; 16 = leave-one-debate-out
+    fold: int = rule(0, ge=0, le=15)  # the held-out fold of a single run
+    download: bool = rule(True)  # without data.path and cache: try the repository once
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fold >= self.folds:
+            raise ConfigError(f"llm data.ukp.fold={self.fold}: must be < data.ukp.folds={self.folds}")
+
+
+@dataclasses.dataclass(frozen=True)
 class LLMDataConfig(_LLMSection):
     """``data``: where comparisons come from and how they are split."""
 
@@ -81,6 +104,7 @@ class LLMDataConfig(_LLMSection):
     test_fraction: float = rule(0.2, gt=0.0, lt=1.0)
     split_salt: str = rule("rlpref-llm")
     simulated: LLMSimulatedConfig = rule(default_factory=LLMSimulatedConfig)
+    ukp: LLMUKPConfig = rule(default_factory=LLMUKPConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -124,7 +148,7 @@ class LLMStrataConfig(_LLMSection):
     """``strata``: which training comparisons may be ranked against each other."""
 
     SECTION = "strata"
-    kind: str = rule("annotator", choices=STRATA_KINDS)
+    kind: str = rule("annotator", choices=STRATA_KINDS)  # prompt: UKPConvArg1's topic (debate + stance)
     k: Optional[int] = rule(None, ge=1)  # None: fewest tie-free partitions
 
 
@@ -165,6 +189,12 @@ class LLMRunConfig(_LLMSection):
     model: LLMModelConfig = rule(default_factory=LLMModelConfig)
     strata: LLMStrataConfig = rule(default_factory=LLMStrataConfig)
     eval: LLMEvalConfig = rule(default_factory=LLMEvalConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data.source == "ukpconvarg1" and self.strength in UKP_REFUSED_STRENGTHS:
+            raise ConfigError(f"llm strength={self.strength}: {UKP_REFUSED_STRENGTHS[self.strength]}; "
+                              "use strength=agreement (vote margin) or consensus")
 
     @property
     def experiment(self) -> str:

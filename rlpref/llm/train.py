@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from rlpref import strata as strata_lib
 from rlpref.artifacts import atomic_path, atomic_write_json
 from rlpref.llm.config import LLMConfigError, LLMModelConfig, LLMRunConfig
+from rlpref.llm.crosstopic import make_fold
 from rlpref.llm.evaluate import evaluate_rewards
 from rlpref.llm.models import FrozenEncoder, RewardHead, SequenceRewardModel, pair_features
 from rlpref.llm.multipref import SIMULATED_SOURCE, Comparison, hub_reachable, load_multipref
@@ -34,6 +36,7 @@ from rlpref.llm.sampler import StratumBatchSampler
 from rlpref.llm.simulated import simulated_dataset
 from rlpref.llm.splits import TestSet, TrainPairs, make_test_set, sample_train_pairs, split_by_prompt
 from rlpref.llm.strength import strength_keys
+from rlpref.llm.ukpconvarg1 import UKPDataUnavailable, UKPFormatError, load_ukpconvarg1, locate, to_comparisons
 from rlpref.losses import LossSpec, get_loss_spec
 from rlpref.runtime import pin_threads
 
@@ -51,6 +54,7 @@ __all__ = [
     "load_comparisons",
     "make_batch_loss",
     "prepare",
+    "prepare_ukp_folds",
     "run",
 ]
 
@@ -102,6 +106,10 @@ def load_comparisons(cfg: Any) -> tuple[list[Comparison], str]:
     return comps, label
 
 
+#: comparison indices -> (rewards of completion A, rewards of completion B)
+RewardsOf = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
 @dataclass
 class Prepared:
     """Everything that does not depend on seed, fraction or loss: reused across a grid."""
@@ -112,6 +120,8 @@ class Prepared:
     test: TestSet
     feat_a: Optional[np.ndarray] = None  # frozen features of (prompt, completion_a), all comparisons
     feat_b: Optional[np.ndarray] = None
+    extra_eval: Optional[Callable[[RewardsOf], dict]] = None  # data-specific metrics (UKPConvArg1)
+    info: dict = dataclasses.field(default_factory=dict)  # copied into results (fold, loader counts)
 
 
 def _frozen_features(rc: LLMRunConfig, comps: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,9 +139,34 @@ def _frozen_features(rc: LLMRunConfig, comps: Sequence[Comparison]) -> tuple[np.
     return feat_a, feat_b
 
 
+UKP_LABEL = "UKPConvArg1 (real crowd votes, 5 per pair), cross-topic"
+
+
+def prepare_ukp_folds(cfg: Any, folds: Optional[Sequence[int]] = None) -> list[Prepared]:
+    """UKPConvArg1 read, mapped and (frozen model) encoded once, split into the cross-topic ``folds``
+    (default: ``data.ukp.fold``) of ``data.ukp.folds`` over debates; the folds share the features."""
+    rc = LLMRunConfig.from_config(cfg)
+    d = rc.data
+    corpus = load_ukpconvarg1(locate(d.path, rc.cache_dir, d.ukp.download))
+    comps = to_comparisons(corpus)
+    feats = _frozen_features(rc, comps) if rc.model.kind == "frozen" else (None, None)
+    debate = [q.debate for q in corpus.pairs]
+    arg_ids = [(q.arg1_id, q.arg2_id) for q in corpus.pairs]
+    out = []
+    for f in (d.ukp.fold,) if folds is None else folds:
+        fd = make_fold(comps, debate, arg_ids, f, d.ukp.folds, corpus.strict, corpus.ranking)
+        info = {"fold": f, "folds": d.ukp.folds, "heldout_debates": fd.heldout_debates,
+                "load_report": dataclasses.asdict(corpus.report)}
+        out.append(Prepared(comps, f"{UKP_LABEL} fold {f}/{d.ukp.folds} from {corpus.folder}", fd.train_index,
+                            fd.test, feats[0], feats[1], extra_eval=fd.extra, info=info))
+    return out
+
+
 def prepare(cfg: Any) -> Prepared:
     """Load, split and (frozen model) encode once; ``cfg``: a Hydra config, a mapping or an LLMRunConfig."""
     rc = LLMRunConfig.from_config(cfg)
+    if rc.data.source == "ukpconvarg1":
+        return prepare_ukp_folds(rc)[0]
     comps, label = load_comparisons(rc)
     train_idx, test_idx = split_by_prompt(comps, rc.data.test_fraction, rc.data.split_salt)
     prep = Prepared(comps, label, train_idx, make_test_set(comps, test_idx))
@@ -145,14 +180,20 @@ def prepare(cfg: Any) -> Prepared:
 # --------------------------------------------------------------------------------------------
 
 
-def build_strata(key: np.ndarray, annotator: np.ndarray, kind: str = "annotator", k: Optional[int] = None) -> np.ndarray:
+def build_strata(key: np.ndarray, annotator: np.ndarray, kind: str = "annotator", k: Optional[int] = None,
+                 prompt: Optional[np.ndarray] = None) -> np.ndarray:
     """Stratum ids [N]: ``annotator`` = per annotator, split round-robin by strength so no stratum
-    holds tied keys; ``global`` = one pool split round-robin the same way (the pooled ablation)."""
+    holds tied keys; ``prompt`` = per prompt id (UKPConvArg1: a topic, debate + stance) the same way;
+    ``global`` = one pool split round-robin the same way (the pooled ablation)."""
     if kind == "annotator":
         return strata_lib.round_robin(key, annotator, k)
+    if kind == "prompt":
+        if prompt is None:
+            raise ValueError("strata kind 'prompt' needs the prompt id of every comparison")
+        return strata_lib.round_robin(key, prompt, k)
     if kind == "global":
         return strata_lib.round_robin(key, None, k)
-    raise ValueError(f"unknown strata kind '{kind}'; choose one of: annotator, global")
+    raise ValueError(f"unknown strata kind '{kind}'; choose one of: annotator, prompt, global")
 
 
 @dataclass
@@ -180,7 +221,8 @@ def build_training_data(rc: LLMRunConfig, prep: Prepared) -> TrainingData:
     key = strength_keys(rc.strength, pairs.all_prefs, pairs.label_pref, pairs.label_time)
     if rc.shuffle_strength:  # rr_perm control: break the key–comparison link
         key = key[np.random.default_rng([rc.seed, 99]).permutation(key.shape[0])]
-    stratum = build_strata(key, pairs.annotator, rc.strata.kind, rc.strata.k)
+    prompt = np.array([prep.comparisons[i].prompt_id for i in pairs.index])
+    stratum = build_strata(key, pairs.annotator, rc.strata.kind, rc.strata.k, prompt)
     sampler = StratumBatchSampler(stratum, rc.model.batch_size, seed=rc.seed)
     return TrainingData(pairs, key, stratum, sampler)
 
@@ -352,7 +394,25 @@ def _results(rc: LLMRunConfig, prep: Prepared, data: TrainingData, fit: Fit) -> 
         "n_test_dropped_ties": prep.test.n_dropped_ties,
         **fit.train_info,
         **evaluate_rewards(fit.r_a, fit.r_b, prep.test),
+        **prep.info,
     }
+
+
+def _rewards_of(prep: Prepared, fit: Fit, device: torch.device) -> RewardsOf:
+    """Rewards of completions A and B of any comparisons: through the head on the prepared features
+    (frozen encoder), or from the raw text (fine-tuned model)."""
+    comps = prep.comparisons
+
+    def rewards_of(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if prep.feat_a is not None and isinstance(fit.model, RewardHead):
+            with torch.no_grad():
+                return tuple(fit.model(torch.as_tensor(f[idx], device=device)).cpu().numpy()
+                             for f in (prep.feat_a, prep.feat_b))
+        ps = [comps[i].prompt for i in idx]
+        return (np.asarray(fit.reward_fn(ps, [comps[i].completion_a for i in idx])),
+                np.asarray(fit.reward_fn(ps, [comps[i].completion_b for i in idx])))
+
+    return rewards_of
 
 
 def run(cfg: Any, prepared: Optional[Prepared] = None) -> dict:
@@ -371,6 +431,8 @@ def run(cfg: Any, prepared: Optional[Prepared] = None) -> dict:
     device = torch.device(rc.device)
     fit = TRAINERS[rc.model.kind](rc, prep, data, make_batch_loss(spec, data, device), device)
     results = _results(rc, prep, data, fit)
+    if prep.extra_eval is not None:
+        results.update(prep.extra_eval(_rewards_of(prep, fit, device)))
     if rc.eval.rewardbench:
         from rlpref.llm.rewardbench import load_rewardbench, score_rewardbench
 
@@ -406,9 +468,28 @@ def _write_results(results: dict, out_dir: Path, save_model: bool) -> Path:
 def _summary(results: dict, path: Path) -> str:
     banner = "[SIMULATED DATA] " if results["simulated"] else ""
     msg = f"{banner}{results['experiment']}: test accuracy {results['accuracy']:.4f}"
-    if "accuracy_true" in results:
+    if "fold" in results:  # UKPConvArg1, cross-topic
+        extra = [f"{k} {results[k]:.4f}" for k in ("accuracy_strict", "spearman", "pdc") if k in results]
+        msg += f" vs majority vote; {', '.join(extra)}; held out fold {results['fold']}/{results['folds']}"
+    elif "accuracy_true" in results:
         msg += f", vs hidden utility {results['accuracy_true']:.4f}"
     return msg + f" (n_train={results['n_train']}, n_test={results['n_test']}, {results['seconds']:.1f}s) -> {path}"
+
+
+def cli_run(cfg: Any, out_dir: Path) -> float:
+    """The CLI's work on a composed config: train, write ``results.json``, print the summary. A config
+    error, missing data or a malformed file ends the process with one line on stderr and exit code 2
+    (no traceback: each message names the key or file and the fix)."""
+    try:
+        rc = LLMRunConfig.from_config(cfg)  # fails here, before any work, on a bad key
+        results = run(rc)
+    except (LLMConfigError, UKPDataUnavailable, UKPFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    path = _write_results(results, Path(out_dir), rc.save_model)
+    print(f"dataset: {results['dataset']}")
+    print(_summary(results, path))
+    return float(results["accuracy"])
 
 
 def _main() -> None:
@@ -420,12 +501,7 @@ def _main() -> None:
     def main(cfg: DictConfig) -> float:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         log.info("config:\n%s", OmegaConf.to_yaml(cfg))
-        rc = LLMRunConfig.from_config(cfg)  # fails here, before any work, on a bad key
-        results = run(rc)
-        path = _write_results(results, Path(HydraConfig.get().runtime.output_dir), rc.save_model)
-        print(f"dataset: {results['dataset']}")
-        print(_summary(results, path))
-        return float(results["accuracy"])
+        return cli_run(cfg, HydraConfig.get().runtime.output_dir)
 
     main()
 
