@@ -104,3 +104,77 @@ def test_imitation_loop_trains_with_responserank_on_pendulum():
     assert max(seen_strata) >= 2  # batches mix rounds, each its own stratum
     assert np.isfinite(stats["reward_loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_step_plan_runs_rlpref_rollout_count_over_imitations_rounds():
+    from rlpref.interop.imitation_bench import step_plan
+
+    plan = step_plan(250_000, 11, 512)
+    assert sum(plan) == 250_368 == 489 * 512  # what rlpref's agent runs for budget.agent_steps=250000
+    assert set(plan) == {44 * 512, 45 * 512} and plan == sorted(plan)  # even, the extra rollouts last
+
+
+def test_bench_run_on_pendulum_counts_real_steps_and_keeps_rlprefs_eval_points():
+    """A tiny imitation run as the bench makes it: the counts are the run's own, the curve rlpref's schedule."""
+    from rlpref.interop.imitation_bench import imitation_run
+
+    res = imitation_run("Pendulum-v1", 0, teacher="deterministic", steps=2000, comparisons=20, eval_every=1000,
+                        episodes=1)
+    assert res["agent_steps"] == 2048 == sum(res["agent_steps_per_round"])  # 2 PPO rollouts of 1024, not 2000
+    assert res["n_feedback_total"] == 20
+    # every training env step: the agent's plus the clips sampled for feedback (at least the initial round's)
+    assert res["env_steps"] >= res["agent_steps"] + 2 * 2 * 50
+    assert [p["step"] for p in res["curve"]] == [1000, 2000, 2048]  # every 1000 steps, then the final policy
+    assert res["final_return"] == res["curve"][-1]["true_return_mean"]
+    assert res["setup"]["temperature"] == 0.0 and res["setup"]["gatherer_discount"] == 0.9  # Pendulum PPO's gamma
+
+
+def _bench_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_imitation.py"
+    spec = importlib.util.spec_from_file_location("bench_imitation", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_batch_skips_finished_runs_and_restarts_a_killed_one(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    bench = _bench_script()
+    assert bench.parse_seeds(["0-2", "5", "1"]) == [0, 1, 2, 5]
+    runs = tmp_path / "runs"
+    done = runs / bench.run_name("Pendulum-v1", "deterministic", 20, 0)
+    done.mkdir(parents=True)
+    finished = {"tool": "imitation", "env": "Pendulum-v1", "seed": 0, "teacher": "deterministic", "final_return": -900.0,
+                "agent_steps": 2048, "env_steps": 2448, "n_feedback_total": 20, "wall_s": 10.0, "restarts": 0}
+    (done / "results.json").write_text(json.dumps(finished))
+    killed = runs / bench.run_name("Pendulum-v1", "deterministic", 20, 1)
+    killed.mkdir()
+    (killed / "run.log").write_text("an attempt that was killed\n")
+    launched = []
+    real_run = bench.subprocess.run  # the module is shared: platform's own calls must still run
+
+    def fake_child(cmd, **kwargs):  # what the child would write, without running imitation
+        if "--child" not in cmd:
+            return real_run(cmd, **kwargs)
+        seed = int(cmd[cmd.index("--seeds") + 1])
+        launched.append(seed)
+        out = dict(finished, seed=seed, final_return=-800.0, curve=[{"step": 2048, "true_return_mean": -800.0,
+                                                                      "true_return_std": 0.0, "n_episodes": 1}])
+        (killed / "child.json").write_text(json.dumps(out))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_child)
+    monkeypatch.setattr(sys, "argv", ["bench_imitation.py", "--env", "Pendulum-v1", "--seeds", "0-1", "--comparisons", "20",
+                                      "--out", str(tmp_path)])
+    assert bench.main() == 0
+    assert launched == [1]  # seed 0 was finished: skipped
+    res = json.loads((killed / "results.json").read_text())
+    assert res["restarts"] == 1 and (killed / "run.killed-1.log").read_text() == "an attempt that was killed\n"
+    assert (killed / "curve.csv").is_file() and not (killed / "child.json").exists()
+    table = (tmp_path / "table.md").read_text()
+    assert "0: -900, 1: -800 (restarted)" in table and "| 2 |" in table
