@@ -35,6 +35,7 @@ __all__ = [
     "load_reward_model",
     "one_hot_actions",
     "save_reward_model",
+    "split_strata",
     "stratum_batches",
     "train_reward_model",
     "validation_mask",
@@ -71,6 +72,11 @@ class RewardTrainConfig(Section):
     strata: str = rule("by_group", choices=STRATIFIERS)  # rlpref.strata.stratify kind, groups = rollout batch
     strata_k: Optional[int] = rule(None, ge=1)
     label_smoothing: float = rule(0.0, ge=0.0, lt=0.5)
+    # Strata larger than this are cut, each epoch anew, into random parts of at most this many comparisons,
+    # each part its own training stratum (rr ranks inside it) and mini-batch: more, cheaper steps per epoch
+    # where strata are large (budget=paper's 455 per rollout batch). None: strata stay whole (validation
+    # always keeps them whole). docs/results.md "Reward-model fit at 5000 comparisons".
+    max_stratum: Optional[int] = rule(None, ge=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,6 +92,8 @@ class RewardTrainConfig(Section):
         """What changes a model trained with ``loss``: every field, less those this setting ignores
         (``strata_k`` outside random_k/round_robin, ``label_smoothing`` for losses without it)."""
         out = asdict(self)
+        if self.max_stratum is None:  # unset: the keys of models fitted before the option existed
+            out.pop("max_stratum")
         if self.strata not in ("random_k", "round_robin"):
             out.pop("strata_k")
         if "label_smoothing" not in get_loss_spec(loss).options:
@@ -99,7 +107,7 @@ class _MLP(nn.Module):
         layers: list[nn.Module] = []
         last = in_dim
         for h in hidden:
-            layers += [nn.Linear(last, h), nn.ReLU()]
+            layers += [nn.Linear(last, h), nn.ReLU(inplace=True)]  # in place: same values, less memory traffic
             last = h
         layers.append(nn.Linear(last, 1))
         self.net = nn.Sequential(*layers)
@@ -211,6 +219,20 @@ def stratum_batches(stratum: np.ndarray, batch_size: int, rng: np.random.Generat
     if current:
         batches.append(np.concatenate(current))
     return batches
+
+
+def split_strata(stratum: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """New stratum ids: each stratum of more than ``size`` comparisons cut at random into the fewest parts of
+    at most ``size`` (sizes differ by at most one); smaller strata stay whole. Parts are subsets of one
+    stratum, so a ranking loss still compares strength only where it is comparable (and meets no new ties)."""
+    order = np.lexsort((rng.random(stratum.size), stratum))  # by stratum, randomly inside each
+    _, starts, counts = np.unique(stratum[order], return_index=True, return_counts=True)
+    parts = -(-counts // size)
+    group = np.repeat(np.arange(counts.size), counts)
+    rank = np.arange(stratum.size) - starts[group]
+    out = np.empty(stratum.size, dtype=np.int64)
+    out[order] = (np.cumsum(parts) - parts)[group] + rank % parts[group]
+    return out
 
 
 class _Data:
@@ -393,8 +415,12 @@ def _epoch_sampler(train_idx: np.ndarray, focus: Optional[np.ndarray], replay: O
 
 def _train_epoch(model, opt, data, prefs: Preferences, pairs: np.ndarray, stratum: np.ndarray, loss_name: str,
                  cfg: RewardTrainConfig, rng) -> float:
-    """One pass over ``pairs`` in mini-batches of whole strata; returns the mean training loss."""
+    """One pass over ``pairs`` in mini-batches of whole strata (cut first when ``cfg.max_stratum`` is set);
+    returns the mean training loss."""
     losses = []
+    if cfg.max_stratum is not None:
+        stratum = stratum.copy()
+        stratum[pairs] = split_strata(stratum[pairs], cfg.max_stratum, rng)
     for batch in stratum_batches(stratum[pairs], cfg.batch_size, rng):
         loss = _pair_loss(model, data, prefs, pairs[batch], stratum, loss_name, cfg)
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,185 @@
+"""Benchmark of the reward-model fit (issue 38 item 1): seconds, validation accuracy and Spearman per fit.
+
+    # 1. the feedback to fit: source, segments and teacher stages of a run, built through the run's own
+    #    stage cache (same keys as ``python -m rlpref.run`` with these overrides would use)
+    python scripts/bench_reward_fit.py prepare --cache /tmp/rf/cache -- env=HalfCheetah-v5 protocol=offline \\
+        budget=paper budget.source_steps=250000 teacher.sigma=0.25 seed=0
+    # 2. fits, one child process each (pinned to one thread), for several checkouts of rlpref:
+    git clone /work/main /tmp/before && git -C /tmp/before checkout <commit>
+    python scripts/bench_reward_fit.py fits --cache /tmp/rf/cache --code before=/tmp/before --code after=. \\
+        --losses bt rr --seeds 0 1 2 --out docs/results/reward_fit -- env=HalfCheetah-v5 protocol=offline \\
+        budget=paper budget.source_steps=250000 teacher.sigma=0.25
+
+Each fit calls that checkout's ``train_reward_model`` exactly as its pipeline's reward-model stage does (its
+own ``conf/`` composed with the overrides, the stored validation split), in a child process so one fit's
+allocations never slow the next. Per fit ``<out>/fits/<label>-<loss>-seed<s>.json`` (skipped when it
+exists, so a killed batch resumes); ``fits.csv`` and ``fits.json`` gather them. A benchmark, not a test: its
+numbers depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+FIELDS = ("label", "loss", "seed", "seconds", "epochs", "val_accuracy", "val_true_accuracy", "spearman",
+          "pearson", "val_loss", "n_train", "commit", "overrides")
+
+
+def _compose(code: Path, overrides: list[str]) -> dict:
+    """The resolved run config of checkout ``code`` (its own conf/) with ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(code / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+
+
+def prepare(cache: Path, overrides: list[str]) -> dict:
+    """Build (or reuse) the source, segments and feedback stages into ``cache``; return their files.
+    Same stage functions and keys as :func:`rlpref.control.pipeline.run_pipeline`, so a later run with
+    ``cache_dir=<cache>`` and the same overrides reuses them."""
+    from rlpref.artifacts import ArtifactStore
+    from rlpref.control import pipeline as pl
+    from rlpref.progress import RunProgress
+    from rlpref.runtime import pin_threads
+
+    cfg = _compose(HERE, [*overrides, f"cache_dir={cache}"])
+    spec = pl.RunSpec.from_config(cfg)
+    pin_threads(spec.run.torch_threads)
+    stages = pl.StageRunner(ArtifactStore(cache), RunProgress(spec.stage_costs(), pl._PRIOR_SECONDS_PER_STEP[spec.algo]))
+    src = stages.run("source", spec.source_key(), [], lambda d, p: pl.build_source(spec, d, p), resumable=True)
+    ckpts = [src.path / f"ckpt_{k + 1}" for k in range(spec.budget.n_checkpoints)]
+    seg = stages.run("segments", spec.segments_key(), [src.key], lambda d: pl.build_segments(spec, ckpts, d))
+    segments = pl.Segments.load(seg.path / "segments.npz")
+    fb = stages.run("feedback", spec.feedback_key(), [seg.key], lambda d: pl.build_feedback(spec, segments, d))
+    out = {"segments": str(seg.path / "segments.npz"), "preferences": str(fb.path / "preferences.npz"),
+           "timings": stages.timings, "reused": stages.reused}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def fit_one(code: Path, cache: Path, overrides: list[str], loss: str, seed: int) -> dict:
+    """One fit with checkout ``code``'s rlpref, as its reward-model stage runs it; returns the numbers."""
+    sys.path.insert(0, str(code))  # this checkout's rlpref, before any other on the path
+    import numpy as np
+    import rlpref
+
+    from rlpref.control.config import RunSpec
+    from rlpref.control.records import Preferences, Segments
+    from rlpref.control.reward_net import train_reward_model, validation_mask
+    from rlpref.runtime import pin_threads
+
+    if Path(rlpref.__file__).resolve().parents[1] != code.resolve():
+        raise RuntimeError(f"imported rlpref from {rlpref.__file__}, not from {code}")
+    spec = RunSpec.from_config(_compose(code, [*overrides, f"loss={loss}", f"seed={seed}", f"cache_dir={cache}"]))
+    pin_threads(1)
+    files = prepare_paths(cache, overrides)
+    segments, prefs = Segments.load(Path(files["segments"])), Preferences.load(Path(files["preferences"]))
+    val_mask = validation_mask(len(prefs), spec.reward_train.val_fraction, np.random.default_rng(seed))
+    t0 = time.perf_counter()
+    _, metrics, history = train_reward_model(segments, prefs, loss, spec.reward_train, seed, val_mask=val_mask)
+    seconds = time.perf_counter() - t0
+    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"seconds": seconds, "epochs": len(history), "history": history, "reward_model": spec.reward_train.__dict__,
+            "commit": commit, "n_pairs": len(prefs), "n_segments": len(segments), **metrics}
+
+
+def prepare_paths(cache: Path, overrides: list[str]) -> dict:
+    """The files :func:`prepare` wrote (recorded beside the cache, so fits need not rebuild the stages)."""
+    return json.loads((cache / _stamp(overrides)).read_text())
+
+
+def _stamp(overrides: list[str]) -> str:
+    import hashlib
+
+    return "bench_reward_fit-" + hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:12] + ".json"
+
+
+def fits(args) -> None:
+    """Every (checkout, loss, seed) fit in its own child process; then the CSV and JSON summaries."""
+    out = Path(args.out)
+    (out / "fits").mkdir(parents=True, exist_ok=True)
+    for label, code in (c.split("=", 1) for c in args.code):
+        for seed in args.seeds:
+            for loss in args.losses:
+                path = out / "fits" / f"{label}-{loss}-seed{seed}.json"
+                if path.exists():
+                    continue
+                cmd = [sys.executable, __file__, "fit-one", "--cache", args.cache, "--code", code, "--loss", loss,
+                       "--seed", str(seed), "--label", label, "--to", str(path), "--", *args.overrides]
+                print(" ".join(cmd), flush=True)
+                subprocess.run(cmd, check=True)
+    summarise(out)
+
+
+def summarise(out: Path) -> None:
+    """fits.csv (one row per fit) and fits.json (rows plus the machine) from the per-fit files."""
+    from rlpref.artifacts import atomic_write_json, atomic_write_text
+
+    rows = [json.loads(p.read_text()) for p in sorted((out / "fits").glob("*.json"))]
+    lines = [",".join(FIELDS)] + [",".join(_cell(r.get(k)) for k in FIELDS) for r in rows]
+    atomic_write_text(out / "fits.csv", "\n".join(lines) + "\n")
+    atomic_write_json(out / "fits.json", {"machine": _machine(), "fits": [{k: r.get(k) for k in FIELDS} for r in rows]})
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return '"' + " ".join(v) + '"' if isinstance(v, list) else str(v)
+
+
+def _machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "threads": 1}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pp = sub.add_parser("prepare")
+    pp.add_argument("--cache", required=True)
+    pf = sub.add_parser("fits")
+    pf.add_argument("--cache", required=True)
+    pf.add_argument("--code", action="append", required=True, help="label=checkout (repeatable)")
+    pf.add_argument("--losses", nargs="+", default=["bt", "rr"])
+    pf.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    pf.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
+    po = sub.add_parser("fit-one")
+    for a in ("--cache", "--code", "--loss", "--label", "--to"):
+        po.add_argument(a, required=True)
+    po.add_argument("--seed", type=int, required=True)
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = p.parse_args(argv[:split])
+    args.overrides = argv[split + 1:]
+    if args.cmd == "prepare":
+        sys.path.insert(0, str(HERE))
+        files = prepare(Path(args.cache), args.overrides)
+        stamp = Path(args.cache) / _stamp(args.overrides)
+        stamp.with_suffix(".tmp").write_text(json.dumps(files))
+        os.replace(stamp.with_suffix(".tmp"), stamp)
+    elif args.cmd == "fits":
+        sys.path.insert(0, str(HERE))
+        fits(args)
+    else:
+        res = fit_one(Path(args.code), Path(args.cache), args.overrides, args.loss, args.seed)
+        res.update(label=args.label, loss=args.loss, seed=args.seed, overrides=args.overrides)
+        tmp = Path(args.to + ".tmp")
+        tmp.write_text(json.dumps(res, indent=1, default=str))
+        os.replace(tmp, args.to)  # atomic: a killed fit leaves no half-written result
+        print({k: res[k] for k in ("label", "loss", "seed", "seconds", "epochs", "val_accuracy", "spearman")})
+
+
+if __name__ == "__main__":
+    main()
