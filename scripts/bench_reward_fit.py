@@ -117,6 +117,7 @@ def fits(args) -> None:
                     continue
                 cmd = [sys.executable, __file__, "fit-one", "--cache", args.cache, "--code", code, "--loss", loss,
                        "--seed", str(seed), "--label", label, "--to", str(path), "--", *args.overrides]
+                cmd = (["oncore"] if args.oncore else []) + cmd  # one CPU slot per fit, released between fits
                 print(" ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True)
     summarise(out)
@@ -155,6 +156,7 @@ def main() -> None:
     pf.add_argument("--losses", nargs="+", default=["bt", "rr"])
     pf.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     pf.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
+    pf.add_argument("--oncore", action="store_true", help="run each fit through oncore (shared machines)")
     po = sub.add_parser("fit-one")
     for a in ("--cache", "--code", "--loss", "--label", "--to"):
         po.add_argument(a, required=True)
