@@ -370,7 +370,7 @@ def test_cost_table_reports_wall_time_and_selection_seconds_per_method(tmp_path)
                                 **({} if before is None else {"total_across_resumes": 3.0 + before})}
         (run / "results.json").write_text(json.dumps(res))
         text = cost_table(collect(root).runs)
-    assert "| HalfCheetah-v4 | 1000 | bt | 2 (1) | 57 (57–57) | – |" in text
+    assert "| HalfCheetah-v4 | 1000 | bt | 2 †2 (1) | 57 (57–57) | – |" in text  # both marked resumed
     # a rerun served from the cache takes ~0 s itself and counts what its stages took to make
     run = write_fake_run(root / "cached", loss="bt", reward="oracle", seed=7)
     res = json.loads((run / "results.json").read_text())
@@ -444,3 +444,46 @@ def test_variants_in_one_figure_never_share_a_colour_and_keep_it_across_calls():
     assert method_style("rr")["color"] == _PALETTE["rr"] and method_style("oracle")["linestyle"] == "--"
     alone = ["bt@online-protocol10-hyperbolic", "rr@online-protocol10-hyperbolic", "oracle"]
     assert [to_hex(method_style(m, alone)["color"]) for m in alone] == [_PALETTE["bt"], _PALETTE["rr"], _PALETTE["oracle"]]
+
+
+def test_every_generated_table_marks_a_resumed_run_and_names_it(tmp_path):
+    """A run that continued from saved state after a kill is marked († and a footnote naming it and the step)
+    in the return (markdown and LaTeX), cost, same-seed-oracle and reach tables; its steps count in full."""
+    from rlpref.report.tables import cost_table, oracle_ratio_table, reach_table
+
+    root = tmp_path / "sweep"
+    for loss in ("bt", "rr"):
+        for nf in (500, 1000):
+            for seed in range(2):
+                write_fake_run(root / f"{loss}_{nf}_s{seed}", loss=loss, seed=seed, n_feedback=nf,
+                               final=100.0 + nf / 10 + (20 if loss == "rr" else 0))
+    for seed in range(2):
+        write_fake_run(root / f"oracle_s{seed}", loss="bt", reward="oracle", seed=seed, final=400.0)
+    run = root / "rr_500_s0"
+    res = json.loads((run / "results.json").read_text())
+    res.update(agent_steps=250_440, agent_timings={"resumed_at_step": 125_000, "total": 3.0, "total_across_resumes": 9.0})
+    (run / "results.json").write_text(json.dumps(res))
+    run = root / "bt_1000_s1"  # a source-stage resume, where a run records it
+    res = json.loads((run / "results.json").read_text())
+    res["resumed_stages"] = {"source": 50_000, "agent": None}
+    (run / "results.json").write_text(json.dumps(res))
+
+    runs = collect(root).runs
+    row = runs.set_index("run_id").loc["rr_500_s0"]
+    assert bool(row["resumed"]) and row["resumed_at"] == "agent from step 125000" and row["agent_steps"] == 250_440
+    assert runs.set_index("run_id").loc["bt_1000_s1", "resumed_at"] == "source from step 50000"
+    assert int(runs["resumed"].sum()) == 2
+    md = to_markdown(return_table(runs))
+    assert "170 ± 0 †1" in md  # rr at 500: 2 seeds, one resumed (final and max cells)
+    assert "rr_500_s0 (agent from step 125000)" in md and "bt_1000_s1 (source from step 50000)" in md
+    tex = to_latex(return_table(runs))
+    assert r"$^\dagger$1" in tex and r"rr\_500\_s0" in tex
+    cost = cost_table(runs)
+    assert "| HalfCheetah-v4 | 500 | rr | 2 †1 (2) |" in cost and "rr_500_s0 (agent from step 125000)" in cost
+    ratio = oracle_ratio_table(runs)
+    assert "(s0†)" in ratio and "rr_500_s0 (agent from step 125000)" in ratio
+    reach = reach_table(runs)
+    assert "†" in reach and "resumed:" in reach
+    clean = runs[~runs["resumed"]]
+    for text in (to_markdown(return_table(clean)), cost_table(clean), oracle_ratio_table(clean), reach_table(clean)):
+        assert "†" not in text and "resumed:" not in text  # no resume, no mark

@@ -42,6 +42,10 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
     if col.repeats:
         say(f"  {len(col.repeats)} older run(s) of an experiment that was run again (same agent artefact key), "
             f"left out in favour of the newest: {', '.join(col.repeats[:10])}")
+    if len(col.runs) and col.runs["resumed"].any():
+        resumed = col.runs[col.runs["resumed"]]
+        say(f"  {len(resumed)} resumed run(s), marked † in every table: "
+            + "; ".join(f"{r} ({a})" for r, a in zip(resumed["run_id"], resumed["resumed_at"])))
     if col.runs.empty:
         raise SystemExit(f"rlpref.report: no results.json under {sweep_dir}")
     outputs: dict[str, Path] = dict(write_tables(col, out_dir))

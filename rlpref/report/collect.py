@@ -22,7 +22,7 @@ import pandas as pd
 from rlpref.artifacts import atomic_path
 from rlpref.report.loggers import flatten
 
-__all__ = ["Collection", "collect", "find_run_dirs", "write_tables", "RUN_KEYS"]
+__all__ = ["Collection", "collect", "find_run_dirs", "resumed_at", "write_tables", "RUN_KEYS"]
 
 #: Columns that identify a configuration (everything but the seed).
 RUN_KEYS = ("env", "loss", "reward", "n_feedback", "sigma", "noise", "strength_source")
@@ -75,6 +75,20 @@ def run_wall_seconds(res: dict) -> tuple[float, bool]:
     return (stages, True) if stages > wall + 1.0 else (wall, False)
 
 
+def resumed_at(res: dict) -> str:
+    """Which stages of a run continued from saved state after a kill, and from which step ("" if none):
+    e.g. "agent from step 125000". Such a run's steps count as run (its agent_steps are the whole count,
+    earlier processes included) and its wall adds the earlier processes where they were recorded.
+
+    Reads the agent stage's ``agent_timings.resumed_at_step`` and, where a run records it,
+    ``resumed_stages`` ({stage: step or null}, e.g. the source stage, which logs its resume)."""
+    stages = dict(res.get("resumed_stages") or {})
+    agent = (res.get("agent_timings") or {}).get("resumed_at_step")
+    if agent is not None:
+        stages.setdefault("agent", agent)
+    return ", ".join(f"{stage} from step {int(step)}" for stage, step in sorted(stages.items()) if step is not None)
+
+
 def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
     rel = run_dir.relative_to(root).as_posix() if run_dir != root else "."
     row: dict[str, Any] = {
@@ -100,7 +114,9 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row[f"rm_{k}"] = _float(rm.get(k))
     for k, v in (res.get("timings") or {}).items():
         row[f"time_{k}"] = _float(v)
-    row["resumed"] = (res.get("agent_timings") or {}).get("resumed_at_step") is not None
+    row["resumed_at"] = resumed_at(res)
+    row["resumed"] = bool(row["resumed_at"])
+    row["agent_steps"] = int(res["agent_steps"]) if res.get("agent_steps") is not None else -1
     row["time_run"], row["from_cache"] = run_wall_seconds(res)
     rounds = res.get("online_rounds") or []
     row["online_rounds"] = len(rounds)

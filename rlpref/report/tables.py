@@ -14,7 +14,8 @@ import pandas as pd
 
 from .plots import _methods
 
-__all__ = ["cost_table", "oracle_ratio_table", "reach_table", "return_table", "to_markdown", "to_latex"]
+__all__ = ["RESUMED_MARK", "cost_table", "oracle_ratio_table", "reach_table", "resumed_note", "return_table", "to_markdown",
+           "to_latex"]
 
 
 def return_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -22,15 +23,44 @@ def return_table(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
     keys = ["env", "sigma", "n_feedback", "method"]
-    g = runs.groupby(keys, dropna=False)
+    g = _with_resumes(runs).groupby(keys, dropna=False)
     out = g.agg(
         n_seeds=("seed", "nunique"),
         final_mean=("final_return", "mean"),
         final_sd=("final_return", "std"),
         max_mean=("max_return", "mean"),
         max_sd=("max_return", "std"),
+        n_resumed=("resumed", "sum"),
+        resumed_runs=("_resumed_label", lambda s: "; ".join(x for x in s if x)),
     ).reset_index()
     return out
+
+
+def _with_resumes(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``resumed`` (bool) and ``_resumed_label`` ("run_id (agent from step N)" or ""), also for
+    tables built from rows that predate the columns (no run then counts as resumed)."""
+    runs = runs.copy()
+    if "resumed" not in runs:
+        runs["resumed"] = False
+    where = runs["resumed_at"] if "resumed_at" in runs else pd.Series("", index=runs.index)
+    runs["resumed"] = runs["resumed"].fillna(False).astype(bool)
+    runs["_resumed_label"] = [f"{rid} ({at or 'resumed'})" if r else ""
+                              for rid, at, r in zip(runs.get("run_id", runs.index.astype(str)), where.fillna(""),
+                                                    runs["resumed"])]
+    return runs
+
+
+RESUMED_MARK = "†"
+
+
+def resumed_note(labels) -> str:
+    """The footnote every generated table carries when a run in it resumed: which runs, from where, and how
+    they are counted (empty when none did)."""
+    labels = sorted({x for x in labels if x})
+    if not labels:
+        return ""
+    return (f"{RESUMED_MARK} resumed: continued from saved state after a kill (its steps count as run, in full; its "
+            f"wall adds the earlier processes where they were recorded): " + "; ".join(labels) + ".")
 
 
 def _fmt(mean: float, sd: float) -> str:
@@ -71,13 +101,14 @@ def _wide(summary: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[
             for m in methods:
                 src = oracle[oracle["env"] == key[0]] if m == "oracle" else grp[grp["method"] == m]
                 if src.empty:
-                    means.append((float("nan"), float("nan")))
+                    means.append((float("nan"), float("nan"), 0))
                 else:
-                    means.append((float(src[f"{measure}_mean"].iloc[0]), float(src[f"{measure}_sd"].iloc[0])))
-            learned_means = [mu for (mu, _), m in zip(means, methods) if m != "oracle" and math.isfinite(mu)]
+                    means.append((float(src[f"{measure}_mean"].iloc[0]), float(src[f"{measure}_sd"].iloc[0]),
+                                  int(src["n_resumed"].iloc[0]) if "n_resumed" in src else 0))
+            learned_means = [mu for (mu, _, _), m in zip(means, methods) if m != "oracle" and math.isfinite(mu)]
             best = max(learned_means) if learned_means else None
-            for (mu, sd), m in zip(means, methods):
-                cells.append(_fmt(mu, sd))
+            for (mu, sd, n_res), m in zip(means, methods):
+                cells.append(_fmt(mu, sd) + (f" {RESUMED_MARK}{n_res}" if n_res else ""))
                 flags.append(best is not None and m != "oracle" and len(learned_means) > 1 and mu == best)
         body.append(cells)
         bold.append(flags)
@@ -96,7 +127,11 @@ def to_markdown(summary: pd.DataFrame, title: Optional[str] = None) -> str:
     for cells, flags in zip(body, bold):
         lines.append("| " + " | ".join(f"**{c}**" if f else c for c, f in zip(cells, flags)) + " |")
     lines += ["", "Cells: mean ± sd of the true episode return over seeds (n = seeds); final = last evaluation, "
-              "max = best evaluation during training; bold = best learned-reward method in the row."]
+              "max = best evaluation during training; bold = best learned-reward method in the row."
+              + (f" {RESUMED_MARK}k: k of the cell's runs resumed." if summary.get("n_resumed", pd.Series()).sum() else "")]
+    note = resumed_note("; ".join(summary["resumed_runs"]).split("; ") if "resumed_runs" in summary else [])
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -106,7 +141,8 @@ _TEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\
 
 def _tex(s: str) -> str:
     s = "".join(_TEX_ESC.get(ch, ch) for ch in s)
-    return s.replace("±", r"$\pm$").replace("σ", r"$\sigma$").replace("–", "--")
+    return (s.replace("±", r"$\pm$").replace("σ", r"$\sigma$").replace("–", "--")
+            .replace(RESUMED_MARK, r"$^\dagger$"))
 
 
 def to_latex(summary: pd.DataFrame, caption: str = "True episode return (mean $\\pm$ sd over seeds).",
@@ -123,7 +159,11 @@ def to_latex(summary: pd.DataFrame, caption: str = "True episode return (mean $\
     lines.append(r"\midrule")
     for cells, flags in zip(body, bold):
         lines.append(" & ".join(rf"\textbf{{{_tex(c)}}}" if f else _tex(c) for c, f in zip(cells, flags)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    note = resumed_note("; ".join(summary["resumed_runs"]).split("; ") if "resumed_runs" in summary else [])
+    if note:  # the same footnote as the markdown table's
+        lines.append(r"\par\footnotesize " + _tex(note))
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
@@ -144,6 +184,7 @@ def cost_table(runs: pd.DataFrame) -> str:
     the seconds they took to make. What a method costs, next to its return."""
     if runs.empty or "time_total" not in runs:
         return ""
+    runs = _with_resumes(runs)
     g = runs.groupby(["env", "n_feedback", "method"], dropna=False)
     lines = ["| env | comparisons | method | runs (timed) | wall s, mean (min–max) | selection s per round |",
              "|---|---|---|---|---|---|"]
@@ -153,8 +194,11 @@ def cost_table(runs: pd.DataFrame) -> str:
         sel = grp["select_s_per_round"].dropna()
         sel_s = f"{sel.mean():.2f}" if len(sel) else "–"
         comps = "–" if method == "oracle" else str(int(n_feedback))
-        lines.append(f"| {env} | {comps} | {method} | {len(grp)} ({len(wall)}) | {wall_s} | {sel_s} |")
-    return "\n".join(lines) + "\n"
+        n_res = int(grp["resumed"].sum())
+        mark = f" {RESUMED_MARK}{n_res}" if n_res else ""
+        lines.append(f"| {env} | {comps} | {method} | {len(grp)}{mark} ({len(wall)}) | {wall_s} | {sel_s} |")
+    note = resumed_note(runs["_resumed_label"])
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def reach_table(runs: pd.DataFrame) -> str:
@@ -164,10 +208,12 @@ def reach_table(runs: pd.DataFrame) -> str:
     (the target) and, for every method M, the fewest comparisons at which M's mean reaches it ("not
     reached" with M's best otherwise). Means over seeds, so read it next to the figure's intervals.
     """
-    learned = runs[runs["method"] != "oracle"]
+    learned = _with_resumes(runs[runs["method"] != "oracle"])
     if learned.empty:
         return ""
     means = learned.groupby(["env", "sigma", "method", "n_feedback"])["final_return"].mean()
+    resumed = learned.groupby(["env", "sigma", "method", "n_feedback"])["resumed"].sum()
+    labels: list[str] = []
     lines = ["| env | σ | target: best mean of | target | method | fewest comparisons reaching it | mean there |",
              "|---|---|---|---|---|---|---|"]
     for (env, sigma), grp in means.groupby(level=["env", "sigma"]):
@@ -178,14 +224,17 @@ def reach_table(runs: pd.DataFrame) -> str:
             if len(ref_curve) < 2:
                 continue
             target, at = float(ref_curve.max()), int(ref_curve.idxmax())
+            mark = lambda m, n: f" {RESUMED_MARK}{int(resumed[(env, sigma, m, n)])}" if resumed[(env, sigma, m, n)] else ""  # noqa: E731
             for m, curve in per.items():
                 if m == ref:
                     continue
                 hit = curve[curve >= target]
-                cell = (f"{int(hit.index[0])} | {hit.iloc[0]:.0f}" if len(hit)
-                        else f"not reached | best {curve.max():.0f} at {int(curve.idxmax())}")
-                lines.append(f"| {env} | {sigma:g} | {ref} (at {at}) | {target:.0f} | {m} | {cell} |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+                cell = (f"{int(hit.index[0])} | {hit.iloc[0]:.0f}{mark(m, hit.index[0])}" if len(hit)
+                        else f"not reached | best {curve.max():.0f}{mark(m, curve.idxmax())} at {int(curve.idxmax())}")
+                lines.append(f"| {env} | {sigma:g} | {ref} (at {at}) | {target:.0f}{mark(ref, at)} | {m} | {cell} |")
+            labels += list(learned.loc[(learned["env"] == env) & (learned["sigma"] == sigma), "_resumed_label"])
+    note = resumed_note(labels)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
 
 
 def oracle_ratio_table(runs: pd.DataFrame) -> str:
@@ -193,20 +242,30 @@ def oracle_ratio_table(runs: pd.DataFrame) -> str:
     seed (the seed fixes the agent's initialisation and env stream, so the pair shares its luck), per
     env x sigma x comparisons x method: the per-seed values and their mean. Seeds without a true-reward
     run, or whose true-reward return is not positive, are left out."""
+    runs = _with_resumes(runs)
     oracle = runs[runs["method"] == "oracle"].groupby(["env", "seed"])["final_return"].mean()
+    oracle_resumed = runs[runs["method"] == "oracle"].groupby(["env", "seed"])["resumed"].any()
     learned = runs[runs["method"] != "oracle"]
     if oracle.empty or learned.empty:
         return ""
+    labels: list[str] = []
     lines = ["| env | σ | comparisons | method | % of same-seed true-reward agent, per seed | mean % |",
              "|---|---|---|---|---|---|"]
     for (env, sigma, n_feedback, method), grp in learned.groupby(["env", "sigma", "n_feedback", "method"]):
         pairs = []
-        for seed, ret in grp.groupby("seed")["final_return"].mean().items():
+        by_seed = grp.groupby("seed")
+        for (seed, ret), (_, res) in zip(by_seed["final_return"].mean().items(), by_seed["resumed"].any().items()):
             ref = oracle.get((env, seed))
             if ref is not None and ref > 0:
-                pairs.append((int(seed), 100.0 * ret / ref))
+                res = bool(res) or bool(oracle_resumed.get((env, seed), False))
+                pairs.append((int(seed), 100.0 * ret / ref, RESUMED_MARK if res else ""))
+                if res:  # the learned run(s) of this seed and the true-reward run it is divided by
+                    labels += list(grp.loc[grp["seed"] == seed, "_resumed_label"])
+                    labels += list(runs.loc[(runs["method"] == "oracle") & (runs["env"] == env)
+                                            & (runs["seed"] == seed), "_resumed_label"])
         if pairs:
-            per = " / ".join(f"{v:.0f} (s{seed})" for seed, v in pairs)
+            per = " / ".join(f"{v:.0f} (s{seed}{m})" for seed, v, m in pairs)
             lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {per} | "
-                         f"{np.mean([v for _, v in pairs]):.0f} |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+                         f"{np.mean([v for _, v, _ in pairs]):.0f} |")
+    note = resumed_note(labels)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
