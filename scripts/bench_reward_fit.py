@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-FIELDS = ("label", "loss", "seed", "seconds", "epochs", "val_accuracy", "val_true_accuracy", "spearman",
+FIELDS = ("label", "loss", "seed", "seconds", "cpu_seconds", "epochs", "val_accuracy", "val_true_accuracy", "spearman",
           "pearson", "val_loss", "n_train", "commit", "overrides")
 
 
@@ -85,13 +85,44 @@ def fit_one(code: Path, cache: Path, overrides: list[str], loss: str, seed: int)
     files = prepare_paths(cache, overrides)
     segments, prefs = Segments.load(Path(files["segments"])), Preferences.load(Path(files["preferences"]))
     val_mask = validation_mask(len(prefs), spec.reward_train.val_fraction, np.random.default_rng(seed))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _, metrics, history = train_reward_model(segments, prefs, loss, spec.reward_train, seed, val_mask=val_mask)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0  # CPU: less sensitive to sharing
     commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    return {"seconds": seconds, "epochs": len(history), "history": history, "reward_model": spec.reward_train.__dict__,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "loadavg_at_end": os.getloadavg(), "epochs": len(history),
+            "history": history, "reward_model": spec.reward_train.__dict__,
             "commit": commit, "n_pairs": len(prefs), "n_segments": len(segments), **metrics}
+
+
+def profile(cache: Path, overrides: list[str], loss: str, epochs: int, to: Path) -> None:
+    """cProfile of ``epochs`` epochs of one fit (this checkout, one thread, no early stop): where the time goes."""
+    import cProfile
+    import dataclasses
+    import io
+    import pstats
+
+    import numpy as np
+
+    from rlpref.control.config import RunSpec
+    from rlpref.control.records import Preferences, Segments
+    from rlpref.control.reward_net import train_reward_model, validation_mask
+    from rlpref.runtime import pin_threads
+
+    spec = RunSpec.from_config(_compose(HERE, [*overrides, f"loss={loss}", f"cache_dir={cache}"]))
+    pin_threads(1)
+    files = prepare_paths(cache, overrides)
+    segments, prefs = Segments.load(Path(files["segments"])), Preferences.load(Path(files["preferences"]))
+    cfg = dataclasses.replace(spec.reward_train, max_epochs=epochs, patience=epochs + 1)
+    val_mask = validation_mask(len(prefs), cfg.val_fraction, np.random.default_rng(0))
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.runcall(train_reward_model, segments, prefs, loss, cfg, 0, val_mask=val_mask)
+    text = io.StringIO()
+    print(f"{loss}, {epochs} epochs, reward_model={cfg}: {time.perf_counter() - t0:.1f} s", file=text)
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(20)
+    to.write_text(text.getvalue())
+    print(text.getvalue())
 
 
 def prepare_paths(cache: Path, overrides: list[str]) -> dict:
@@ -157,6 +188,10 @@ def main() -> None:
     pf.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     pf.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
     pf.add_argument("--oncore", action="store_true", help="run each fit through oncore (shared machines)")
+    pr = sub.add_parser("profile")
+    for a in ("--cache", "--loss", "--to"):
+        pr.add_argument(a, required=True)
+    pr.add_argument("--epochs", type=int, default=3)
     po = sub.add_parser("fit-one")
     for a in ("--cache", "--code", "--loss", "--label", "--to"):
         po.add_argument(a, required=True)
@@ -171,6 +206,9 @@ def main() -> None:
         stamp = Path(args.cache) / _stamp(args.overrides)
         stamp.with_suffix(".tmp").write_text(json.dumps(files))
         os.replace(stamp.with_suffix(".tmp"), stamp)
+    elif args.cmd == "profile":
+        sys.path.insert(0, str(HERE))
+        profile(Path(args.cache), args.overrides, args.loss, args.epochs, Path(args.to))
     elif args.cmd == "fits":
         sys.path.insert(0, str(HERE))
         fits(args)
