@@ -65,8 +65,9 @@ VOTES = [  # margins +5, +3, +1, 0 (tie), all equal; the majority always agrees 
 
 
 def write_ukp(folder: Path, strict: bool = True, ranking: bool = True) -> Path:
-    """4 debates × 2 stances × 5 pairs over 4 arguments per topic (argument j has quality 3 − j, its gold
-    score 0.1·(4 − j)); Strict keeps the first 2 pairs of each topic."""
+    """4 debates × 2 stances × 5 pairs over 4 arguments per topic (argument j has quality 3 − j and, as in
+    the published ranking, rank score 0.1·(j + 1): lower = more convincing); Strict keeps the first 2
+    pairs of each topic."""
     full, sx, rk = folder / ukp.FULL, folder / ukp.STRICT_XML, folder / ukp.RANKING
     for d in (full, sx, rk):
         d.mkdir(parents=True)
@@ -85,7 +86,7 @@ def write_ukp(folder: Path, strict: bool = True, ranking: bool = True) -> Path:
                           for (a, b), v, g in zip(pairs[:2], VOTES[:2], ("a1", "a1"))]
                 (sx / f"{stem}.xml").write_text('<?xml version="1.0"?>\n<list>\n' + "".join(s_body) + "</list>\n")
             if ranking:
-                rows = "".join(f"{i}\t{0.1 * (4 - j):.2f}\ttext {i}\n" for j, i in enumerate(ids))
+                rows = "".join(f"{i}\t{0.1 * (j + 1):.2f}\ttext {i}\n" for j, i in enumerate(ids))  # lower = better
                 (rk / f"{stem}.csv").write_text("#id\trank\targument\n" + rows)
     if not strict:
         sx.rmdir()
@@ -124,8 +125,9 @@ def test_loader_reads_the_published_format_and_counts_what_it_keeps(ukp_folder):
     assert q.votes[0] == ukp.Vote("W0", "a1", "H1000", 60.0)
     assert c.strict == {f"{b + o}_{b + o + k}": "a1" for b in (100, 150, 200, 250, 300, 350, 400, 450)
                         for o, k in ((0, 1), (0, 2))}
-    assert c.ranking["100"] == pytest.approx(0.4)
+    assert c.ranking["100"] == pytest.approx(0.1) and c.convincingness["100"] == pytest.approx(-0.1)
     assert "skipped: none" in r.lines()
+    assert ukp.ranking_orientation(c)["strict"] == {"pairs": 16, "winner_higher": 0.0, "winner_lower": 1.0}
 
 
 def test_comparisons_carry_every_vote_and_agreement_is_the_vote_margin(ukp_folder):
@@ -136,7 +138,7 @@ def test_comparisons_carry_every_vote_and_agreement_is_the_vote_margin(ukp_folde
     assert c.prefs == [1.0, 1.0, 1.0, 1.0, -1.0] and c.annotators == ["W0", "W1", "W2", "W3", "W4"]
     assert agreement(c.prefs) == pytest.approx(3 / 5)
     assert agreement(comps[2].prefs) == pytest.approx(1 / 5)  # a2 a1 a1 equal equal
-    assert (c.utility_a, c.utility_b) == (pytest.approx(0.4), pytest.approx(0.2))
+    assert (c.utility_a, c.utility_b) == (pytest.approx(-0.1), pytest.approx(-0.3))  # convincingness: A better
 
 
 def test_a_repeated_pair_id_is_skipped_and_reported(ukp_folder):
@@ -228,7 +230,8 @@ def test_cli_without_data_fails_with_one_line_and_exit_2(tmp_path, monkeypatch, 
 
 def test_data_group_selects_ukp_and_topic_strata_that_an_experiment_may_override(compose_ukp):
     rc = LLMRunConfig.from_config(compose_ukp(["data=ukpconvarg1"]))
-    assert (rc.data.source, rc.strata.kind, rc.data.ukp.folds, rc.loss) == ("ukpconvarg1", "prompt", 4, "rr")
+    assert (rc.data.source, rc.strata.kind, rc.data.ukp.folds, rc.loss) == ("ukpconvarg1", "prompt", 8, "rr")
+    assert (rc.model.hidden, rc.model.batch_size) == (0, 512)  # model/frozen_ukp.yaml
     assert LLMRunConfig.from_config(compose_ukp(["data=ukpconvarg1", "experiment=rr_pooled"])).strata.kind == "global"
     assert LLMRunConfig.from_config(compose_ukp([])).data.source == "auto"
 

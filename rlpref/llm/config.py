@@ -81,7 +81,7 @@ class LLMUKPConfig(_LLMSection):
     """``data.ukp``: UKPConvArg1's cross-topic folds (:mod:`rlpref.llm.crosstopic`) and its download."""
 
     SECTION = "data.ukp"
-    folds: int = rule(4, ge=2, le=16)  # k-fold over the 16 debates; 16 = leave-one-debate-out
+    folds: int = rule(8, ge=2, le=16)  # k-fold over the 16 debates; 16 = leave-one-debate-out
     fold: int = rule(0, ge=0, le=15)  # the held-out fold of a single run
     download: bool = rule(True)  # without data.path and cache: try the repository once
 

@@ -30,7 +30,7 @@ from rlpref.artifacts import atomic_path, atomic_write_json
 from rlpref.llm.config import LLMConfigError, LLMModelConfig, LLMRunConfig
 from rlpref.llm.crosstopic import make_fold
 from rlpref.llm.evaluate import evaluate_rewards
-from rlpref.llm.models import FrozenEncoder, RewardHead, SequenceRewardModel, pair_features
+from rlpref.llm.models import FrozenEncoder, RewardHead, SequenceRewardModel, pair_features, resolve_model
 from rlpref.llm.multipref import SIMULATED_SOURCE, Comparison, hub_reachable, load_multipref
 from rlpref.llm.sampler import StratumBatchSampler
 from rlpref.llm.simulated import simulated_dataset
@@ -154,7 +154,7 @@ def prepare_ukp_folds(cfg: Any, folds: Optional[Sequence[int]] = None) -> list[P
     arg_ids = [(q.arg1_id, q.arg2_id) for q in corpus.pairs]
     out = []
     for f in (d.ukp.fold,) if folds is None else folds:
-        fd = make_fold(comps, debate, arg_ids, f, d.ukp.folds, corpus.strict, corpus.ranking)
+        fd = make_fold(comps, debate, arg_ids, f, d.ukp.folds, corpus.strict, corpus.convincingness)
         info = {"fold": f, "folds": d.ukp.folds, "heldout_debates": fd.heldout_debates,
                 "load_report": dataclasses.asdict(corpus.report)}
         out.append(Prepared(comps, f"{UKP_LABEL} fold {f}/{d.ukp.folds} from {corpus.folder}", fd.train_index,
@@ -476,12 +476,20 @@ def _summary(results: dict, path: Path) -> str:
     return msg + f" (n_train={results['n_train']}, n_test={results['n_test']}, {results['seconds']:.1f}s) -> {path}"
 
 
+def _offline_if_local(rc: LLMRunConfig) -> None:
+    """Local data and a local model need no hub: say so to huggingface_hub (unless the user already
+    chose), so no library spends seconds probing a host it cannot reach."""
+    if rc.data.source in ("file", "simulated", "ukpconvarg1") and Path(resolve_model(rc.model.name)).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
 def cli_run(cfg: Any, out_dir: Path) -> float:
     """The CLI's work on a composed config: train, write ``results.json``, print the summary. A config
     error, missing data or a malformed file ends the process with one line on stderr and exit code 2
     (no traceback: each message names the key or file and the fix)."""
     try:
         rc = LLMRunConfig.from_config(cfg)  # fails here, before any work, on a bad key
+        _offline_if_local(rc)
         results = run(rc)
     except (LLMConfigError, UKPDataUnavailable, UKPFormatError) as e:
         print(f"error: {e}", file=sys.stderr)

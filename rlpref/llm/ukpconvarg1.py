@@ -9,8 +9,12 @@ The published folder ``data/`` of ``UKPLab/acl2016-convincing-arguments`` (CC-BY
   equal, ``reason``, ``turkCompetence``) and usually a ``goldLabel``.
 - ``UKPConvArg1Strict-XML`` (or ``-CSV``: ``#id label a1 a2``, tab-separated): the cleaned subset whose
   gold labels the published pair accuracies were measured on (optional).
-- ``UKPConvArg1-Ranking-CSV``: ``#id rank argument`` per topic, a gold convincingness score per
-  argument (optional), the real utility behind Spearman and PDC.
+- ``UKPConvArg1-Ranking-CSV``: ``#id rank argument`` per topic (optional): a PageRank score per
+  argument over the graph of gold labels, whose edges point from the more to the less convincing
+  argument (``Step7bConvArgRankProducer.buildGraphFromPairs`` in the same repository), so a HIGHER
+  published score means LESS convincing (the Strict winner has the lower score in 92.7 % of Strict
+  pairs: ``docs/results/llm_ukp/signals.json``). :attr:`UKPCorpus.convincingness` is its negation, the
+  real utility behind Spearman and PDC.
 
 This module reads those files into typed records, with a parser that refuses DTDs, entities and
 external references (``defusedxml``), and maps them to the track's :class:`Comparison` records:
@@ -43,7 +47,7 @@ __all__ = [
     "FULL", "RANKING", "REPO", "STRICT_CSV", "STRICT_XML",
     "ArgumentPair", "LoadReport", "UKPCorpus", "UKPDataUnavailable", "UKPFormatError", "Vote",
     "download", "load_ukpconvarg1", "locate", "parse_pairs_xml", "read_ranking", "read_strict",
-    "time_signal", "to_comparisons",
+    "ranking_orientation", "time_signal", "to_comparisons", "worker_strata_sizes",
 ]  # fmt: skip
 
 REPO = "UKPLab/acl2016-convincing-arguments"
@@ -128,8 +132,13 @@ class UKPCorpus:
     folder: Path
     pairs: list[ArgumentPair]
     strict: Optional[dict[str, str]]  # pair id -> Strict goldLabel (a1 / a2)
-    ranking: Optional[dict[str, float]]  # argument id -> gold convincingness score
+    ranking: Optional[dict[str, float]]  # argument id -> published rank score (higher = LESS convincing)
     report: LoadReport
+
+    @property
+    def convincingness(self) -> Optional[dict[str, float]]:
+        """Argument id -> gold convincingness, higher = more convincing (the negated published score)."""
+        return None if self.ranking is None else {a: -s for a, s in self.ranking.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +315,7 @@ def load_ukpconvarg1(folder: Path) -> UKPCorpus:
 def to_comparisons(corpus: UKPCorpus) -> list[Comparison]:
     """The track's records: prompt = debate + stance, A/B = arguments 1/2, one signed vote per worker;
     the gold argument scores (when present) are the comparison's utilities (for PDC)."""
-    rank = corpus.ranking or {}
+    rank = corpus.convincingness or {}
     out = []
     for q in corpus.pairs:
         ua, ub = rank.get(q.arg1_id), rank.get(q.arg2_id)
@@ -417,3 +426,67 @@ def time_signal(pairs: Sequence[ArgumentPair]) -> dict:
     return {"assignments": len(keys), "spearman_time_margin": float(spearmanr(t, m)[0]),
             "within_worker_assignments": int(within.sum()),
             "spearman_time_margin_within_worker": float(spearmanr(tz[within], mz[within])[0])}
+
+
+def ranking_orientation(corpus: UKPCorpus) -> dict:
+    """Share of Strict pairs (and of majority-decided pairs) whose winner has the higher / lower published
+    rank score: the evidence for reading a lower score as more convincing."""
+    out = {}
+    r = corpus.ranking or {}
+    for name, labels in (("strict", corpus.strict or {}),
+                         ("majority", {q.pair_id: "a1" if q.margin > 0 else "a2" for q in corpus.pairs if q.margin})):
+        sign = [np.sign(r[q.arg1_id] - r[q.arg2_id]) * (1 if labels[q.pair_id] == "a1" else -1)
+                for q in corpus.pairs if q.pair_id in labels and q.arg1_id in r and q.arg2_id in r]
+        sign = np.asarray(sign)
+        out[name] = {"pairs": int(sign.size), "winner_higher": float(np.mean(sign > 0)) if sign.size else None,
+                     "winner_lower": float(np.mean(sign < 0)) if sign.size else None}
+    return out
+
+
+def worker_strata_sizes(corpus: UKPCorpus, fractions: Sequence[float] = (1.0, 0.1), seed: int = 0) -> dict:
+    """How many training pairs each worker would label when one random non-tie vote labels a pair (the
+    track's training label) over all pairs: the size of per-worker strata before any fold split."""
+    from rlpref.llm.splits import sample_train_pairs
+
+    comps = to_comparisons(corpus)
+    out = {}
+    for f in fractions:
+        pairs = sample_train_pairs(comps, range(len(comps)), seed, f)
+        _, counts = np.unique(pairs.annotator, return_counts=True)
+        out[f"fraction_{f:g}"] = {"workers": int(counts.size), "median": float(np.median(counts)),
+                                  "mean": float(counts.mean()), "max": int(counts.max()),
+                                  "pairs_in_singleton_strata": float(np.sum(counts == 1) / counts.sum())}
+    return out
+
+
+def _cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m rlpref.llm.ukpconvarg1 <folder> [--out signals.json]``: the loader report and the
+    HIT-time measurement behind refusing ``strength=time``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=_cli.__doc__)
+    ap.add_argument("folder", help="the published data/ folder (holding UKPConvArg1-full-XML)")
+    ap.add_argument("--out", help="write the report and the measurement as JSON here")
+    args = ap.parse_args(argv)
+    try:
+        corpus = load_ukpconvarg1(locate(args.folder, "", allow_download=False))
+    except (UKPDataUnavailable, UKPFormatError) as e:
+        print(f"error: {e}")
+        return 2
+    import sys
+
+    report = {"command": "python -m rlpref.llm.ukpconvarg1 " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "load_report": corpus.report.__dict__, "time_signal": time_signal(corpus.pairs),
+              "worker_strata": worker_strata_sizes(corpus), "ranking_orientation": ranking_orientation(corpus),
+              "workers": len({v.worker for q in corpus.pairs for v in q.votes}),
+              "margin_counts": dict(sorted(Counter(abs(q.margin) for q in corpus.pairs).items()))}
+    print("\n".join(corpus.report.lines()))
+    print(json.dumps({k: report[k] for k in ("time_signal", "worker_strata", "ranking_orientation", "workers",
+                                             "margin_counts")}, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_cli())
