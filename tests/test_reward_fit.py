@@ -84,3 +84,26 @@ def test_only_budget_paper_sets_max_stratum_and_unset_keeps_old_cache_keys():
     default = _reward_train()
     assert default.max_stratum is None and "max_stratum" not in default.key("rr")
     assert _reward_train("+reward_model.max_stratum=32").key("rr")["max_stratum"] == 32
+
+
+def test_evaluation_scores_only_the_segments_it_needs_with_the_same_numbers(feedback, monkeypatch):
+    segs, prefs = feedback
+    torch.manual_seed(0)
+    model = rn.RewardModel(3, 1, (16,))
+    val = prefs.subset(np.arange(20))
+    u_all = rn.segment_utilities(model, segs)  # every segment, as evaluation did before
+    sizes: list[int] = []
+    real = rn.segment_utilities
+    monkeypatch.setattr(rn, "segment_utilities", lambda m, s: sizes.append(len(s)) or real(m, s))
+    got = rn.evaluate_reward_model(model, segs, val)
+    used = np.unique(np.concatenate([val.chosen, val.rejected]))
+    assert sizes == [used.size] and used.size < len(segs)
+    uc, ur = u_all[val.chosen], u_all[val.rejected]
+    assert got["val_accuracy"] == rn.metrics.choice_accuracy(uc, ur)
+    assert got["spearman"] == pytest.approx(rn.metrics.spearman(u_all[used], segs.returns[used]), abs=1e-9)
+    assert got["pearson"] == pytest.approx(rn.metrics.pearson(u_all[used], segs.returns[used]), abs=1e-9)
+
+
+def test_max_stratum_must_be_positive():
+    with pytest.raises(ValueError, match="max_stratum"):
+        RewardTrainConfig(max_stratum=0)

@@ -445,10 +445,12 @@ def segment_utilities(model: RewardModel, segments: Segments, chunk: int = 512) 
 
 
 def evaluate_reward_model(model: RewardModel, segments: Segments, prefs: Preferences) -> dict:
-    """Accuracy vs labels and vs true returns, Pearson/Spearman of U vs true return, PDC — on ``prefs``."""
-    u = segment_utilities(model, segments)
-    uc, ur = u[prefs.chosen], u[prefs.rejected]
+    """Accuracy vs labels and vs true returns, Pearson/Spearman of U vs true return, PDC — on ``prefs``.
+    Utilities of the segments in ``prefs`` only (a validation split's are a tenth of the feedback's)."""
     segs = np.unique(np.concatenate([prefs.chosen, prefs.rejected]))
+    u = np.full(len(segments), np.nan)
+    u[segs] = segment_utilities(model, segments.subset(segs))
+    uc, ur = u[prefs.chosen], u[prefs.rejected]
     enough = segs.size >= 3 and len(prefs) >= 2  # correlations of fewer points are not computed (None)
     return {
         "val_accuracy": metrics.choice_accuracy(uc, ur),
