@@ -133,7 +133,8 @@ def prepare_paths(cache: Path, overrides: list[str]) -> dict:
 def _stamp(overrides: list[str]) -> str:
     import hashlib
 
-    return "bench_reward_fit-" + hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:12] + ".json"
+    data = [o for o in overrides if not o.lstrip("+").startswith("reward_model.")]  # fit settings: same feedback
+    return "bench_reward_fit-" + hashlib.sha256(" ".join(data).encode()).hexdigest()[:12] + ".json"
 
 
 def fits(args) -> None:
