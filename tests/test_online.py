@@ -477,11 +477,26 @@ def test_query_schedule_splits_the_total_like_imitation():
 def test_online_protocol_end_to_end_on_pendulum(compose_config, tmp_path, monkeypatch):
     """protocol=online: no source stage; the iterations label the agent's own play on the query schedule,
     one stratum each, and the reward model they fit ranks the true returns."""
+    import rlpref.control.online as online_mod
+    import rlpref.control.stages as stages_mod
+
     monkeypatch.setenv("RLPREF_QUIET", "1")
     cfg = compose_config(["env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", "protocol=online",
                           "protocol.iterations=4", "budget.agent_steps=2000", "budget.eval_every=1000",
                           "budget.eval_episodes=2", "budget.n_feedback=120"])
+    seen = []  # each iteration's env reset seed and the state of its random stream as the rollout starts
+
+    def recording(original):
+        def rollout(*args, **kwargs):
+            seen.append((kwargs["seed"], kwargs["rng"].bit_generator.state["state"]["state"]))
+            return original(*args, **kwargs)
+        return rollout
+
+    for mod in (stages_mod, online_mod):
+        monkeypatch.setattr(mod, "rollout_batch", recording(mod.rollout_batch))
     res = run_mod.run_pipeline(cfg, tmp_path / "run")
+    # No two iterations replay the same episodes (reset seeds) or the same random draws (cuts, pairs, noise).
+    assert len(seen) == 4 and len({s for s, _ in seen}) == 4 and len({d for _, d in seen}) == 4, seen
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["agent", "first_iteration"]  # no source stage
     counts = OnlineConfig(iterations=4).counts(120)
     assert res["protocol"] == "online" and res["n_feedback"] == counts[0] and res["n_feedback_total"] <= 120

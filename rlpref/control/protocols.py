@@ -143,7 +143,7 @@ def _training(spec: RunSpec, learned: bool = True) -> AgentTraining:
 
 
 def _rounds_plan(spec: RunSpec, counts: list[int], due: list[int]) -> RoundsPlan:
-    return RoundsPlan(counts=tuple(counts), due=tuple(due), iteration=spec.protocol.iteration, first_iteration=0,
+    return RoundsPlan(counts=tuple(counts), due=tuple(due), iteration=spec.protocol.iteration, first_iteration=1,
                       teacher=spec.teacher, query=spec.query, length=spec.segments.length,
                       oversample=spec.segments.oversample, gamma=spec.gamma)
 
