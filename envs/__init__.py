@@ -7,6 +7,7 @@ vectors for the MLP reward model and policies).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -103,9 +104,16 @@ def make_env(
     max_episode_steps: Optional[int] = None,
     env_kwargs: Optional[dict[str, Any]] = None,
 ) -> gym.Env:
-    """Build one environment by id; unknown ids list the configured choices."""
+    """Build one environment by id; unknown ids list the configured choices. ``module:EnvId`` imports the
+    module first, for envs that register themselves on import (Gymnasium's own spelling)."""
     _quiet_known_noise()
     env_kwargs = dict(env_kwargs or {})
+    if ":" in env_id:
+        module, _, env_id = env_id.rpartition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"cannot import module '{module}' of env id '{module}:{env_id}': {exc}") from None
     if is_highway(env_id):
         _register_highway()
         config = env_kwargs.pop("config", None)

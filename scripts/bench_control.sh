@@ -4,7 +4,7 @@
 # Stages are shared through the artefact cache, so bt/rr/oracle reuse one source agent per seed.
 # Usage: scripts/bench_control.sh OUT_DIR [SEEDS] [ENV] [BUDGET] [OVERRIDES...]
 #   e.g. scripts/bench_control.sh bench/hc 0,1,2                      (default: protocol=online)
-#        scripts/bench_control.sh bench/hc_offline 0,1,2 HalfCheetah-v4 default protocol=offline budget.online_rounds=0
+#        scripts/bench_control.sh bench/hc_offline 0,1,2 HalfCheetah-v4 default protocol=offline budget.n_feedback=1000
 #          (overrides apply to the learned runs only; the oracle has no feedback)
 # Then:  python -m rlpref.report OUT_DIR
 set -euo pipefail

@@ -14,7 +14,7 @@ import pytest
 from rlpref.control.pipeline import validate
 from rlpref.schema import ConfigError
 
-STAGES = ("source", "segments", "feedback", "reward_model", "agent")
+STAGES = ("source", "segments", "feedback", "reward_model", "agent")  # protocol=offline's
 ALL = set(STAGES)
 FREE_FORM = ("env.hyperparams.", "agent.overrides", "logger.", "sweep", "hydra.")  # checked by SB3 / the logger
 
@@ -26,7 +26,7 @@ INVALID = {
     "teacher.myopic_gamma": [0, 1.5], "teacher.eps_mistake": [-0.1, 0.6], "teacher.skip_threshold": [-0.1],
     "teacher.equal_threshold": [-0.1],
     "budget.source_steps": [0], "budget.n_checkpoints": [0], "budget.n_feedback": [1, 0], "budget.agent_steps": [0],
-    "budget.eval_every": [0], "budget.eval_episodes": [0], "budget.online_rounds": [-1], "budget.online_feedback": [1],
+    "budget.eval_every": [0], "budget.eval_episodes": [0],
     "strata.k": [0],
     "render.episodes": [0], "render.max_steps": [0], "render.width": [0], "render.height": [0], "render.seed": [-1],
     "segments.length": [0, 201], "segments.oversample": [0.5], "segments.n_envs": [0],
@@ -34,52 +34,69 @@ INVALID = {
     "reward_model.weight_decay": [-0.1], "reward_model.batch_size": [0], "reward_model.max_epochs": [0],
     "reward_model.patience": [0], "reward_model.val_fraction": [1.5, 1.0, -0.1],
     "reward_model.label_smoothing": [-0.1, 0.5, 0.1],  # 0.1: rr takes no label smoothing
-    "online.rounds": [-1], "online.n_feedback": [1], "online.n_envs": [0], "online.action_noise": [-0.1],
-    "online.refit_epochs": [0, 1.5], "online.refit_replay": [-1],
     "query.pool": [0], "query.chunks": [1], "query.ridge": [0, -1.0],
 }
-# protocol=online's own keys (absent from the offline group)
-PROTOCOL_INVALID = {"protocol.iterations": [1, 2.5], "protocol.n_feedback": [3], "protocol.initial_fraction": [0, 1.0],
-                    "protocol.schedule": ["linear"]}
+# the protocols' own keys (protocol=offline has none): protocol -> key -> rejected values
+ITERATION_INVALID = {"protocol.iteration.n_envs": [0], "protocol.iteration.action_noise": [-0.1],
+                     "protocol.iteration.refit_epochs": [0, 1.5], "protocol.iteration.refit_replay": [-1],
+                     "protocol.iteration.pairing": ["both"], "protocol.iteration.scale": ["local"],
+                     "protocol.iteration.refit": ["always"]}
+PROTOCOL_INVALID = {
+    "online": {"protocol.iterations": [1, 2.5], "protocol.initial_fraction": [0, 1.0],
+               "protocol.query_schedule": ["linear"], **ITERATION_INVALID},
+    "offline_rounds": {"protocol.rounds": [0], "protocol.per_round": [1, 2000], "protocol.timing": ["late"],
+                       **ITERATION_INVALID},
+}
 
-# key -> (a valid other value, the stages whose own key it moves) with online rounds on (budget=default),
-# where the agent stage labels and refits, so teacher, segments and reward model settings key it too.
+# key -> (a valid other value, the stages whose own key it moves) under protocol=offline, where each stage
+# reads only its own sections ("error": the value is refused).
 MOVES = {
     "seed": (1, ALL), "reward": ("oracle", {"agent"}), "video": (True, set()), "torch_threads": (2, set()),
     "cache_dir": ("/tmp/elsewhere", set()), "reward_norm": ("step", {"agent"}),
-    "env.id": ("Swimmer-v5", {"source", "agent"}), "env.max_episode_steps": (100, {"source", "agent"}),
+    "env.id": ("Swimmer-v5", "error"),  # the file's hyperparameters are Pendulum-v1's: env=gym is the route
+    "env.tuned_for": ("null", set()), "env.max_episode_steps": (100, {"source", "segments", "agent"}),
     "env.discrete": (True, "error"), "env.algo": ("ppo", {"source", "segments", "feedback", "agent"}),
-    "env.n_envs": (2, {"source", "agent"}), "env.steps_scale": (0.5, {"source", "agent"}),
-    "env.normalize.obs": (True, {"source", "agent"}), "env.normalize.reward": (True, {"source", "agent"}),
+    "env.n_envs": (2, {"source", "segments", "agent"}), "env.steps_scale": (0.5, {"source", "agent"}),
+    "env.normalize.obs": (True, {"source", "segments", "agent"}),
+    "env.normalize.reward": (True, {"source", "segments", "agent"}),
     "loss.name": ("bt", {"reward_model", "agent"}), "agent.name": ("auto", set()),
     "teacher.name": ("other", set()),
-    **{f"teacher.{k}": (v, {"feedback", "agent"}) for k, v in (
+    **{f"teacher.{k}": (v, {"feedback"}) for k, v in (
         ("sigma", 0.25), ("noise", "relative"), ("strength", "noisy"), ("pairing", "within_batch"), ("near_tie", 0.0),
         ("beta", 2.0), ("myopic_gamma", 0.9), ("eps_mistake", 0.1), ("skip_threshold", 0.1),
         ("equal_threshold", 0.1), ("scale", "scope"))},
-    "budget.name": ("other", set()), "budget.source_steps": (1000, {"source"}), "budget.n_checkpoints": (5, {"source"}),
-    "budget.n_feedback": (500, {"segments", "feedback", "agent"}),
-    **{f"budget.{k}": (v, {"agent"}) for k, v in (("agent_steps", 1000), ("eval_every", 500), ("eval_episodes", 2),
-                                                  ("online_rounds", 3), ("online_feedback", 20),
-                                                  ("online_schedule", "even"))},
+    "budget.name": ("other", set()), "budget.source_steps": (1000, {"source"}), "budget.n_checkpoints": (5, {"source", "segments"}),
+    "budget.n_feedback": (500, {"segments", "feedback"}),
+    **{f"budget.{k}": (v, {"agent"}) for k, v in (("agent_steps", 1000), ("eval_every", 500), ("eval_episodes", 2))},
     "strata.name": ("other", set()), "strata.kind": ("global", {"reward_model", "agent"}),
     "strata.k": (4, set()),  # by_group ignores k
     "logger.name": ("wandb", set()),
     **{f"render.{k}": (v, set()) for k, v in (("episodes", 2), ("max_steps", 10), ("width", 64), ("height", 64),
                                               ("seed", 1))},
-    **{f"segments.{k}": (v, {"segments", "agent"}) for k, v in (("length", 25), ("oversample", 2.0), ("n_envs", 4),
-                                                                ("deterministic", False))},
+    **{f"segments.{k}": (v, {"segments"}) for k, v in (("length", 25), ("oversample", 2.0), ("n_envs", 4),
+                                                       ("deterministic", False))},
     **{f"reward_model.{k}": (v, {"reward_model", "agent"}) for k, v in (
         ("hidden", [64, 64]), ("use_next_obs", True), ("use_actions", True), ("ensemble", 3), ("lr", 1e-3),
         ("weight_decay", 1e-4), ("batch_size", 32), ("max_epochs", 10), ("patience", 2), ("val_fraction", 0.2))},
     "reward_model.label_smoothing": (0.1, "error"),  # rr takes none
-    **{f"online.{k}": (v, {"agent"}) for k, v in (
-        ("rounds", 3), ("n_feedback", 20), ("deterministic", True), ("n_envs", 4), ("schedule", "even"),
-        ("pairing", "mixed"), ("scale", "all"), ("action_noise", 0.3), ("refit", "gated"), ("keep_level", True),
-        ("refit_epochs", 3), ("refit_replay", 1.0))},
-    "protocol.name": ("online", {"agent"}),  # the stages before it are skipped, their keys unchanged
-    "query.name": ("dopt", {"feedback", "agent"}),  # offline chunks and online rounds both select
+    "protocol.name": ("online", {"first_iteration", "agent"}),  # a different chain: no source stage
+    "query.name": ("dopt", {"feedback"}),  # the offline chunks select
     **{f"query.{k}": (v, set()) for k, v in (("pool", 5), ("chunks", 3), ("ridge", 0.01))},  # unread under random
+}
+# Under the protocols with rounds, the agent stage labels and refits: what the rounds read keys it too.
+ROUND_MOVES = {
+    "online": {"teacher.sigma": (0.25, {"first_iteration", "agent"}), "segments.length": (25, {"first_iteration", "agent"}),
+               "segments.n_envs": (4, set()), "query.name": ("dopt", {"agent"}), "query.pool": (5, set()),
+               "protocol.iterations": (5, {"first_iteration", "agent"}), "protocol.initial_fraction": (0.2, {"first_iteration", "agent"}),
+               "protocol.query_schedule": ("constant", {"first_iteration", "agent"}),
+               "protocol.iteration.n_envs": (4, {"first_iteration", "agent"}),
+               "protocol.iteration.refit": ("gated", {"agent"}), "protocol.iteration.pairing": ("mixed", {"agent"}),
+               "reward_model.lr": (1e-3, {"agent"}), "budget.n_feedback": (500, {"first_iteration", "agent"})},
+    "offline_rounds": {"teacher.sigma": (0.25, {"feedback", "agent"}), "segments.length": (25, {"segments", "agent"}),
+                       "query.name": ("dopt", {"feedback", "agent"}), "protocol.rounds": (3, {"segments", "feedback", "agent"}),
+                       "protocol.per_round": (20, {"segments", "feedback", "agent"}),
+                       "protocol.timing": ("even", {"agent"}), "protocol.iteration.keep_level": (True, {"agent"}),
+                       "budget.n_feedback": (2000, {"segments", "feedback"})},  # the offline part only
 }
 
 
@@ -143,9 +160,14 @@ def test_issue_examples_fail_before_any_work(pendulum_cfg):
 
 
 def _stage_keys(spec) -> dict:
-    keys = {"source": spec.source_key(), "segments": spec.segments_key(), "feedback": spec.feedback_key(),
-            "reward_model": spec.reward_key(), "agent": spec.agent_key()}
-    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in keys.items()}
+    """Each stage's own key (before its inputs' keys are chained in), as text."""
+    from rlpref.control.protocols import protocol_for
+
+    return {s.name: json.dumps(s.key(), sort_keys=True, default=str) for s in protocol_for(spec).stages(spec)}
+
+
+def _moved(base: dict, other: dict) -> set:
+    return {stage for stage, k in other.items() if base.get(stage) != k}
 
 
 @pytest.mark.parametrize("key", sorted(MOVES))
@@ -160,8 +182,18 @@ def test_each_key_moves_exactly_the_artefacts_it_changes(compose_config, pendulu
         with pytest.raises(ValueError):
             validate(cfg)
         return
-    moved = {stage for stage, k in _stage_keys(validate(cfg)).items() if k != base[stage]}
+    moved = _moved(base, _stage_keys(validate(cfg)))
     assert moved == expected, f"{override}: moved {sorted(moved)}, expected {sorted(expected)}"
+
+
+@pytest.mark.parametrize("case", [(p, k) for p, table in ROUND_MOVES.items() for k in sorted(table)])
+def test_rounds_key_the_agent_with_what_they_read(compose_config, case):
+    protocol, key = case
+    value, expected = ROUND_MOVES[protocol][key]
+    base_overrides = ["env=Pendulum-v1", f"protocol={protocol}"]
+    base = _stage_keys(validate(compose_config(base_overrides)))
+    other = _stage_keys(validate(compose_config([*base_overrides, f"{key}={value}"])))
+    assert _moved(base, other) == expected, f"{protocol} {key}={value}: moved {sorted(_moved(base, other))}"
 
 
 def test_strata_k_keys_the_reward_model_only_where_it_is_read(compose_config):
@@ -177,7 +209,7 @@ def test_offline_protocol_keeps_label_settings_out_of_the_agent_key(compose_conf
     def agent_key(*overrides):
         return _stage_keys(validate(compose_config(["env=Pendulum-v1", "budget=smoke", "protocol=offline", *overrides])))["agent"]
 
-    assert agent_key() == agent_key("online.pairing=mixed") == agent_key("teacher.sigma=0.5")
+    assert agent_key() == agent_key("teacher.sigma=0.5") == agent_key("segments.n_envs=2")
     assert agent_key() != agent_key("+agent.overrides.learning_rate=0.003")
 
 
@@ -193,20 +225,36 @@ def test_sections_built_in_code_are_checked_too():
     assert coerced.hidden == (8, 8) and isinstance(coerced.lr, float)
 
 
-@pytest.mark.parametrize("key", sorted(PROTOCOL_INVALID))
-def test_online_protocol_keys_reject_bad_values(compose_config, key):
-    cfg = compose_config(["env=Pendulum-v1", "protocol=online"])
-    for bad in PROTOCOL_INVALID[key]:
-        with pytest.raises(ConfigError, match=f"{key}={bad!r}".replace(".", r"\.").replace("[", r"\[")):
+@pytest.mark.parametrize("case", [(p, k) for p, table in PROTOCOL_INVALID.items() for k in sorted(table)])
+def test_protocol_keys_reject_bad_values(compose_config, case):
+    protocol, key = case
+    cfg = compose_config(["env=Pendulum-v1", f"protocol={protocol}"])
+    for bad in ["abc", *PROTOCOL_INVALID[protocol][key]]:
+        if key.endswith(("pairing", "scale", "refit", "timing", "query_schedule")) and bad == "abc":
+            continue
+        with pytest.raises(ConfigError) as err:
             validate(_set(cfg, key, bad))
+        msg = str(err.value)
+        assert f"{key}={bad!r}" in msg or (key == "protocol.per_round" and "offline comparisons after" in msg), msg
 
 
-def test_online_protocol_keys_move_its_agent_only_under_protocol_online(compose_config):
-    def agent_key(*overrides):
-        return _stage_keys(validate(compose_config(["env=Pendulum-v1", "protocol=online", *overrides])))["agent"]
+@pytest.mark.parametrize("protocol", sorted(PROTOCOL_INVALID))
+def test_protocol_tables_cover_every_protocol_key(compose_config, protocol):
+    leaves = {k for k, _ in _leaves(compose_config(["env=Pendulum-v1", f"protocol={protocol}"]))
+              if k.startswith("protocol.") and k != "protocol.name"}
+    numeric = {k for k in leaves if not k.endswith(("deterministic", "keep_level"))}
+    assert numeric == set(PROTOCOL_INVALID[protocol]), sorted(numeric ^ set(PROTOCOL_INVALID[protocol]))
 
-    assert agent_key() != agent_key("protocol.iterations=5") != agent_key("protocol.schedule=constant")
-    assert agent_key() != agent_key("protocol.n_feedback=500") != agent_key("teacher.sigma=0.25")
+
+@pytest.mark.parametrize("old", ["budget.online_rounds", "online.refit", "protocol.schedule", "protocol.n_feedback"])
+def test_old_spellings_fail_naming_the_new_key(pendulum_cfg, old):
+    from rlpref.control.config import MOVED_KEYS
+
+    section, key = old.split(".")
+    cfg = json.loads(json.dumps(pendulum_cfg))
+    cfg.setdefault(section, {})[key] = 1
+    with pytest.raises(ConfigError, match=f"{old} was moved: use " + MOVED_KEYS[old].split()[0].replace(".", r"\.")):
+        validate(cfg)
 
 
 def test_query_keys_move_feedback_and_agent_only_when_a_rule_selects(compose_config):

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import rlpref.control.pipeline as run_mod
+import rlpref.control.stages as stages_mod
 from envs import make_env
 from rlpref.artifacts import ArtifactStore
 from rlpref.control.evaluation import evaluate_policy_true
@@ -63,8 +64,11 @@ def test_smoke_pipeline_learns_on_pendulum(tmp_path, monkeypatch):
     assert len(frames) == 41 and frames[0].ndim == 3
     assert np.abs(frames[-1].astype(float) - frames[0].astype(float)).mean() > 1.0  # the pendulum moved
 
-    # bt with the same env/seed/teacher reuses the source agent, segments and feedback.
-    res_bt = run_mod.run_pipeline(_cfg(tmp_path, "loss=bt", "seed=0"), tmp_path / "run_bt")
+    # bt with the same env/seed/teacher reuses the source agent, segments and feedback. (Its own reward model
+    # and agent are kept short: only the reuse is checked here, learning was above.)
+    res_bt = run_mod.run_pipeline(_cfg(tmp_path, "loss=bt", "seed=0", "reward_model.max_epochs=2",
+                                       "budget.agent_steps=400", "budget.eval_every=400", "budget.eval_episodes=1"),
+                                  tmp_path / "run_bt")
     assert res_bt["reused_stages"] == {
         "source": True, "segments": True, "feedback": True, "reward_model": False, "agent": False
     }
@@ -78,7 +82,7 @@ def test_resume_after_interrupt_recomputes_nothing_done(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("simulated kill during the agent stage")
 
-    monkeypatch.setattr(run_mod, "train_agent", killed)
+    monkeypatch.setattr(stages_mod, "train_agent", killed)
     with pytest.raises(KeyboardInterrupt):
         run_mod.run_pipeline(cfg, tmp_path / "run")
     store = ArtifactStore(tmp_path / "cache")
@@ -89,8 +93,8 @@ def test_resume_after_interrupt_recomputes_nothing_done(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("RLPREF_QUIET", "1")
     calls = []
-    original = run_mod.train_source
-    monkeypatch.setattr(run_mod, "train_source", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = stages_mod.train_source
+    monkeypatch.setattr(stages_mod, "train_source", lambda *a, **k: calls.append(1) or original(*a, **k))
     res = run_mod.run_pipeline(cfg, tmp_path / "run")
     assert not calls, "source agent was retrained"
     assert res["reused_stages"] == {"source": True, "segments": True, "feedback": True,

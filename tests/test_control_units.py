@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from envs import KNOWN_ENV_IDS, make_env
 from rlpref.control.algos import build_model, hyperparams, make_train_env, resolve_algo
 from rlpref.control.learned_reward import LearnedRewardVecEnv
-from rlpref.control.online import OnlineConfig
 from rlpref.control.pipeline import validate
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import (
@@ -247,7 +246,7 @@ def test_linear_schedules_decay_to_zero_and_a_bad_one_fails_at_validation():
         cfg = OmegaConf.to_container(compose("config", overrides=[
             "env=Pendulum-v1", "agent=ppo", "+agent.overrides.learning_rate=lin_1e-3",
             "+agent.overrides.clip_range=lin_0.2"]), resolve=True)
-    hp = validate(cfg).hp
+    hp = validate(cfg).agent.hp
     assert hp["learning_rate"] == "lin_1e-3"  # plain data: it keys the stage artefacts
     model = build_model("ppo", make_train_env(cfg["env"], 0, norm_obs=False, norm_reward=False, gamma=0.9), hp, 0)
     assert [model.lr_schedule(p) for p in (1.0, 0.5, 0.0)] == pytest.approx([1e-3, 5e-4, 0.0])
@@ -331,28 +330,21 @@ def test_evaluation_behaviour_summary_known_values():
 
 @pytest.mark.parametrize("env_name", KNOWN_ENV_IDS)
 def test_default_budget_rounds_fall_in_distinct_rollouts_and_paper_stays_offline(env_name):
-    """The default budget's online rounds (protocol=offline) and iterations (protocol=online, the default)
-    must each get their own rollout boundary (a round due within the same PPO rollout as the previous one
-    is silently merged into it); budget=paper is the paper's offline protocol without rounds."""
+    """The rounds of protocol=offline_rounds and the iterations of protocol=online (the default) must each get
+    their own rollout boundary at the default budget (a round due within the same PPO rollout as the previous
+    one is silently merged into it); budget=paper is the paper's offline protocol, without rounds."""
     def _compose(*overrides):
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
             return OmegaConf.to_container(compose("config", overrides=[f"env={env_name}", *overrides]), resolve=True)
 
     assert _compose()["protocol"]["name"] == "online"
     paper = _compose("budget=paper")
-    assert paper["protocol"]["name"] == "offline" and _compose("budget=paper", "protocol=online")["protocol"]["name"] == "online"
-    assert OnlineConfig.from_mapping(paper["online"]).rounds == 0
-    default = _compose("protocol=offline")
-    spec = validate(default)
-    online = spec.online
-    assert online.rounds > 0
-    env_cfg = default["env"]
-    steps = spec.budget.agent_steps
-    algo = resolve_algo(default["agent"]["name"], env_cfg)
-    rollout = hyperparams(env_cfg, algo)["n_steps"] * int(env_cfg.get("n_envs", 1)) if algo == "ppo" else 1
-    for rounds in (online, validate(_compose()).rounds_config()):
-        due = rounds.due_steps(steps)
-        assert len(due) == rounds.rounds > 0 and due[-1] < steps
+    assert paper["protocol"] == {"name": "offline"} and _compose("budget=paper", "protocol=online")["protocol"]["name"] == "online"
+    for spec in (validate(_compose("protocol=offline_rounds")), validate(_compose())):
+        steps = spec.budget.agent_steps
+        rollout = spec.agent.hp["n_steps"] * spec.env.n_envs if spec.agent.algo == "ppo" else 1
+        due = spec.protocol.due(steps)
+        assert len(due) == len(spec.protocol.counts(spec.budget.n_feedback)) - 1 > 0 and due[-1] < steps
         gaps = np.diff([0, *due])
         assert gaps.min() >= rollout, f"rounds {due} closer than one rollout ({rollout} steps) of {steps}"
 

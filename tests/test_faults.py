@@ -19,22 +19,27 @@ import pytest
 
 import rlpref.control.agent as agent_mod
 import rlpref.control.pipeline as pipeline
+import rlpref.control.protocols as protocols
 import rlpref.control.source as source_mod
 from rlpref.artifacts import ArtifactStore, CorruptArtifactError
 from rlpref.cache import main as cache_main
 from rlpref.control.records import Segments
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
-TINY = ["env=Pendulum-v1", "budget=smoke", "protocol=offline", "budget.source_steps=600", "budget.n_checkpoints=2",
-        "budget.agent_steps=600", "budget.eval_every=300", "budget.eval_episodes=1", "budget.n_feedback=40",
-        "budget.online_rounds=1", "budget.online_feedback=10"]
+TINY = ["env=Pendulum-v1", "budget=smoke", "budget.source_steps=600", "budget.n_checkpoints=2",
+        "budget.agent_steps=600", "budget.eval_every=300", "budget.eval_episodes=1"]
+# 40 offline comparisons and one round of 10; OFFLINE: the same 40 comparisons without the round
+ROUNDS = ["protocol=offline_rounds", "protocol.rounds=1", "protocol.per_round=10", "budget.n_feedback=50"]
+OFFLINE = ["protocol=offline", "budget.n_feedback=40"]
 
 
 @pytest.fixture
 def tiny(compose_config, tmp_path, monkeypatch):
-    """tiny(*overrides) -> the resolved config of a seconds-long run with its own cache under tmp_path."""
+    """tiny(*overrides, rounds=True) -> the resolved config of a seconds-long run with its own cache under
+    tmp_path: protocol=offline_rounds, or protocol=offline on the same offline feedback (rounds=False)."""
     monkeypatch.setenv("RLPREF_QUIET", "1")
-    return lambda *extra: compose_config([*TINY, f"cache_dir={tmp_path / 'cache'}", *extra])
+    return lambda *extra, rounds=True: compose_config([*TINY, *(ROUNDS if rounds else OFFLINE),
+                                                       f"cache_dir={tmp_path / 'cache'}", *extra])
 
 
 def _manifests(cache: Path) -> set[str]:
@@ -64,7 +69,7 @@ def test_kill_at_each_stage_then_rerun(tiny, tmp_path, monkeypatch, caplog, stag
     elif stage == "agent":  # mid-training, at its second evaluation (the state saved after the first is kept)
         _kill_after(monkeypatch, agent_mod._Evaluator, "evaluate", 2)
     else:
-        _kill_after(monkeypatch, pipeline, f"build_{stage}", 1)
+        _kill_after(monkeypatch, protocols, f"{stage}_stage", 1)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_pipeline(cfg, tmp_path / "run")
     assert stage not in _manifests(cache), "a killed stage must not leave a finished-looking artefact"
@@ -154,7 +159,7 @@ def test_corrupt_artefact_file_is_named_and_the_printed_command_rebuilds_it(tiny
 
 def test_corrupt_artefact_through_the_cli_prints_the_exact_commands(tmp_path):
     cache = tmp_path / "cache"
-    args = [sys.executable, "-m", "rlpref.run", *TINY, "budget.online_rounds=0", f"cache_dir={cache}",
+    args = [sys.executable, "-m", "rlpref.run", *TINY, *OFFLINE, f"cache_dir={cache}",
             f"hydra.run.dir={tmp_path / 'run'}"]
     import os
 
@@ -217,7 +222,7 @@ def test_an_env_that_emits_nan_stops_the_segments_stage_with_a_clear_error(tiny,
 
     monkeypatch.setattr(segments_mod, "make_env", lambda *a, **k: NanReward(make_env(*a, **k)))
     with pytest.raises(ValueError, match="Segments.rewards holds .* NaN/inf value"):
-        pipeline.run_pipeline(tiny("budget.online_rounds=0"), tmp_path / "run")
+        pipeline.run_pipeline(tiny(rounds=False), tmp_path / "run")
     assert _manifests(tmp_path / "cache") == {"source"} and not (tmp_path / "run" / "results.json").exists()
 
 
@@ -240,7 +245,7 @@ def test_all_tie_feedback_and_empty_strata_fail_clearly(make_segments):
 
 
 def test_cache_cli_lists_verifies_and_cleans_by_stage(tiny, tmp_path, capsys):
-    pipeline.run_pipeline(tiny("budget.online_rounds=0"), tmp_path / "run")
+    pipeline.run_pipeline(tiny(rounds=False), tmp_path / "run")
     cache = tmp_path / "cache"
     (cache / "source" / ".deadbeef.building.x").mkdir()  # a killed build's leftover
     assert cache_main(["ls", str(cache)]) == 0

@@ -132,8 +132,9 @@ def test_agent_is_evaluated_at_each_interval_and_at_the_end():
     conf = Path(__file__).resolve().parents[1] / "conf" / "env" / "Pendulum-v1.yaml"
     env_cfg = {**yaml.safe_load(conf.read_text()), "n_envs": 3}
     points = []
-    res = train_agent(env_cfg, "ppo", reward_model=None, total_steps=700, eval_every=250, eval_episodes=1, seed=0,
-                      hp_overrides={"n_steps": 32, "batch_size": 48, "n_epochs": 1}, on_eval=points.append)
+    hp = {**env_cfg["hyperparams"]["ppo"], "n_steps": 32, "batch_size": 48, "n_epochs": 1}
+    res = train_agent(env_cfg, "ppo", hp, reward_model=None, total_steps=700, eval_every=250, eval_episodes=1, seed=0,
+                      on_eval=points.append)
     # 3 envs advance 3 steps at a time: the first counts >= 250, 500 and 750, then the final policy
     # (PPO finishes its last rollout of 3 x 32 steps, at 768).
     assert [p["step"] for p in res.curve] == [252, 501, 750, 768]

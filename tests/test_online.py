@@ -1,4 +1,5 @@
-"""The optional online loop: batch-restricted labelling, fine-tuning with a fixed split, and the loop end to end."""
+"""Feedback rounds during agent training: batch-restricted labelling, fine-tuning with a fixed split, the rounds
+(protocol=offline_rounds) and protocol=online end to end."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import rlpref.control.pipeline as run_mod
-from rlpref.control.online import OnlineConfig, OnlineFeedback
+from rlpref.control.config import IterationConfig, OfflineRoundsConfig, OnlineConfig, due_steps, query_schedule
+from rlpref.control.feedback import FeedbackState, label_new_batch
+from rlpref.control.query import QueryConfig
 from rlpref.control.policies import graded_noise_policy
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import (
@@ -27,6 +30,7 @@ from rlpref.control.reward_net import (
 )
 from rlpref.control.segments import discounted_returns
 from rlpref.control.teacher import TeacherConfig, label_pairs
+from rlpref.schema import build
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -55,13 +59,12 @@ def test_non_strict_labelling_returns_what_exists_instead_of_raising(new_segment
     assert len(prefs) == 6 and np.all(prefs.batch == 1)
 
 
-def _loop(segs: Segments, pairing: str, n: int, scale: str = "all", sigma: float = 0.0) -> OnlineFeedback:
+def _label_round(segs: Segments, pairing: str, n: int, rng, scale: str = "all", sigma: float = 0.0) -> Preferences:
+    """A round's labels of the newest batch (2), after 30 offline pairs of batches 0 and 1."""
     prefs = label_pairs(segs, 30, TeacherConfig(), 0.99, np.random.default_rng(0), batches=[0, 1])
-    return OnlineFeedback(env_cfg={}, cfg=OnlineConfig(rounds=1, n_feedback=n, pairing=pairing, scale=scale),
-                          teacher=TeacherConfig(sigma=sigma),
-                          reward_cfg=RewardTrainConfig(hidden=(4,)), loss_name="rr", gamma=0.99, length=6, oversample=1.5,
-                          seed=0, segments=segs, prefs=prefs, model=RewardModel(3, 2, (4,)),
-                          val_mask=np.zeros(len(prefs), bool))
+    label = label_new_batch(TeacherConfig(sigma=sigma), QueryConfig(), IterationConfig(pairing=pairing, scale=scale),
+                            0.99)
+    return label(FeedbackState(segs, prefs), n, rng, [])
 
 
 @pytest.mark.parametrize("uniform", [False, True])
@@ -76,7 +79,7 @@ def test_online_pairing_within_across_mixed(new_segments, uniform):
     new = segs.batch == 2
     counts = {}
     for pairing in ("within", "across", "mixed"):
-        prefs = _loop(segs, pairing, 40)._label(2, np.random.default_rng(3), 40)
+        prefs = _label_round(segs, pairing, 40, np.random.default_rng(3))
         assert np.all(prefs.batch == 2)  # every pair sits in the round's stratum
         n_new = new[prefs.chosen].astype(int) + new[prefs.rejected]
         assert np.all(n_new >= 1)  # every pair involves the new behaviour
@@ -85,8 +88,8 @@ def test_online_pairing_within_across_mixed(new_segments, uniform):
     assert counts["across"] == (0, 40)
     assert counts["within"] == ((0, 0) if uniform else (40, 0))
     assert counts["mixed"] == ((0, 20) if uniform else (20, 20))
-    with pytest.raises(ValueError, match="online.pairing='both': must be one of: within, across, mixed"):
-        OnlineConfig(rounds=1, pairing="both")
+    with pytest.raises(ValueError, match="protocol.iteration.pairing='both': must be one of: within, across, mixed"):
+        IterationConfig(pairing="both")
 
 
 def test_round_scale_judges_a_narrow_batch_on_its_own_spread(new_segments):
@@ -100,14 +103,14 @@ def test_round_scale_judges_a_narrow_batch_on_its_own_spread(new_segments):
     assert np.ptp(segs.returns[new]) < 0.05 * np.ptp(segs.returns)
     acc = {}
     for scale in ("all", "round"):
-        prefs = _loop(segs, "within", 60, scale=scale, sigma=0.25)._label(2, np.random.default_rng(1), 60)
+        prefs = _label_round(segs, "within", 60, np.random.default_rng(1), scale=scale, sigma=0.25)
         assert len(prefs) == 60 and np.all(new[prefs.chosen] & new[prefs.rejected])
         acc[scale] = prefs.label_accuracy()
-        clean = _loop(segs, "within", 60, scale=scale)._label(2, np.random.default_rng(1), 60)
+        clean = _label_round(segs, "within", 60, np.random.default_rng(1), scale=scale)
         assert clean.label_accuracy() == 1.0  # the yardstick changes the noise, never a noise-free label
     assert acc["all"] < 0.75 and acc["round"] > 0.85, acc
-    with pytest.raises(ValueError, match="online.scale='local': must be one of: all, round"):
-        OnlineConfig(rounds=1, scale="local")
+    with pytest.raises(ValueError, match="protocol.iteration.scale='local': must be one of: all, round"):
+        IterationConfig(scale="local")
 
 
 def test_scope_scale_changes_nothing_without_a_batch_restriction_or_across_batches(new_segments):
@@ -214,7 +217,8 @@ def test_refit_replay_trains_each_epoch_on_the_new_pairs_and_a_fresh_sample_of_o
 
 
 def test_keep_level_moves_the_served_reward_only_and_survives_save_and_load(new_segments, tmp_path):
-    from rlpref.control.online import _set_level, _step_reward_stats
+    from rlpref.control.feedback import _set_level
+    from rlpref.control.feedback import step_reward_stats as _step_reward_stats
     from rlpref.control.reward_net import save_reward_model
 
     segs = new_segments(m=30)
@@ -275,28 +279,32 @@ def test_relabel_replay_buffer_rescores_with_unscaled_actions():
     assert np.all(buf.rewards[7:] == 0)  # unused slots untouched
 
 
-def test_online_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="online.rounds=-1: must be an integer >= 0"):
-        OnlineConfig(rounds=-1)
-    with pytest.raises(ValueError, match="unknown online keys"):
-        OnlineConfig.from_mapping({"round": 2})
-    with pytest.raises(ValueError, match="online.schedule='late': must be one of: even, early"):
-        OnlineConfig(rounds=2, schedule="late")
-    with pytest.raises(ValueError, match="online.refit='always': must be one of: gated, trained"):
-        OnlineConfig(rounds=2, refit="always")
-    with pytest.raises(ValueError, match="online.action_noise=-0.1: must be a number >= 0"):
-        OnlineConfig(rounds=2, action_noise=-0.1)
-    with pytest.raises(ValueError, match="needs online.n_envs >= 2"):
-        OnlineConfig(rounds=2, action_noise=0.3, n_envs=1)
-    with pytest.raises(ValueError, match="online.keep_level='yes': must be true or false"):
-        OnlineConfig(rounds=2, keep_level="yes")
+def test_protocol_configs_reject_bad_values():
+    with pytest.raises(ValueError, match="protocol.rounds=0: must be an integer >= 1"):
+        OfflineRoundsConfig(rounds=0)
+    with pytest.raises(ValueError, match="unknown protocol keys round"):
+        build(OfflineRoundsConfig, {"round": 2})
+    with pytest.raises(ValueError, match="protocol.timing='late': must be one of: even, early"):
+        OfflineRoundsConfig(timing="late")
+    with pytest.raises(ValueError, match="protocol.query_schedule='linear': must be one of: constant, hyperbolic"):
+        OnlineConfig(query_schedule="linear")
+    with pytest.raises(ValueError, match="protocol.iteration.refit='always': must be one of: gated, trained"):
+        IterationConfig(refit="always")
+    with pytest.raises(ValueError, match="protocol.iteration.action_noise=-0.1: must be a number >= 0"):
+        IterationConfig(action_noise=-0.1)
+    with pytest.raises(ValueError, match="needs protocol.iteration.n_envs >= 2"):
+        IterationConfig(action_noise=0.3, n_envs=1)
+    with pytest.raises(ValueError, match="protocol.iteration.keep_level='yes': must be true or false"):
+        IterationConfig(keep_level="yes")
     for bad in (0, -3, 1.5, True):
-        with pytest.raises(ValueError, match=r"online.refit_epochs=.*: must be an integer >= 1 \(or null\)"):
-            OnlineConfig(rounds=2, refit_epochs=bad)
+        with pytest.raises(ValueError, match=r"protocol.iteration.refit_epochs=.*: must be an integer >= 1 \(or null\)"):
+            IterationConfig(refit_epochs=bad)
     for bad in (-1, "2", True):
-        with pytest.raises(ValueError, match=r"online.refit_replay=.*: must be a number >= 0 \(or null\)"):
-            OnlineConfig(rounds=2, refit_replay=bad)
-    assert OnlineConfig.from_mapping(None).rounds == 0
+        with pytest.raises(ValueError, match=r"protocol.iteration.refit_replay=.*: must be a number >= 0 \(or null\)"):
+            IterationConfig(refit_replay=bad)
+    with pytest.raises(ValueError, match=r"budget.n_feedback=100 leaves -440 offline comparisons"):
+        OfflineRoundsConfig().counts(100)
+    assert OfflineRoundsConfig().counts(1540) == [1000] + [60] * 9
 
 
 def test_graded_noise_grows_across_envs_and_respects_the_action_space():
@@ -321,13 +329,14 @@ def test_graded_noise_grows_across_envs_and_respects_the_action_space():
 
 
 def test_round_schedules():
-    assert OnlineConfig(rounds=4).due_steps(250_000) == [50_000, 100_000, 150_000, 200_000]
-    early = OnlineConfig(rounds=9, schedule="early").due_steps(250_000)
+    assert due_steps(250_000, 4, "even") == [50_000, 100_000, 150_000, 200_000]
+    assert OnlineConfig(iterations=5).due(250_000) == [50_000, 100_000, 150_000, 200_000]
+    early = OfflineRoundsConfig(rounds=9, timing="early").due(250_000)
     assert early[0] == 7906 and early[-1] == 213454  # 250k·(0.1)^1.5, 250k·(0.9)^1.5
     assert all(b > a for a, b in zip(early, early[1:]))
     gaps = np.diff([0, *early])
     assert gaps[0] < gaps[-1]  # denser at the start
-    assert OnlineConfig(rounds=0).due_steps(1000) == []
+    assert due_steps(1000, 0, "even") == []
 
 
 @pytest.mark.slow
@@ -335,15 +344,15 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     monkeypatch.setenv("RLPREF_QUIET", "1")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("config", overrides=[
-            "env=Pendulum-v1", "budget=smoke", "protocol=offline", f"cache_dir={tmp_path / 'cache'}", "loss=rr",
+            "env=Pendulum-v1", "budget=smoke", "protocol=offline_rounds", f"cache_dir={tmp_path / 'cache'}", "loss=rr",
             "budget.source_steps=1500",
-            "budget.agent_steps=1500", "budget.eval_every=500", "budget.eval_episodes=2", "budget.n_feedback=60",
-            "budget.n_checkpoints=2", "budget.online_rounds=2", "budget.online_feedback=20",
-            "online.refit_epochs=3", "online.refit_replay=1",
+            "budget.agent_steps=1500", "budget.eval_every=500", "budget.eval_episodes=2", "budget.n_feedback=100",
+            "budget.n_checkpoints=2", "protocol.rounds=2", "protocol.per_round=20", "protocol.timing=even",
+            "protocol.iteration.refit_epochs=3", "protocol.iteration.refit_replay=1",
         ])
     res = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run")
     rounds = res["online_rounds"]
-    assert all(1 <= r["epochs"] <= 3 for r in rounds)  # refits capped at online.refit_epochs
+    assert all(1 <= r["epochs"] <= 3 for r in rounds)  # refits capped at protocol.iteration.refit_epochs
     # Where the agent stage's time went, part by part: the parts fit inside the stage's own total.
     t = res["agent_timings"]
     assert t["online_refit"] > 0 and t["online_rollout"] > 0 and t["training"] > 0 and t["evaluation"] > 0
@@ -386,16 +395,21 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
     np.testing.assert_allclose(logged(rounds[0], "before"), level(offline, segs_on, 3), rtol=1e-5)
     np.testing.assert_allclose(logged(rounds[-1], "after"), level(final, segs_on, 4), rtol=1e-5)
     assert logged(rounds[-1], "before") != logged(rounds[-1], "after")  # the refit moved the reward on its clips
-    # The same config again reuses the online agent; offline (rounds=0) is a different artefact.
+    # The same config again reuses the online agent; protocol=offline (no rounds) on the same 60 offline
+    # comparisons reuses everything before the agent, whose artefact differs.
     again = run_mod.run_pipeline(OmegaConf.to_container(cfg, resolve=True), tmp_path / "run2")
     assert again["reused_stages"]["agent"] and again["online_rounds"] == rounds
     off = OmegaConf.to_container(cfg, resolve=True)
-    off["online"]["rounds"] = 0
-    assert run_mod.run_pipeline(off, tmp_path / "run3")["artifacts"]["agent"] != res["artifacts"]["agent"]
+    off["protocol"], off["budget"]["n_feedback"] = {"name": "offline"}, 60
+    off["budget"].update(agent_steps=300, eval_every=300, eval_episodes=1)  # the agent's steps key only the agent
+    offline = run_mod.run_pipeline(off, tmp_path / "run3")
+    assert offline["artifacts"]["agent"] != res["artifacts"]["agent"] and offline["online_rounds"] is None
+    assert {s for s, reused in offline["reused_stages"].items() if reused} == {"source", "segments", "feedback",
+                                                                              "reward_model"}
     # keep_level: a new agent artefact whose final reward is served, on the last round's clips, at the
     # level the agent saw before that refit, not at the level the refit left.
     keep = OmegaConf.to_container(cfg, resolve=True)
-    keep["online"]["keep_level"] = True
+    keep["protocol"]["iteration"]["keep_level"] = True
     kept = run_mod.run_pipeline(keep, tmp_path / "run4")
     assert kept["artifacts"]["agent"] != res["artifacts"]["agent"]
     last = kept["online_rounds"][-1]
@@ -409,8 +423,7 @@ def test_online_loop_end_to_end_on_pendulum(tmp_path, monkeypatch):
 class _StubLoop:
     """Stands in for OnlineFeedback: records when rounds run and hands out prepared reward models."""
 
-    def __init__(self, due, models, draw_random: bool):
-        self.cfg = type("Cfg", (), {"due_steps": staticmethod(lambda total: list(due))})()
+    def __init__(self, models, draw_random: bool):
         self.models, self.draw_random = list(models), draw_random
         self.calls, self.rounds_log = [], []
 
@@ -435,8 +448,8 @@ def _ppo_with_stub_rounds(draw_random: bool):
     venv = LearnedRewardVecEnv(DummyVecEnv([lambda: gym.make("Pendulum-v1") for _ in range(2)]), models[0])
     agent = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [16]})
-    loop = _StubLoop([100, 110, 500], models[1:], draw_random)  # 100 and 110 fall in one rollout
-    agent.learn(1024, callback=OnlineCallback(loop, 1024))
+    loop = _StubLoop(models[1:], draw_random)
+    agent.learn(1024, callback=OnlineCallback(loop, [100, 110, 500]))  # 100 and 110 fall in one rollout
     params = torch.cat([p.detach().flatten() for p in agent.policy.parameters()])
     return loop, venv, models, params
 
@@ -450,8 +463,6 @@ def test_online_callback_runs_due_rounds_between_rollouts_swaps_the_reward_and_s
 
 
 def test_query_schedule_splits_the_total_like_imitation():
-    from rlpref.control.online import query_schedule
-
     hyper = query_schedule(1540, 10, 0.1, "hyperbolic")
     assert sum(hyper) == 1540 and len(hyper) == 10
     rest = np.array(hyper[1:], float)
@@ -466,18 +477,33 @@ def test_query_schedule_splits_the_total_like_imitation():
 def test_online_protocol_end_to_end_on_pendulum(compose_config, tmp_path, monkeypatch):
     """protocol=online: no source stage; the iterations label the agent's own play on the query schedule,
     one stratum each, and the reward model they fit ranks the true returns."""
+    import rlpref.control.online as online_mod
+    import rlpref.control.stages as stages_mod
+
     monkeypatch.setenv("RLPREF_QUIET", "1")
     cfg = compose_config(["env=Pendulum-v1", "budget=smoke", f"cache_dir={tmp_path / 'cache'}", "protocol=online",
                           "protocol.iterations=4", "budget.agent_steps=2000", "budget.eval_every=1000",
                           "budget.eval_episodes=2", "budget.n_feedback=120"])
+    seen = []  # each iteration's env reset seed and the state of its random stream as the rollout starts
+
+    def recording(original):
+        def rollout(*args, **kwargs):
+            seen.append((kwargs["seed"], kwargs["rng"].bit_generator.state["state"]["state"]))
+            return original(*args, **kwargs)
+        return rollout
+
+    for mod in (stages_mod, online_mod):
+        monkeypatch.setattr(mod, "rollout_batch", recording(mod.rollout_batch))
     res = run_mod.run_pipeline(cfg, tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["agent"]  # no source, segments, feedback
-    counts = run_mod.RunSpec.from_config(cfg).query_counts()
+    # No two iterations replay the same episodes (reset seeds) or the same random draws (cuts, pairs, noise).
+    assert len(seen) == 4 and len({s for s, _ in seen}) == 4 and len({d for _, d in seen}) == 4, seen
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["agent", "first_iteration"]  # no source stage
+    counts = OnlineConfig(iterations=4).counts(120)
     assert res["protocol"] == "online" and res["n_feedback"] == counts[0] and res["n_feedback_total"] <= 120
     rounds = res["online_rounds"]
     assert [r["agent_step"] for r in rounds] == [500, 1000, 1500] and [r["batch"] for r in rounds] == [1, 2, 3]
     assert all(r["n_new_pairs"] <= c for r, c in zip(rounds, counts[1:]))
     agent_dir = tmp_path / "cache" / "agent" / res["artifacts"]["agent"]
-    first = Segments.load(agent_dir / "initial_segments.npz")
+    first = Segments.load(tmp_path / "cache" / "first_iteration" / res["artifacts"]["first_iteration"] / "segments.npz")
     assert set(first.batch.tolist()) == {0}
     assert rounds[-1]["spearman"] > 0.5, "the online reward model should rank the true returns of the clips"

@@ -87,10 +87,10 @@ def test_active_queries_end_to_end_offline_chunks_and_online_rounds(compose_conf
     import rlpref.control.pipeline as pipeline
 
     monkeypatch.setenv("RLPREF_QUIET", "1")
-    cfg = compose_config(["env=Pendulum-v1", "budget=smoke", "protocol=offline", f"cache_dir={tmp_path / 'cache'}", "query=dopt",
+    cfg = compose_config(["env=Pendulum-v1", "budget=smoke", "protocol=offline_rounds", f"cache_dir={tmp_path / 'cache'}", "query=dopt",
                           "query.chunks=2", "query.pool=4", "budget.source_steps=600", "budget.n_checkpoints=2",
                           "budget.agent_steps=600", "budget.eval_every=300", "budget.eval_episodes=1",
-                          "budget.n_feedback=60", "budget.online_rounds=1", "budget.online_feedback=10",
+                          "budget.n_feedback=70", "protocol.rounds=1", "protocol.per_round=10",
                           "reward_model.max_epochs=3"])
     res = pipeline.run_pipeline(cfg, tmp_path / "run")
     feedback = next((tmp_path / "cache" / "feedback").glob("*/manifest.json"))

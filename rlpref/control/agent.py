@@ -20,7 +20,6 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from rlpref.control.algos import (
     ALGOS,
     build_model,
-    hyperparams,
     make_train_env,
     obs_norm_of,
     save_agent,
@@ -126,6 +125,7 @@ class _Evaluator(BaseCallback):
 def train_agent(
     env_cfg: Mapping[str, Any],
     algo: str,
+    hp: Mapping[str, Any],
     *,
     reward_model: Optional[RewardModel],
     total_steps: int,
@@ -133,13 +133,13 @@ def train_agent(
     eval_episodes: int,
     seed: int,
     out_dir: Optional[Path] = None,
-    hp_overrides: Optional[Mapping[str, Any]] = None,
     on_eval=None,
     callbacks: Sequence[BaseCallback] = (),
     resume_dir: Optional[Path] = None,
     reward_norm: str = "return",
 ) -> AgentResult:
-    """Train on r_θ (``reward_model``) or on the true reward (``None``: the oracle upper bound).
+    """Train on r_θ (``reward_model``) or on the true reward (``None``: the oracle upper bound), with the
+    resolved hyperparameters ``hp`` (:func:`rlpref.control.algos.hyperparams`).
 
     ``callbacks`` run beside the evaluator (e.g. the online loop's, which refines r_θ mid-training); those
     with ``save_state``/``load_state`` are saved and restored with the agent. ``resume_dir``: the training
@@ -147,7 +147,6 @@ def train_agent(
     ``reward_norm`` (learned reward only): ``return`` (running sd of the discounted return, VecNormalize's),
     ``step`` (running mean and sd of the per-step reward) or ``none``.
     """
-    hp = hyperparams(env_cfg, algo, hp_overrides)
     gamma = float(hp.get("gamma", 0.99))
     # On-policy agents score each rollout in one pass at its end (RolloutRelabel), which also takes over
     # VecNormalize's reward normalisation; off-policy agents train between steps, so they score per step.

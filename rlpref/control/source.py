@@ -15,7 +15,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from rlpref.control.algos import (
     build_model,
-    hyperparams,
     make_train_env,
     obs_norm_of,
     save_agent,
@@ -58,15 +57,15 @@ class _Checkpointer(BaseCallback):
 
 
 def train_source(
-    env_cfg: Mapping[str, Any], algo: str, total_steps: int, n_checkpoints: int, seed: int, out_dir: Path,
-    resume_dir: Optional[Path] = None,
+    env_cfg: Mapping[str, Any], algo: str, hp: Mapping[str, Any], total_steps: int, n_checkpoints: int, seed: int,
+    out_dir: Path, resume_dir: Optional[Path] = None,
 ) -> dict:
-    """Train on the true reward and write ``ckpt_1 … ckpt_K`` (each ``model.zip`` + ``obs_norm.npz``).
+    """Train on the true reward with hyperparameters ``hp`` and write ``ckpt_1 … ckpt_K`` (each ``model.zip``
+    + ``obs_norm.npz``).
 
     ``resume_dir``: where checkpoints and the training state are kept while training; a rerun after a
     kill continues from its last checkpoint instead of from scratch (None: no resumption).
     """
-    hp = hyperparams(env_cfg, algo)
     norm = env_cfg.get("normalize", {})
     venv = make_train_env(env_cfg, seed, norm_obs=bool(norm.get("obs", False)),
                           norm_reward=bool(norm.get("reward", False)), gamma=float(hp.get("gamma", 0.99)))

@@ -157,10 +157,10 @@ _NOT_A_VARIANT_GROUPS = ("logger.", "render.", "hydra.", "sweep.", "protocol.")
 
 @functools.lru_cache(maxsize=1)
 def _default_refit_epochs() -> Optional[int]:
-    """The typed online config's default: runs at it get no suffix (imported late: the report stays light)."""
-    from rlpref.control.online import OnlineConfig
+    """The typed iteration config's default: runs at it get no suffix (imported late: the report stays light)."""
+    from rlpref.control.config import IterationConfig
 
-    return OnlineConfig().refit_epochs
+    return IterationConfig().refit_epochs
 
 
 def _protocol_queries(config: dict) -> Optional[int]:
@@ -173,19 +173,28 @@ def _protocol_queries(config: dict) -> Optional[int]:
                                               * int(budget.get("online_feedback", 0))))
 
 
+def _round_settings(config: dict, rounds_run: int) -> tuple[str, dict]:
+    """(the label's protocol part, the rounds' knobs) of a run's config, in the layout of its version: the
+    rounds and their knobs under ``protocol`` (``protocol=offline_rounds`` or ``online``, with
+    ``protocol.iteration``), or, in runs written before that, under ``online.*`` and ``budget.online_*``."""
+    protocol = config.get("protocol") or {}
+    if "iteration" in protocol:
+        knobs = dict(protocol["iteration"])
+        if protocol.get("name") == "online":
+            return f"@online-protocol{protocol.get('iterations')}-{protocol.get('query_schedule')}", knobs
+        return f"+online{protocol.get('rounds')}x{protocol.get('per_round')}", {**knobs, "schedule": protocol.get("timing")}
+    online = config.get("online") or {}
+    if protocol.get("name") == "online":  # no source stage: the iterations are the protocol's, not online.rounds
+        return f"@online-protocol{protocol.get('iterations')}-{protocol.get('schedule')}", {**online, "schedule": "even"}
+    planned, per_round = online.get("rounds", rounds_run), online.get("n_feedback")
+    return f"+online{planned}" + (f"x{per_round}" if per_round is not None else ""), online
+
+
 def _online_tag(res: dict, rounds_run: int) -> str:
     """The online knobs of ``_ONLINE_TAGGED`` as a method suffix (keep the two in step)."""
     if not rounds_run:
         return ""
-    config = res.get("config") or {}
-    online = config.get("online") or {}
-    protocol = config.get("protocol") or {}
-    if protocol.get("name") == "online":  # no source stage: the iterations are the protocol's, not online.rounds
-        tag = f"@online-protocol{protocol.get('iterations')}-{protocol.get('schedule')}"
-        online = {**online, "schedule": "even"}
-    else:
-        planned, per_round = online.get("rounds", rounds_run), online.get("n_feedback")
-        tag = f"+online{planned}" + (f"x{per_round}" if per_round is not None else "")
+    tag, online = _round_settings(res.get("config") or {}, rounds_run)
     schedule, pairing = online.get("schedule", "even"), online.get("pairing", "within")
     scale = online.get("scale", "all")  # runs from before online.scale judged on every segment's scale
     refit = online.get("refit", "gated")  # runs from before online.refit kept r_θ unless validation improved
