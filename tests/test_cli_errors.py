@@ -1,32 +1,50 @@
 """A user's mistake on ``python -m rlpref.run`` ends in one line naming key, value and what is allowed, exit 2.
 
 Each route a mistake can take is driven through the real entry point (:func:`rlpref.run.cli`, Hydra
-included) in-process; one case runs as its own process to check what a shell sees.
+included), all in one child process; one case runs as ``python -m rlpref.run`` to check what a shell sees.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
+
+# Runs every route through the real entry point in one child process (Hydra's global state and logging stay
+# out of the test process), printing {route: [exit code, stderr]} as JSON.
+_DRIVER = """
+import contextlib, io, json, sys
+from hydra.core.global_hydra import GlobalHydra
 from rlpref.run import cli
-
-
-@pytest.fixture
-def run_cli(tmp_path, monkeypatch, capsys):
-    """run_cli(*overrides) -> (exit code, stderr) of ``python -m rlpref.run <overrides>``, in-process."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    def _run(*overrides: str) -> tuple[int, str]:
-        GlobalHydra.instance().clear()
-        monkeypatch.setattr(sys, "argv", ["rlpref.run", *overrides, f"hydra.run.dir={tmp_path / 'run'}",
-                                          f"cache_dir={tmp_path / 'cache'}"])
-        with pytest.raises(SystemExit) as exit_info:
+out = {}
+for name, overrides in json.loads(sys.argv[1]).items():
+    GlobalHydra.instance().clear()
+    sys.argv = ["rlpref.run", *overrides, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
             cli()
-        return exit_info.value.code, capsys.readouterr().err
-    return _run
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out[name] = [code, err.getvalue()]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def route_results(tmp_path_factory):
+    """{route: (exit code, stderr)} of ``python -m rlpref.run <overrides>`` for every route of ROUTES."""
+    tmp = tmp_path_factory.mktemp("cli")
+    routes = {name: [*overrides, f"hydra.run.dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}"]
+              for name, (overrides, _) in ROUTES.items()}
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(routes)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 ROUTES = {  # overrides -> what the one line must say
@@ -46,9 +64,9 @@ ROUTES = {  # overrides -> what the one line must say
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
-def test_user_errors_end_in_one_line_and_exit_2(run_cli, route):
-    overrides, expected = ROUTES[route]
-    code, err = run_cli(*overrides)
+def test_user_errors_end_in_one_line_and_exit_2(route_results, route):
+    code, err = route_results[route]
+    expected = ROUTES[route][1]
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rlpref.run: error: "), err
