@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
 import shutil
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlpref.artifacts import CorruptArtifactError
+from rlpref.cli_errors import one_line_errors, task_errors
 from rlpref.control.config import moved_key_message
 from rlpref.control.pipeline import run_pipeline, validate
 from rlpref.schema import ConfigError
 
-__all__ = ["cli", "main", "one_line_errors", "run_pipeline", "user_error_message"]
+__all__ = ["cli", "main", "run_pipeline"]
 
 log = logging.getLogger("rlpref")
 
@@ -78,18 +75,8 @@ def _discard_rejected_run_dir(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
-    try:
+    with task_errors("rlpref.run", moved_key_message):
         return _run(cfg)
-    except Exception as exc:  # noqa: BLE001 - a user's mistake gets one line; anything else its traceback
-        message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else user_error_message(exc)
-        if message is None:
-            raise
-        _exit_with(message)
-
-
-def _exit_with(message: str) -> None:
-    print(f"rlpref.run: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _run(cfg: DictConfig) -> Optional[float]:
@@ -129,64 +116,9 @@ def _run(cfg: DictConfig) -> Optional[float]:
     return float(results["final_return"])
 
 
-def user_error_message(exc: BaseException) -> Optional[str]:
-    """One line for a user's mistake (None: a bug, whose traceback is worth reading)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if isinstance(exc, (ConfigError, FileNotFoundError, CorruptArtifactError)):
-        return " ".join(str(exc).split())
-    if not isinstance(exc, (HydraException, OmegaConfBaseException)):
-        return None
-    text = str(exc)
-    key = re.search(r"Could not (?:override|append to|delete from config) '([^']+)'", text) or \
-        re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
-    if key and moved_key_message(key.group(1)):
-        return moved_key_message(key.group(1))
-    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
-    if missing:
-        group, options = missing.groups(), re.findall(r"^\t(\S+)$", text, flags=re.M)
-        extra = " (any other Gymnasium env: env=gym env.id=<id>)" if group[0] == "env" else ""
-        return f"{group[0]}={group[1]}: no such option; choose one of: {', '.join(options)}{extra}"
-    if key and "override" in text:
-        return (f"{key.group(1)}: no such key (python -m rlpref.run --cfg job lists every key; "
-                f"+{key.group(1)}=<value> adds a new one)")
-    return " ".join(text.split())
-
-
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Hydra prints a user's config mistake with its stack; report it in one line and exit 2 instead
-    (``HYDRA_FULL_ERROR=1`` keeps Hydra's full report). Bugs keep their traceback."""
-    import hydra._internal.utils as hydra_utils
-
-    original = hydra_utils.run_and_report
-
-    def report(func):
-        try:
-            return func()
-        except Exception as exc:  # noqa: BLE001 - sorted below: user errors get one line, bugs their traceback
-            message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else user_error_message(exc)
-            if message is None:
-                return original(_reraise(exc))
-            _exit_with(message)
-
-    hydra_utils.run_and_report = report
-    try:
-        yield
-    finally:
-        hydra_utils.run_and_report = original
-
-
-def _reraise(exc: BaseException):
-    def again():
-        raise exc
-    return again
-
-
 def cli() -> None:
     """``python -m rlpref.run``: Hydra's entry point, with user errors in one line."""
-    with one_line_errors():
+    with one_line_errors("rlpref.run", moved_key_message):
         main()
 
 

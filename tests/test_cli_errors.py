@@ -81,3 +81,14 @@ def test_a_shell_sees_one_line_and_status_2_and_the_trace_on_request(tmp_path):
     full = subprocess.run(args, capture_output=True, text=True, timeout=120,
                           env={**__import__("os").environ, "HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr and "teacher.sigma='abc'" in full.stderr
+
+
+@pytest.mark.parametrize("prog, override, expected", [
+    ("rlpref.synthetic", "dataset=nosuch", "dataset=nosuch: no such option; choose one of: all, deterministic"),
+    ("rlpref.llm.train", "nosuch=1", "nosuch: no such key"),
+])
+def test_the_other_hydra_entry_points_report_user_errors_in_one_line(tmp_path, prog, override, expected):
+    proc = subprocess.run([sys.executable, "-m", prog, override, f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"{prog}: error: {proc.stderr.strip().split('error: ', 1)[1]}"
+    assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr

@@ -502,6 +502,8 @@ def cli_run(cfg: Any, out_dir: Path) -> float:
 
 def _main() -> None:
     import hydra
+
+    from rlpref.cli_errors import one_line_errors, task_errors
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
@@ -509,9 +511,11 @@ def _main() -> None:
     def main(cfg: DictConfig) -> float:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         log.info("config:\n%s", OmegaConf.to_yaml(cfg))
-        return cli_run(cfg, HydraConfig.get().runtime.output_dir)
+        with task_errors("rlpref.llm.train"):
+            return cli_run(cfg, HydraConfig.get().runtime.output_dir)
 
-    main()
+    with one_line_errors("rlpref.llm.train"):
+        main()
 
 
 if __name__ == "__main__":

@@ -67,17 +67,21 @@ def run_from_config(cfg: Mapping[str, Any], out_dir: Path) -> dict:
 
 def main() -> None:
     import hydra
+
+    from rlpref.cli_errors import one_line_errors, task_errors
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
     @hydra.main(version_base="1.3", config_path="../../conf/synthetic", config_name="config")
     def _main(cfg: DictConfig) -> None:
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        res = run_from_config(OmegaConf.to_container(cfg, resolve=True), out_dir)
+        with task_errors("rlpref.synthetic"):
+            res = run_from_config(OmegaConf.to_container(cfg, resolve=True), out_dir)
         print(markdown_report(res["summary"], res["efficiency"], list(cfg.grid.learners)))
         print(f"{res['n_fits']} fits in {res['seconds']:.1f} s -> {out_dir}")
 
-    _main()
+    with one_line_errors("rlpref.synthetic"):
+        _main()
 
 
 if __name__ == "__main__":
