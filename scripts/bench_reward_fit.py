@@ -165,6 +165,24 @@ def summarise(out: Path) -> None:
     atomic_write_json(out / "fits.json", {"machine": _machine(), "fits": [{k: r.get(k) for k in FIELDS} for r in rows]})
 
 
+def table(out: Path) -> str:
+    """Markdown table of fits.json: one row per loss and seed, before and after side by side."""
+    rows = json.loads((out / "fits.json").read_text())["fits"]
+    by = {(r["label"], r["loss"], r["seed"]): r for r in rows}
+    labels = sorted({r["label"] for r in rows}, reverse=True)  # "before" first
+    head = ["loss", "seed"] + [f"{lab} {m}" for lab in labels for m in ("wall s", "CPU s", "epochs", "val acc", "Spearman")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for loss, seed in sorted({(r["loss"], r["seed"]) for r in rows}):
+        cells = [loss, str(seed)]
+        for lab in labels:
+            r = by.get((lab, loss, seed))
+            cells += ["–"] * 5 if r is None else [
+                f"{r['seconds']:.0f}", "–" if r.get("cpu_seconds") is None else f"{r['cpu_seconds']:.0f}",
+                str(r["epochs"]), f"{r['val_accuracy']:.3f}", f"{r['spearman']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
@@ -189,6 +207,8 @@ def main() -> None:
     pf.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     pf.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
     pf.add_argument("--oncore", action="store_true", help="run each fit through oncore (shared machines)")
+    pt = sub.add_parser("table")
+    pt.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
     pr = sub.add_parser("profile")
     for a in ("--cache", "--loss", "--to"):
         pr.add_argument(a, required=True)
@@ -207,6 +227,10 @@ def main() -> None:
         stamp = Path(args.cache) / _stamp(args.overrides)
         stamp.with_suffix(".tmp").write_text(json.dumps(files))
         os.replace(stamp.with_suffix(".tmp"), stamp)
+    elif args.cmd == "table":
+        sys.path.insert(0, str(HERE))
+        summarise(Path(args.out))
+        print(table(Path(args.out)))
     elif args.cmd == "profile":
         sys.path.insert(0, str(HERE))
         profile(Path(args.cache), args.overrides, args.loss, args.epochs, Path(args.to))
