@@ -89,7 +89,7 @@ def _run_grid(tasks: list, workers: int, out: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--path", required=True, help="folder holding UKPConvArg1-full-XML (the published data/)")
+    ap.add_argument("--path", help="folder holding UKPConvArg1-full-XML (the published data/); required unless --report-only")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--folds", type=int, default=8, help="k-fold over the 16 debates (16 = leave-one-debate-out)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
@@ -98,10 +98,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "llm_ukp"))
     ap.add_argument("--no-results-md", action="store_true", help="do not write the section of docs/results.md")
     ap.add_argument("--note", default="", help="what else ran on the machine (goes into run.json and the doc)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="no training: rebuild the tables, figure and section from --out's results.csv and run.json")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.hidden=0")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        meta = json.loads((out / "run.json").read_text())
+        return _report(pd.read_csv(out / "results.csv"), meta, out, args.experiments, not args.no_results_md)
+    if not args.path:
+        ap.error("--path is required (the folder holding UKPConvArg1-full-XML)")
     command = "python scripts/bench_llm_ukp.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     base = ["data=ukpconvarg1", f"data.path={args.path}", f"data.ukp.folds={args.folds}", "threads=1",
             "progress=false", *args.overrides]
@@ -115,26 +122,30 @@ def main(argv=None) -> int:
              for f in args.fractions for e in args.experiments]
     rows = _run_grid(tasks, args.workers, out)
     wall = time.perf_counter() - t0
-    df = pd.DataFrame(rows)
-    summary, paired = summary_table(df), paired_table(df, baseline="bt")
-    eff = efficiency_table(summary, learners=[e for e in args.experiments if e != "bt"])
-    summary.to_csv(out / "summary.csv", index=False)
-    paired.to_csv(out / "paired.csv", index=False)
-    eff.to_csv(out / "efficiency.csv", index=False)
-    plot_grid(summary, out / "ukp_grid.png")
     machine["load_average_at_end"] = os.getloadavg()
     meta = {"command": command, "overrides": base, "runs": len(rows), "wall_seconds": round(wall, 1),
             "prepare_seconds": round(t_prep, 1), "machine": machine, "note": args.note,
             "load_report": _PREPARED[0].info["load_report"], "metrics": list(METRICS)}
     (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return _report(pd.DataFrame(rows), meta, out, args.experiments, not args.no_results_md)
+
+
+def _report(df: pd.DataFrame, meta: dict, out: Path, experiments: list, results_md: bool) -> int:
+    """Tables, figure and (``results_md``) the docs section of a finished grid; bt's own row in the
+    efficiency table shows where bt itself reaches its full-data mean."""
+    summary, paired = summary_table(df), paired_table(df, baseline="bt")
+    eff = efficiency_table(summary, learners=[e for e in experiments if e in set(df.experiment)])
+    summary.to_csv(out / "summary.csv", index=False)
+    paired.to_csv(out / "paired.csv", index=False)
+    eff.to_csv(out / "efficiency.csv", index=False)
+    plot_grid(summary, out / "ukp_grid.png")
     section = markdown_section(summary, paired, eff, meta, figure=os.path.relpath(out / "ukp_grid.png", ROOT / "docs"))
     print(section)
-    if not args.no_results_md:
+    if results_md:
         from rlpref.report.sections import write_section
 
-        write_section(ROOT / "docs" / "results.md", "llm_ukp", section, command)
+        write_section(ROOT / "docs" / "results.md", "llm_ukp", section, meta["command"])
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
