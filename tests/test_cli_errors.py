@@ -1,7 +1,8 @@
-"""A user's mistake on ``python -m rlpref.run`` ends in one line naming key, value and what is allowed, exit 2.
+"""A user's mistake on a Hydra entry point ends in one line naming key, value and what is allowed, exit 2.
 
-Each route a mistake can take is driven through the real entry point (:func:`rlpref.run.cli`, Hydra
-included), all in one child process; one case runs as ``python -m rlpref.run`` to check what a shell sees.
+Each route a mistake can take is driven through the real entry points (:func:`rlpref.run.cli`, Hydra
+included; ``rlpref.synthetic`` and ``rlpref.llm.train``), all in one child process; one case runs as
+``python -m rlpref.run`` to check what a shell sees.
 """
 
 from __future__ import annotations
@@ -12,42 +13,37 @@ import sys
 
 import pytest
 
-
-# Runs every route through the real entry point in one child process (Hydra's global state and logging stay
-# out of the test process), printing {route: [exit code, stderr]} as JSON.
+# Runs every route through its entry point in one child process (Hydra's global state and logging stay
+# out of the test process), printing {route: [exit code, stderr]} as JSON; an exception that escapes
+# (HYDRA_FULL_ERROR=1) is recorded with exit code "raised" and its traceback.
 _DRIVER = """
-import contextlib, io, json, sys
+import contextlib, io, json, os, sys, traceback
 from hydra.core.global_hydra import GlobalHydra
 from rlpref.run import cli
+from rlpref.synthetic.__main__ import main as synthetic_main
+from rlpref.llm.train import _main as llm_main
+entry = {"rlpref.run": cli, "rlpref.synthetic": synthetic_main, "rlpref.llm.train": llm_main}
 out = {}
-for name, overrides in json.loads(sys.argv[1]).items():
+for name, (prog, overrides, full) in json.loads(sys.argv[1]).items():
     GlobalHydra.instance().clear()
-    sys.argv = ["rlpref.run", *overrides, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    os.environ.pop("HYDRA_FULL_ERROR", None)
+    if full:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.argv = [prog, *overrides, "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            cli()
+            entry[prog]()
         code = 0
     except SystemExit as exc:
         code = exc.code
+    except Exception:
+        code, err = "raised", io.StringIO(traceback.format_exc())
     out[name] = [code, err.getvalue()]
 print(json.dumps(out))
 """
 
-
-@pytest.fixture(scope="module")
-def route_results(tmp_path_factory):
-    """{route: (exit code, stderr)} of ``python -m rlpref.run <overrides>`` for every route of ROUTES."""
-    tmp = tmp_path_factory.mktemp("cli")
-    routes = {name: [*overrides, f"hydra.run.dir={tmp / 'run'}", f"cache_dir={tmp / 'cache'}"]
-              for name, (overrides, _) in ROUTES.items()}
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(routes)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-ROUTES = {  # overrides -> what the one line must say
+ROUTES = {  # route -> (overrides of rlpref.run, what the one line must say)
     "bad value": (["teacher.sigma=abc"], "teacher.sigma='abc': must be a number >= 0"),
     "out of range": (["budget.n_feedback=1"], "budget.n_feedback=1: must be an integer >= 2"),
     "bad choice": (["protocol.query_schedule=linear"], "protocol.query_schedule='linear': must be one of: constant, hyperbolic"),
@@ -61,34 +57,51 @@ ROUTES = {  # overrides -> what the one line must say
     "tuned file, other env": (["env=Pendulum-v1", "env.id=CartPole-v1"], "tuned for Pendulum-v1; for another env use env=gym"),
     "budget too small for rounds": (["protocol=offline_rounds", "budget=smoke"], "budget.n_feedback=300 leaves -240 offline"),
 }
+OTHER_ENTRY_POINTS = {  # route -> (prog, overrides, what the one line must say)
+    "synthetic option": ("rlpref.synthetic", ["dataset=nosuch"], "dataset=nosuch: no such option; choose one of: all"),
+    "llm key": ("rlpref.llm.train", ["nosuch=1"], "nosuch: no such key"),
+}
+
+
+@pytest.fixture(scope="module")
+def route_results(tmp_path_factory):
+    """{route: (exit code, stderr)} of every route of ROUTES and OTHER_ENTRY_POINTS, and 'full trace'."""
+    tmp = tmp_path_factory.mktemp("cli")
+    where = [f"hydra.run.dir={tmp / 'run'}"]
+    routes = {name: ["rlpref.run", [*overrides, *where, f"cache_dir={tmp / 'cache'}"], False]
+              for name, (overrides, _) in ROUTES.items()}
+    routes.update({name: [prog, [*overrides, *where], False] for name, (prog, overrides, _) in OTHER_ENTRY_POINTS.items()})
+    routes["full trace"] = ["rlpref.run", ["teacher.sigma=abc", *where], True]
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(routes)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _one_line(code, err: str, prog: str, expected: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    assert expected in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
 def test_user_errors_end_in_one_line_and_exit_2(route_results, route):
-    code, err = route_results[route]
-    expected = ROUTES[route][1]
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rlpref.run: error: "), err
-    assert expected in lines[0], lines[0]
-    assert "Traceback" not in err
+    _one_line(*route_results[route], "rlpref.run", ROUTES[route][1])
 
 
-def test_a_shell_sees_one_line_and_status_2_and_the_trace_on_request(tmp_path):
+@pytest.mark.parametrize("route", sorted(OTHER_ENTRY_POINTS))
+def test_the_other_hydra_entry_points_report_user_errors_in_one_line(route_results, route):
+    prog, _, expected = OTHER_ENTRY_POINTS[route]
+    _one_line(*route_results[route], prog, expected)
+
+
+def test_hydra_full_error_keeps_the_traceback(route_results):
+    code, err = route_results["full trace"]
+    assert code == "raised" and "Traceback" in err and "teacher.sigma='abc'" in err
+
+
+def test_a_shell_sees_one_line_and_status_2(tmp_path):
     args = [sys.executable, "-m", "rlpref.run", "teacher.sigma=abc", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "rlpref.run: error: teacher.sigma='abc': must be a number >= 0"
-    full = subprocess.run(args, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "HYDRA_FULL_ERROR": "1"})
-    assert full.returncode != 0 and "Traceback" in full.stderr and "teacher.sigma='abc'" in full.stderr
-
-
-@pytest.mark.parametrize("prog, override, expected", [
-    ("rlpref.synthetic", "dataset=nosuch", "dataset=nosuch: no such option; choose one of: all, deterministic"),
-    ("rlpref.llm.train", "nosuch=1", "nosuch: no such key"),
-])
-def test_the_other_hydra_entry_points_report_user_errors_in_one_line(tmp_path, prog, override, expected):
-    proc = subprocess.run([sys.executable, "-m", prog, override, f"hydra.run.dir={tmp_path / 'run'}"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"{prog}: error: {proc.stderr.strip().split('error: ', 1)[1]}"
-    assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr

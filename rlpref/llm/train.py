@@ -507,7 +507,7 @@ def _main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
-    @hydra.main(version_base="1.3", config_path="../../conf/llm", config_name="config")
+    @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[2] / "conf" / "llm"), config_name="config")
     def main(cfg: DictConfig) -> float:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         log.info("config:\n%s", OmegaConf.to_yaml(cfg))

@@ -72,7 +72,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
 
-    @hydra.main(version_base="1.3", config_path="../../conf/synthetic", config_name="config")
+    @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[2] / "conf" / "synthetic"), config_name="config")
     def _main(cfg: DictConfig) -> None:
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         with task_errors("rlpref.synthetic"):
