@@ -44,25 +44,28 @@ def _compose(code: Path, overrides: list[str]) -> dict:
 
 
 def prepare(cache: Path, overrides: list[str]) -> dict:
-    """Build (or reuse) the source, segments and feedback stages into ``cache``; return their files.
-    Same stage functions and keys as :func:`rlpref.control.pipeline.run_pipeline`, so a later run with
-    ``cache_dir=<cache>`` and the same overrides reuses them."""
+    """Build (or reuse) the stages before the reward model (source, segments, feedback) into ``cache``; return
+    their files. The run's own protocol stages and keys (:func:`rlpref.control.pipeline.run_pipeline`), so a
+    later run with ``cache_dir=<cache>`` and the same overrides reuses them."""
     from rlpref.artifacts import ArtifactStore
     from rlpref.control import pipeline as pl
+    from rlpref.control.protocols import protocol_for
     from rlpref.progress import RunProgress
     from rlpref.runtime import pin_threads
 
-    cfg = _compose(HERE, [*overrides, f"cache_dir={cache}"])
-    spec = pl.RunSpec.from_config(cfg)
+    spec = pl.RunSpec.from_config(_compose(HERE, [*overrides, f"cache_dir={cache}"]))
     pin_threads(spec.run.torch_threads)
-    stages = pl.StageRunner(ArtifactStore(cache), RunProgress(spec.stage_costs(), pl._PRIOR_SECONDS_PER_STEP[spec.algo]))
-    src = stages.run("source", spec.source_key(), [], lambda d, p: pl.build_source(spec, d, p), resumable=True)
-    ckpts = [src.path / f"ckpt_{k + 1}" for k in range(spec.budget.n_checkpoints)]
-    seg = stages.run("segments", spec.segments_key(), [src.key], lambda d: pl.build_segments(spec, ckpts, d))
-    segments = pl.Segments.load(seg.path / "segments.npz")
-    fb = stages.run("feedback", spec.feedback_key(), [seg.key], lambda d: pl.build_feedback(spec, segments, d))
-    out = {"segments": str(seg.path / "segments.npz"), "preferences": str(fb.path / "preferences.npz"),
-           "timings": stages.timings, "reused": stages.reused}
+    stages = protocol_for(spec).stages(spec)
+    runner = pl.StageRunner(ArtifactStore(cache), RunProgress([(s.name, s.cost) for s in stages],
+                                                              pl._PRIOR_SECONDS_PER_STEP[spec.agent.algo]))
+    done: dict = {}
+    for stage in stages:
+        if stage.name == "reward_model":
+            break
+        done[stage.name] = runner.run(stage, done)
+    out = {"segments": str(done["segments"].path / "segments.npz"),
+           "preferences": str(done["feedback"].path / "preferences.npz"),
+           "timings": runner.timings, "reused": runner.reused}
     print(json.dumps(out, indent=1))
     return out
 
