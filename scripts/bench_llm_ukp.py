@@ -89,7 +89,8 @@ def _run_grid(tasks: list, workers: int, out: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--path", help="folder holding UKPConvArg1-full-XML (the published data/); required unless --report-only")
+    ap.add_argument("--path", help="folder holding UKPConvArg1-full-XML (the published data/); "
+                                   "required unless --report-only")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--folds", type=int, default=8, help="k-fold over the 16 debates (16 = leave-one-debate-out)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])

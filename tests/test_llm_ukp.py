@@ -121,7 +121,8 @@ def test_loader_reads_the_published_format_and_counts_what_it_keeps(ukp_folder):
     assert (r.strict_pairs, r.strict_not_in_full, r.ranked_arguments, r.ranked_not_in_full) == (16, 0, 32, 0)
     assert c.pairs[0].topic == "d0_no"  # files in sorted order
     q = next(q for q in c.pairs if q.pair_id == "100_101")
-    assert (q.pair_id, q.topic, q.debate, q.stance, q.margin, q.gold) == ("100_101", "d0_yes", DEBATES[0], "yes", 5, "a1")
+    assert (q.pair_id, q.topic, q.debate, q.stance) == ("100_101", "d0_yes", DEBATES[0], "yes")
+    assert (q.margin, q.gold) == (5, "a1")
     assert q.votes[0] == ukp.Vote("W0", "a1", "H1000", 60.0)
     assert c.strict == {f"{b + o}_{b + o + k}": "a1" for b in (100, 150, 200, 250, 300, 350, 400, 450)
                         for o, k in ((0, 1), (0, 2))}
@@ -205,7 +206,8 @@ def test_locate_uses_path_then_cache_and_otherwise_says_where_to_put_the_files(u
         raise OSError("network unreachable")
 
     monkeypatch.setattr(ukp, "download", offline)
-    with pytest.raises(ukp.UKPDataUnavailable, match=r"^UKPConvArg1 not found: put the data/ folder of .* or pass data\.path="):
+    where = r"^UKPConvArg1 not found: put the data/ folder of .* or pass data\.path="
+    with pytest.raises(ukp.UKPDataUnavailable, match=where):
         ukp.locate(None, str(tmp_path / "cache"))
     assert calls == [tmp_path / "cache" / "ukpconvarg1"]
     with pytest.raises(ukp.UKPDataUnavailable):
@@ -271,7 +273,8 @@ def test_folds_hold_out_whole_debates_with_both_stances(ukp_folder):
         held = {debate[i] for i in fd.extra.index}
         assert held == set(fd.heldout_debates) and len(held) == 2
         assert not held & {debate[i] for i in fd.train_index}
-        assert {comps[i].prompt_id for i in fd.extra.index} == {f"d{DEBATES.index(d)}_{s}" for d in held for s in ("yes", "no")}
+        topics = {f"d{DEBATES.index(d)}_{s}" for d in held for s in ("yes", "no")}
+        assert {comps[i].prompt_id for i in fd.extra.index} == topics
         assert fd.test.n_dropped_ties == 8 and fd.test.index.size == 12  # 4 topics × 3 pairs with a majority
         assert fd.extra.strict_index.size == 8  # 2 Strict pairs per held-out topic
         seen += fd.heldout_debates

@@ -83,7 +83,8 @@ def _cell(mean: float, lo: float, hi: float, scale: float = 1.0, digits: int = 3
     if not math.isfinite(mean):
         return "–"
     half = (hi - lo) / 2 if math.isfinite(hi - lo) else float("nan")
-    return f"{scale * mean:.{digits}f} ± {scale * half:.{digits}f}" if math.isfinite(half) else f"{scale * mean:.{digits}f}"
+    text = f"{scale * mean:.{digits}f}"
+    return f"{text} ± {scale * half:.{digits}f}" if math.isfinite(half) else text
 
 
 def _metric_table(summary: pd.DataFrame, metric: str, fractions: list, learners: list) -> list[str]:
@@ -108,8 +109,11 @@ def _paired_lines(paired: pd.DataFrame, fractions: list) -> list[str]:
         cells = []
         for f in fractions:
             r = g[g.fraction == f]
-            cells.append(f"{_cell(r['diff'].iloc[0], r.lo.iloc[0], r.hi.iloc[0], 100, 1)} ({r.wins.iloc[0]}/{r.n.iloc[0]})"
-                         if len(r) else "–")
+            if not len(r):
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            cells.append(f"{_cell(r['diff'], r.lo, r.hi, 100, 1)} ({r.wins}/{r.n})")
         out.append(f"| {lr} | {m} | " + " | ".join(cells) + " |")
     return out + [""]
 
@@ -146,7 +150,8 @@ def markdown_section(summary: pd.DataFrame, paired: pd.DataFrame, eff: pd.DataFr
     m = meta["machine"]
     rep = meta["load_report"]
     out = [f"UKPConvArg1, cross-topic: {meta['overrides']}. {meta['runs']} runs "
-           f"({len(learners)} learners × {len(fractions)} fractions × seeds × folds) in {meta['wall_seconds']:.0f} s wall "
+           f"({len(learners)} learners × {len(fractions)} fractions × seeds × folds) "
+           f"in {meta['wall_seconds']:.0f} s wall "
            f"(reading and embedding {meta['prepare_seconds']:.0f} s) with {m['workers']} worker processes on a "
            f"{m['cpus']}-CPU machine; load average {m['load_average_at_start'][0]:.1f} at start, "
            f"{m['load_average_at_end'][0]:.1f} at end. {meta.get('note', '')}".strip(), "",

@@ -120,7 +120,8 @@ class LoadReport:
         if self.strict_pairs:
             out.append(f"Strict subset: {self.strict_pairs} pairs ({self.strict_not_in_full} not in the full XML)")
         if self.ranked_arguments:
-            out.append(f"gold ranking: {self.ranked_arguments} arguments ({self.ranked_not_in_full} not in the full XML)")
+            out.append(f"gold ranking: {self.ranked_arguments} arguments "
+                       f"({self.ranked_not_in_full} not in the full XML)")
         out += [f"skipped {n}: {why}" for why, n in sorted(self.skipped.items())] or ["skipped: none"]
         return out
 
