@@ -226,7 +226,7 @@ def test_cli_without_data_fails_with_one_line_and_exit_2(tmp_path, monkeypatch, 
         train.cli_run(compose_ukp(["data=ukpconvarg1", f"cache_dir={tmp_path}"]), tmp_path / "run")
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: UKPConvArg1 not found: put the data/ folder")
+    assert len(err) == 1 and err[0].startswith("rlpref.llm.train: error: UKPConvArg1 not found: put the data/ folder")
     assert not (tmp_path / "run").exists()
 
 

@@ -492,7 +492,7 @@ def cli_run(cfg: Any, out_dir: Path) -> float:
         _offline_if_local(rc)
         results = run(rc)
     except (LLMConfigError, UKPDataUnavailable, UKPFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"rlpref.llm.train: error: {' '.join(str(e).split())}", file=sys.stderr)  # as rlpref.cli_errors
         sys.exit(2)
     path = _write_results(results, Path(out_dir), rc.save_model)
     print(f"dataset: {results['dataset']}")
