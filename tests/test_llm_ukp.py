@@ -5,6 +5,7 @@ Every file here is written by the fixture in the published format (never the cor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,28 @@ def test_locate_uses_path_then_cache_and_otherwise_says_where_to_put_the_files(u
     (tmp_path / "cache").mkdir()
     ukp_folder.rename(tmp_path / "cache" / "ukpconvarg1")
     assert ukp.locate(None, str(tmp_path / "cache")) == tmp_path / "cache" / "ukpconvarg1"
+
+
+def test_download_fills_the_cache_in_one_rename_and_keeps_only_file_names(tmp_path, monkeypatch):
+    files = {ukp.FULL: {"../d0_yes.xml": b"<list/>"}, ukp.RANKING: {"d0_yes.csv": b"#id\trank\targument\n"}}
+
+    def fake_get(url, timeout):
+        folder = url.rsplit("/", 1)[1]
+        if url.startswith("https://api.github.com/"):
+            return json.dumps([{"name": n, "download_url": f"https://raw/{folder}/{n}"} for n in files[folder]]).encode()
+        sub, name = url.split("https://raw/", 1)[1].split("/", 1)
+        return files[sub][name]
+
+    monkeypatch.setattr(ukp, "_get", fake_get)
+    cache = ukp.download(tmp_path / "c" / "ukpconvarg1", folders=(ukp.FULL, ukp.RANKING))
+    assert sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()) == [
+        f"{ukp.RANKING}/d0_yes.csv", f"{ukp.FULL}/d0_yes.xml"]  # "../" dropped: nothing lands outside
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["ukpconvarg1"]  # no temporary folder left
+
+    monkeypatch.setattr(ukp, "_get", lambda url, timeout: (_ for _ in ()).throw(OSError("reset")))
+    with pytest.raises(OSError):
+        ukp.download(tmp_path / "d" / "ukpconvarg1")
+    assert list((tmp_path / "d").iterdir()) == []  # an interrupted download leaves nothing
 
 
 def test_cli_without_data_fails_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys, compose_ukp):
