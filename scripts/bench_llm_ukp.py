@@ -101,13 +101,20 @@ def main(argv=None) -> int:
     ap.add_argument("--note", default="", help="what else ran on the machine (goes into run.json and the doc)")
     ap.add_argument("--report-only", action="store_true",
                     help="no training: rebuild the tables, figure and section from --out's results.csv and run.json")
+    ap.add_argument("--merge", nargs="*", default=[],
+                    help="with --report-only: results.csv files of other grids (same folds and seeds) to add, "
+                         "e.g. the main grid's bt runs as the paired baseline of an ablation")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.hidden=0")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         meta = json.loads((out / "run.json").read_text())
-        return _report(pd.read_csv(out / "results.csv"), meta, out, args.experiments, not args.no_results_md)
+        df = pd.concat([pd.read_csv(f) for f in [out / "results.csv", *args.merge]], ignore_index=True)
+        df = df[df.experiment.isin(args.experiments)].drop_duplicates(["experiment", "fold", "seed", "fraction"])
+        if args.merge:
+            meta = {**meta, "runs": len(df), "merged": list(args.merge)}
+        return _report(df, meta, out, args.experiments, not args.no_results_md)
     if not args.path:
         ap.error("--path is required (the folder holding UKPConvArg1-full-XML)")
     command = "python scripts/bench_llm_ukp.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
