@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 __all__ = [
     "Artifact",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+log = logging.getLogger("rlpref")
 _CHUNK = 1 << 20
 
 
@@ -215,6 +217,23 @@ class Artifact:
     built: bool  # True if this call built it, False if it was reused
 
 
+@contextmanager
+def _locked(lock: FileLock, what: str) -> Iterator[None]:
+    """Hold ``lock``; when another process holds it (building the same artefact), say so and how long the
+    wait took, so a shared stage's log shows which task built it and which waited."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s: another process is building it; waiting on its lock %s", what, lock.lock_file)
+        t0 = time.perf_counter()
+        lock.acquire()
+        log.info("%s: lock acquired after waiting %.0f s", what, time.perf_counter() - t0)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class ArtifactStore:
     """A folder of stage outputs keyed by content hash; reused artefacts are verified (``verify``)."""
 
@@ -269,8 +288,9 @@ class ArtifactStore:
         if (final / MANIFEST).is_file():
             return self._reuse(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(final) + ".lock", timeout=self.lock_timeout):
+        with _locked(FileLock(str(final) + ".lock", timeout=self.lock_timeout), f"{stage} {key}"):
             if (final / MANIFEST).is_file():  # built by another process while we waited
+                log.info("%s %s: built by another process meanwhile; reused", stage, key)
                 return self._reuse(stage, key)
             if final.exists():  # leftover without manifest: an interrupted build from an old layout
                 shutil.rmtree(final)

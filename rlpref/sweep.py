@@ -25,24 +25,32 @@ def _presets() -> list[str]:
 
 
 def sweep_rows(preset: str, extra: Sequence[str] = ()) -> list[str]:
-    """The runs of a preset as override strings (``sweep=<preset>`` first, so its fixed choices apply)."""
+    """The runs of a preset as override strings (``sweep=<preset>`` first, so its fixed choices apply).
+
+    An extra override naming a swept key replaces that axis: a value fixes it (it joins every row), a list
+    (``seed=0,1``) sweeps those values instead; a list for a key the preset does not sweep adds an axis."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if preset not in _presets():
         raise ValueError(f"unknown sweep preset '{preset}'; choose one of: {', '.join(_presets())}")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"sweep={preset}", *extra], return_hydra_config=True)
-    params = dict(cfg.hydra.sweeper.params or {})
     parser = OverridesParser.create()
-    fixed = {parser.parse_override(e).key_or_group for e in extra}
-    params = {k: v for k, v in params.items() if k not in fixed}  # an extra override replaces that axis
+    parsed = [(e, parser.parse_override(e)) for e in extra]
+    fixed = [e for e, o in parsed if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"sweep={preset}", *fixed], return_hydra_config=True)
+    params = {k: str(v) for k, v in dict(cfg.hydra.sweeper.params or {}).items()}
+    for e, o in parsed:  # a re-swept axis keeps its place in the preset's order (last key fastest)
+        if o.is_sweep_override():
+            params[o.key_or_group] = e.split("=", 1)[1]
+        else:
+            params.pop(o.key_or_group, None)
     axes = []
     for key, values in params.items():
         override = parser.parse_override(f"{key}={values}")
-        choices = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [str(values)]
+        choices = [str(v) for v in override.sweep_string_iterator()] if override.is_sweep_override() else [values]
         axes.append([f"{key}={v}" for v in choices])
-    head = [f"sweep={preset}", *extra]
+    head = [f"sweep={preset}", *fixed]
     return [" ".join([*head, *combo]) for combo in itertools.product(*axes)]
 
 

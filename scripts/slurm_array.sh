@@ -31,6 +31,19 @@ if [ "${RLPREF_RAW_COMMANDS:-0}" = "1" ]; then
   exec bash -c "$row"
 fi
 sweep_dir=${RLPREF_SWEEP_DIR:-multirun/slurm_${SLURM_ARRAY_JOB_ID:-local}}
+run_dir="$sweep_dir/$task"
+# A rerun of the array (same table, same RLPREF_SWEEP_DIR) skips the rows that finished; a folder that holds
+# another row's run (the table changed under it) is an error, never overwritten.
+if [ -f "$run_dir/row.txt" ] && [ "$(cat "$run_dir/row.txt")" != "$row" ]; then
+  echo "slurm_array: $run_dir holds the run of another row: '$(cat "$run_dir/row.txt")'; use a new RLPREF_SWEEP_DIR" >&2
+  exit 2
+fi
+if [ -f "$run_dir/results.json" ] && [ -f "$run_dir/row.txt" ]; then
+  echo "slurm_array: task $task already finished ($run_dir/results.json); skipped"
+  exit 0
+fi
+mkdir -p "$run_dir"
+printf '%s\n' "$row" >"$run_dir/row.txt"
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 # shellcheck disable=SC2086  # a row is a list of Hydra overrides, split on spaces on purpose
-exec "${PYTHON:-python}" -m rlpref.run $row hydra.run.dir="$sweep_dir/$task" torch_threads="${SLURM_CPUS_PER_TASK:-1}"
+exec "${PYTHON:-python}" -m rlpref.run $row hydra.run.dir="$run_dir" torch_threads="${SLURM_CPUS_PER_TASK:-1}"

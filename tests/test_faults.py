@@ -83,12 +83,14 @@ def test_kill_at_each_stage_then_rerun(tiny, tmp_path, monkeypatch, caplog, stag
     assert not list(cache.glob("*/.*.partial")), "a finished stage removes its resume state"
     if stage not in ("source", "agent"):
         assert "resumes from its saved state" not in caplog.text
+        assert res["resumed_stages"] == {}
     if stage == "source":  # continued from the saved checkpoint instead of starting over
         manifest = json.loads(next((cache / "source").glob("*/manifest.json")).read_text())
         assert manifest["resumed_at_step"] == manifest["checkpoint_steps"][0] > 0
         assert f"source stage resumes from its saved state at step {manifest['resumed_at_step']} " in caplog.text
+        assert res["resumed_stages"] == {"source": manifest["resumed_at_step"]}  # the report marks the run
     if stage == "agent":
-        assert res["agent_timings"]["resumed_at_step"] == 300
+        assert res["agent_timings"]["resumed_at_step"] == 300 and res["resumed_stages"] == {"agent": 300}
         assert "agent stage resumes from its saved state at step 300 " in caplog.text  # the user sees the resume
         assert [p["step"] for p in pipeline.read_curve(tmp_path / "run" / "curve.csv")][:2] == [300, 600]
         # the killed process's seconds up to its saved state count in the stage's time across resumes

@@ -103,3 +103,62 @@ def test_sweep_table_rows():
 def test_sweep_table_extra_override_replaces_an_axis():
     rows = sweep_rows("smoke", ["seed=5"])
     assert rows == ["sweep=smoke seed=5 loss=bt", "sweep=smoke seed=5 loss=rr"]
+
+
+def test_sweep_table_list_override_resweeps_an_axis():
+    rows = sweep_rows("smoke", ["seed=3,4"])  # replaces the preset's seeds, keeps the axis order
+    assert rows == [f"sweep=smoke loss={l} seed={s}" for l in ("bt", "rr") for s in (3, 4)]
+    rows = sweep_rows("smoke", ["seed=0", "teacher.sigma=0,0.25"])  # a new axis goes last
+    assert rows == [f"sweep=smoke seed=0 loss={l} teacher.sigma={g}" for l in ("bt", "rr") for g in ("0", "0.25")]
+
+
+def test_array_script_skips_finished_rows(tmp_path):
+    """A rerun of the array skips a row whose run folder holds its results; a folder of another row is an
+    error. No cluster needed: the task id comes from the environment, PYTHON=echo prints the run command."""
+    table, sweep = tmp_path / "rows.txt", tmp_path / "sweep"
+    table.write_text("loss=bt seed=0\nloss=rr seed=0\n")
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1", "RLPREF_SWEEP_TABLE": str(table), "RLPREF_SWEEP_DIR": str(sweep),
+           "PYTHON": "echo"}
+    script = ["bash", str(ROOT / "scripts" / "slurm_array.sh")]
+    first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=20)
+    assert first.returncode == 0 and f"-m rlpref.run loss=rr seed=0 hydra.run.dir={sweep}/1" in first.stdout
+    assert (sweep / "1" / "row.txt").read_text() == "loss=rr seed=0\n"
+    (sweep / "1" / "results.json").write_text("{}")
+    again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=20)
+    assert again.returncode == 0 and "already finished" in again.stdout and "-m rlpref.run" not in again.stdout
+    table.write_text("loss=bt seed=0\nloss=bt seed=1\n")  # the table changed under the sweep folder
+    changed = subprocess.run(script, env=env, capture_output=True, text=True, timeout=20)
+    assert changed.returncode == 2 and "holds the run of another row" in changed.stderr
+
+
+def test_a_task_waiting_on_a_shared_stage_says_so(tmp_path, caplog):
+    """What the array's logs show: the task that finds a stage's lock held waits, says how long, and reuses
+    what the holder built."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from rlpref.artifacts import ArtifactStore
+
+    store = ArtifactStore(tmp_path)
+    key = store.key("source", {"seed": 0})
+    holder = FileLock(str(store.path("source", key)) + ".lock")
+    (tmp_path / "source").mkdir()
+    holder.acquire()
+    got = {}
+    with caplog.at_level("INFO", logger="rlpref"):
+        waiter = threading.Thread(target=lambda: got.update(art=store.get_or_build("source", {"seed": 0}, [],
+                                                                                   lambda d: {})))
+        waiter.start()
+        for _ in range(200):  # until the waiter is blocked on the lock
+            if "waiting on its lock" in caplog.text:
+                break
+            time.sleep(0.02)
+        (store.path("source", key)).mkdir()  # what the holder builds meanwhile
+        (store.path("source", key) / "manifest.json").write_text('{"stage": "source"}')
+        holder.release()
+        waiter.join(timeout=10)
+    assert not got["art"].built
+    assert f"source {key}: another process is building it; waiting on its lock" in caplog.text
+    assert f"source {key}: lock acquired after waiting" in caplog.text and "built by another process" in caplog.text

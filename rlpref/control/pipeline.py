@@ -163,8 +163,16 @@ def _results(spec: RunSpec, protocol: Protocol, done: Mapping[str, Artifact], ru
         "reward_model": rm.manifest["metrics"] if rm is not None else None,
         "online_rounds": rounds,
         "feedback": {"n_pairs": len(prefs), "label_accuracy": prefs.label_accuracy()} if prefs is not None else None,
-        "timings": runner.timings, "reused_stages": runner.reused,
+        "timings": runner.timings, "reused_stages": runner.reused, "resumed_stages": _resumed_stages(done),
         "artifacts": {name: art.key for name, art in done.items()},
         "n_eval_points": len(curve), "agent_steps": int(curve[-1]["step"]) if curve else 0,
         "config": dict(spec.cfg),
     }
+
+
+def _resumed_stages(done: Mapping[str, Artifact]) -> dict:
+    """{stage: step} of the stages whose build continued from saved state after a kill, this run's or, for a
+    shared stage (a source agent), another task's: the report marks such runs (not bit-identical)."""
+    steps = {name: art.manifest.get("resumed_at_step", (art.manifest.get("agent_timings") or {}).get("resumed_at_step"))
+             for name, art in done.items()}
+    return {name: int(step) for name, step in steps.items() if step is not None}

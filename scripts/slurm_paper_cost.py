@@ -1,0 +1,123 @@
+"""What the paper's whole control matrix costs as one SLURM array: core-hours and wall time (issue 38 item 4).
+
+    python scripts/slurm_paper_cost.py [--cores 64] [--reward-fit 733]
+
+Inputs (docs/results.md, "The paper's table as one SLURM array", says where each comes from):
+- the stage times of one ``budget=paper`` run, HalfCheetah-v4 (README, docs/results/timings.csv, e74fe65:
+  source 1582 s, segments 19 s, reward model 733 s, agent 1632 s; one core, another job on the second);
+- per env, a factor: its true-reward agent stage at the default budget (median over the committed runs of
+  docs/results/suite*/runs) over HalfCheetah-v4's (docs/results/profile_before and the suite's oracles),
+  which scales the PPO stages (source, agent); merge-v0's segments are set apart (its env steps are slow).
+
+Stages shared in the cache are counted once: per (env, seed) one source and one segments stage; per
+(env, seed, σ) one feedback stage (the teacher's noise keys it); per (env, seed, σ, loss) a reward model
+and an agent; per (env, seed) one true-reward agent. The array's wall time comes from list scheduling the
+rows in the order ``python -m rlpref.sweep paper`` prints them on ``cores`` slots, a task that needs a
+shared stage another task is building waiting on its lock (holding its slot) as the real tasks do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+
+HC_V4_PAPER = {"source": 1582.0, "segments": 19.0, "reward_model": 733.0, "agent": 1632.0}
+HC_V4_DEFAULT_ORACLE = 402.0  # s, median agent stage of the 3 HalfCheetah-v4 true-reward runs at the default budget
+DEFAULT_ORACLE = {"HalfCheetah-v5": 294.0, "Walker2d-v5": 629.0, "Swimmer-v5": 62.0, "merge-v0": 431.0}
+MERGE_SEGMENTS = 2900.0  # s, estimate: 750k env steps (5000 pairs x 2 x 1.5 clips x 50 steps) at ~260 steps/s
+ENVS, SIGMAS, LOSSES, SEEDS = list(DEFAULT_ORACLE), (0, 0.1, 0.25, 0.5), ("bt", "rr"), range(5)
+
+
+def stage_seconds(env: str, reward_fit: float) -> dict[str, float]:
+    """One core's seconds per stage of one ``budget=paper`` run of ``env`` (scaled from HalfCheetah-v4)."""
+    f = DEFAULT_ORACLE[env] / HC_V4_DEFAULT_ORACLE
+    segments = MERGE_SEGMENTS if env == "merge-v0" else HC_V4_PAPER["segments"] * f
+    return {"source": HC_V4_PAPER["source"] * f, "segments": segments, "feedback": 0.0,
+            "reward_model": reward_fit, "agent": HC_V4_PAPER["agent"] * f}
+
+
+#: (envs, σ values, seeds) blocks of learned-reward cells; each (env, seed) also gets a true-reward run
+MATRICES = {
+    "paper": [(ENVS, SIGMAS, SEEDS)],  # the paper's whole table: 4 envs x 4 σ x 2 losses x 5 seeds
+    "item2": [(["HalfCheetah-v5", "Swimmer-v5", "Walker2d-v5"], (0.25,), SEEDS), (["Swimmer-v5"], (0,), SEEDS),
+              (["merge-v0"], (0.25,), SEEDS)],  # issue 38 item 2 (scripts/slurm_paper_sigma25.sh)
+}
+
+
+def rows(matrix: str) -> list[tuple]:
+    """The cells in ``python -m rlpref.sweep paper``'s order (env, loss, σ, seed) per block, then the oracles."""
+    out: list[tuple] = []
+    for envs, sigmas, seeds in MATRICES[matrix]:
+        out += [(e, l, s, k) for e, l, s, k in itertools.product(envs, LOSSES, sigmas, seeds)]
+    envs = list(dict.fromkeys(e for block in MATRICES[matrix] for e in block[0]))
+    return out + [(e, "oracle", None, k) for e in envs for k in SEEDS]
+
+
+def task_plan(row: tuple, t: dict[str, float]) -> list[tuple]:
+    """(stage key, seconds) a row's task runs in order; keys shared with other rows are built once."""
+    env, loss, sigma, seed = row
+    if loss == "oracle":
+        return [(("oracle", env, seed), t["agent"])]
+    return [(("source", env, seed), t["source"]), (("segments", env, seed), t["segments"]),
+            (("feedback", env, seed, sigma), t["feedback"]), (("rm", row), t["reward_model"]),
+            (("agent", row), t["agent"])]
+
+
+def simulate(cores: int, reward_fit: float, matrix: str = "paper", two_phase: bool = False) -> dict[str, float]:
+    """List-schedule the rows on ``cores`` slots; returns wall, busy and held core-seconds. ``two_phase``: first
+    an array of one learned row per (env, seed) and the oracles, then (afterok) an array of the rest."""
+    times = {e: stage_seconds(e, reward_fit) for e in ENVS}
+    table = rows(matrix)
+    first = {(r[0], r[3]): r for r in reversed(table) if r[1] != "oracle"}
+    phases = [table]
+    if two_phase:
+        lead = [r for r in table if r[1] == "oracle" or first[(r[0], r[3])] == r]
+        phases = [lead, [r for r in table if r not in lead]]
+    finish: dict = {}  # stage key -> when its artefact exists
+    busy = held = wall = 0.0
+    for phase in phases:
+        slots = [wall] * cores
+        for row in phase:
+            start = now = heapq.heappop(slots)
+            for key, seconds in task_plan(row, times[row[0]]):
+                if key in finish:  # built, or being built by another task: wait on its lock
+                    now = max(now, finish[key])
+                else:
+                    finish[key] = now = now + seconds
+                    busy += seconds
+            held += now - start
+            heapq.heappush(slots, now)
+        wall = max(slots)
+    return {"wall": wall, "busy": busy, "held": held, "tasks": len(table)}
+
+
+def unshared_seconds(matrix: str, reward_fit: float) -> float:
+    """Core-seconds if every run built its own stages (no shared cache), for comparison."""
+    times = {e: stage_seconds(e, reward_fit) for e in ENVS}
+    return sum(sec for row in rows(matrix) for _, sec in task_plan(row, times[row[0]]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cores", type=int, default=64)
+    ap.add_argument("--reward-fit", type=float, default=HC_V4_PAPER["reward_model"])
+    args = ap.parse_args()
+    print("| env | factor | source s | segments s | reward model s | agent s |")
+    print("|---|---|---|---|---|---|")
+    for env in ENVS:
+        t = stage_seconds(env, args.reward_fit)
+        print(f"| {env} | {DEFAULT_ORACLE[env] / HC_V4_DEFAULT_ORACLE:.2f} | {t['source']:.0f} | {t['segments']:.0f} | "
+              f"{t['reward_model']:.0f} | {t['agent']:.0f} |")
+    for matrix, two_phase in itertools.product(MATRICES, (False, True)):
+        sim = simulate(args.cores, args.reward_fit, matrix, two_phase)
+        print(f"{matrix}{' (two arrays)' if two_phase else ''}: {sim['tasks']} tasks; compute "
+              f"{sim['busy'] / 3600:.1f} core-h (shared stages once); cores held {sim['held'] / 3600:.1f} core-h "
+              f"(waits on locks included); wall {sim['wall'] / 3600:.2f} h on {args.cores} cores "
+              f"(reward fit {args.reward_fit:.0f} s)")
+    for matrix in MATRICES:
+        print(f"{matrix} without the shared cache: {unshared_seconds(matrix, args.reward_fit) / 3600:.1f} core-h")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 38 item 2 as one SLURM job array over scripts/slurm_array.sh: budget=paper (offline protocol, 1M source
+# and agent steps, 5000 comparisons; merge-v0: its steps_scale 0.1), bt and rr, seeds 0-4, in cells
+#   sigma = 0.25: HalfCheetah-v5, Swimmer-v5, Walker2d-v5, merge-v0       sigma = 0: Swimmer-v5
+# plus each (env, seed)'s true-reward run (reward=oracle) at the same budget: 70 tasks.
+#
+#   scripts/slurm_paper_sigma25.sh rows [OVERRIDE...]        print the table (one row of overrides per task)
+#   scripts/slurm_paper_sigma25.sh submit DIR [OVERRIDE...]  write DIR/rows.txt, submit the array over it
+#
+# submit: runs land in DIR/runs/<task>, the stage cache in $RLPREF_CACHE (default DIR/cache; put both on a file
+# system every node sees), task logs in DIR/logs. PARALLEL (default 64) tasks run at once; SBATCH_ARGS adds
+# sbatch options (e.g. "--partition=cpu --time=06:00:00"). Rerunning the same submit command skips the rows
+# whose results.json exists and resumes the others at their first missing stage (source and agent stages
+# from their last saved state), so a cancelled, timed-out or failed array is finished by submitting it again.
+# OVERRIDEs go into every row (e.g. seed=0,1 to run two seeds; budget.agent_steps=... for a smaller test).
+# Report: python -m rlpref.report DIR/runs
+set -euo pipefail
+set -f  # overrides such as seed=0,1 must reach rlpref.sweep as written
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+
+rows() {  # the learned cells, bt and rr of a seed 5 rows apart (they share the seed's source agent), then the oracles
+  "$PY" -m rlpref.sweep paper env=HalfCheetah-v5,Swimmer-v5,Walker2d-v5 teacher.sigma=0.25 "$@"
+  "$PY" -m rlpref.sweep paper env=Swimmer-v5 teacher.sigma=0 "$@"
+  "$PY" -m rlpref.sweep paper env=merge-v0 teacher.sigma=0.25 "$@"
+  # the true reward reads neither the loss nor the teacher: one run per (env, seed), recorded as bt, sigma 0
+  "$PY" -m rlpref.sweep paper reward=oracle loss=bt teacher.sigma=0 \
+    env=HalfCheetah-v5,Swimmer-v5,Walker2d-v5,merge-v0 "$@"
+}
+
+submit() {
+  local dir=$1; shift
+  mkdir -p "$dir/logs"
+  dir=$(cd "$dir" && pwd)
+  local table="$dir/rows.txt" new="$dir/.rows.new"
+  rows "$@" >"$new"
+  if [ -f "$table" ] && ! cmp -s "$table" "$new"; then
+    rm -f "$new"
+    echo "slurm_paper_sigma25: $table holds another table (other overrides or code); use a new DIR" >&2
+    exit 2
+  fi
+  mv "$new" "$table"
+  local n cache=${RLPREF_CACHE:-$dir/cache}
+  n=$(grep -c '' "$table")
+  # shellcheck disable=SC2086  # SBATCH_ARGS is a list of options
+  sbatch --parsable --array="0-$((n - 1))%${PARALLEL:-64}" --output="$dir/logs/task_%A_%a.out" ${SBATCH_ARGS:-} \
+    --export="ALL,RLPREF_SWEEP_TABLE=$table,RLPREF_SWEEP_DIR=$dir/runs,RLPREF_CACHE=$cache,PYTHON=$PY" \
+    scripts/slurm_array.sh
+}
+
+case "${1:-}" in
+  rows) shift; rows "$@" ;;
+  submit) [ -n "${2:-}" ] || { echo "usage: $0 submit DIR [OVERRIDE...]" >&2; exit 2; }; shift; submit "$@" ;;
+  *) echo "usage: $0 rows [OVERRIDE...] | submit DIR [OVERRIDE...]" >&2; exit 2 ;;
+esac
