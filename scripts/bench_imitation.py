@@ -136,16 +136,26 @@ def _row(res: dict) -> dict:
             "env": res.get("env_steps"), "n": res.get("n_feedback_total"), "wall": float(wall), "flag": flag}
 
 
+def _teacher_row(run_dir: Path, res: dict) -> str:
+    """Which row a run belongs to: imitation's own record, a filed rlpref run's source.json, or the folder
+    name (``<env>-rlpref-<loss>-<row>-c<comparisons>-seed<s>``, as rlpref's side of the bench names them)."""
+    if res.get("teacher"):
+        return str(res["teacher"])
+    if (run_dir / "source.json").is_file():
+        return json.loads((run_dir / "source.json").read_text())["row"]
+    return next((row for row in ("deterministic", "boltzmann") if f"-{row}-" in run_dir.name), "?")
+
+
 def write_table(out: Path) -> str:
     """table.md: per tool and row, every seed's final true return with its steps, comparisons and wall."""
     from rlpref.report.stats import iqm
 
     groups: dict[tuple, list[dict]] = {}
     for path in sorted((out / "runs").glob("*/results.json")):
+        if path.parent.name.startswith("."):  # a run still being made (moved into place when done)
+            continue
         res = json.loads(path.read_text())
-        row = json.loads((path.parent / "source.json").read_text())["row"] if (path.parent / "source.json").is_file() \
-            else res.get("teacher", "?")
-        groups.setdefault((res["env"], row, _row(res)["tool"]), []).append(_row(res))
+        groups.setdefault((res["env"], _teacher_row(path.parent, res), _row(res)["tool"]), []).append(_row(res))
     lines = ["| env | teacher row | tool | seeds | final true return mean ± sd | IQM | per seed (final) | agent steps | "
              "env steps (mean) | comparisons | wall (mean) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (env, row, tool), rs in sorted(groups.items()):

@@ -168,6 +168,11 @@ def test_bench_batch_skips_finished_runs_and_restarts_a_killed_one(tmp_path, mon
         (killed / "child.json").write_text(json.dumps(out))
         return type("Done", (), {"returncode": 0})()
 
+    rlpref_run = runs / "Pendulum-v1-rlpref-rr-deterministic-c20-seed0"  # rlpref's side, named as its batch names it
+    rlpref_run.mkdir()
+    (rlpref_run / "results.json").write_text(json.dumps(
+        {"env": "Pendulum-v1", "loss": "rr", "protocol": "online", "seed": 0, "final_return": -700.0, "agent_steps": 2048,
+         "n_feedback_total": 20, "timings": {"total": 30.0}, "agent_timings": {"resumed_at_step": 1024, "total": 20.0}}))
     monkeypatch.setattr(bench.subprocess, "run", fake_child)
     monkeypatch.setattr(sys, "argv", ["bench_imitation.py", "--env", "Pendulum-v1", "--seeds", "0-1", "--comparisons", "20",
                                       "--out", str(tmp_path)])
@@ -178,3 +183,4 @@ def test_bench_batch_skips_finished_runs_and_restarts_a_killed_one(tmp_path, mon
     assert (killed / "curve.csv").is_file() and not (killed / "child.json").exists()
     table = (tmp_path / "table.md").read_text()
     assert "0: -900, 1: -800 (restarted)" in table and "| 2 |" in table
+    assert "| Pendulum-v1 | deterministic | rlpref online rr | 1 | -700 ± – |" in table and "0: -700 (resumed)" in table
