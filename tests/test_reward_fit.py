@@ -1,5 +1,5 @@
 """The reward-model fit's speed-ups (issue 38): in-place activations change no number, and
-``reward_model.max_stratum`` (budget=paper) cuts large strata into random parts of bounded size."""
+``reward_model.max_stratum`` (opt-in: +reward_fit=paper) cuts large strata into random parts of bounded size."""
 
 from __future__ import annotations
 
@@ -78,9 +78,10 @@ def _reward_train(*overrides: str) -> RewardTrainConfig:
     return RunSpec.from_config(cfg).reward_train
 
 
-def test_only_budget_paper_sets_max_stratum_and_unset_keeps_old_cache_keys():
-    assert _reward_train("budget=paper").max_stratum == 64
-    assert _reward_train("budget=paper", "reward_model.max_stratum=null").max_stratum is None
+def test_max_stratum_is_opt_in_and_unset_keeps_old_cache_keys():
+    assert _reward_train("budget=paper").max_stratum is None  # off: it cost bt validation accuracy
+    assert _reward_train("budget=paper", "+reward_fit=paper").max_stratum == 64
+    assert _reward_train("budget=paper", "+reward_fit=paper", "reward_model.max_stratum=32").max_stratum == 32
     default = _reward_train()
     assert default.max_stratum is None and "max_stratum" not in default.key("rr")
     assert _reward_train("+reward_model.max_stratum=32").key("rr")["max_stratum"] == 32

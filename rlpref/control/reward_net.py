@@ -74,8 +74,8 @@ class RewardTrainConfig(Section):
     label_smoothing: float = rule(0.0, ge=0.0, lt=0.5)
     # Strata larger than this are cut, each epoch anew, into random parts of at most this many comparisons,
     # each part its own training stratum (rr ranks inside it) and mini-batch: more, cheaper steps per epoch
-    # where strata are large (budget=paper's 455 per rollout batch). None: strata stay whole (validation
-    # always keeps them whole). docs/results.md "Reward-model fit at 5000 comparisons".
+    # where strata are large (budget=paper's 455 per rollout batch; +reward_fit=paper sets 64). None: strata
+    # stay whole (validation always keeps them whole). docs/results.md "Reward-model fit at 5000 comparisons".
     max_stratum: Optional[int] = rule(None, ge=1)
 
     def __post_init__(self) -> None:
