@@ -136,7 +136,7 @@ def prepare_paths(cache: Path, overrides: list[str]) -> dict:
 def _stamp(overrides: list[str]) -> str:
     import hashlib
 
-    data = [o for o in overrides if not o.lstrip("+").startswith("reward_model.")]  # fit settings: same feedback
+    data = [o for o in overrides if not o.lstrip("+").startswith(("reward_model.", "reward_fit="))]  # same feedback
     return "bench_reward_fit-" + hashlib.sha256(" ".join(data).encode()).hexdigest()[:12] + ".json"
 
 
