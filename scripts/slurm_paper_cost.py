@@ -1,10 +1,12 @@
 """What the paper's whole control matrix costs as one SLURM array: core-hours and wall time (issue 38 item 4).
 
-    python scripts/slurm_paper_cost.py [--cores 64] [--reward-fit 733]
+    python scripts/slurm_paper_cost.py [--cores 64] [--reward-fit whole|max64|SECONDS]
 
 Inputs (docs/results.md, "The paper's table as one SLURM array", says where each comes from):
 - the stage times of one ``budget=paper`` run, HalfCheetah-v4 (README, docs/results/timings.csv, e74fe65:
   source 1582 s, segments 19 s, reward model 733 s, agent 1632 s; one core, another job on the second);
+- the reward fit at 5000 comparisons per loss, one-core CPU seconds on HalfCheetah-v5 feedback (docs/results.md,
+  "Reward-model fit at 5000 comparisons"): whole strata (today's default) or max_stratum=64 (+reward_fit=paper);
 - per env, a factor: its true-reward agent stage at the default budget (median over the committed runs of
   docs/results/suite*/runs) over HalfCheetah-v4's (docs/results/profile_before and the suite's oracles),
   which scales the PPO stages (source, agent); merge-v0's segments are set apart (its env steps are slow).
@@ -25,12 +27,17 @@ import itertools
 HC_V4_PAPER = {"source": 1582.0, "segments": 19.0, "reward_model": 733.0, "agent": 1632.0}
 HC_V4_DEFAULT_ORACLE = 402.0  # s, median agent stage of the 3 HalfCheetah-v4 true-reward runs at the default budget
 DEFAULT_ORACLE = {"HalfCheetah-v5": 294.0, "Walker2d-v5": 629.0, "Swimmer-v5": 62.0, "merge-v0": 431.0}
+#: one-core CPU seconds of a reward fit at 5000 comparisons, whole strata (today's default), mean of the 3 seeds
+#: with CPU time recorded in docs/results.md "Reward-model fit at 5000 comparisons": bt 235/147/145, rr 473/512
+FIT_WHOLE_STRATA = {"bt": 176.0, "rr": 493.0}
+FIT_MAX_STRATUM_64 = {"bt": 94.0, "rr": 168.0}  # the same with +reward_fit=paper: bt 117/56/109, rr 116/220
 MERGE_SEGMENTS = 2900.0  # s, estimate: 750k env steps (5000 pairs x 2 x 1.5 clips x 50 steps) at ~260 steps/s
 ENVS, SIGMAS, LOSSES, SEEDS = list(DEFAULT_ORACLE), (0, 0.1, 0.25, 0.5), ("bt", "rr"), range(5)
 
 
-def stage_seconds(env: str, reward_fit: float) -> dict[str, float]:
-    """One core's seconds per stage of one ``budget=paper`` run of ``env`` (scaled from HalfCheetah-v4)."""
+def stage_seconds(env: str, reward_fit: dict[str, float]) -> dict[str, float]:
+    """One core's seconds per stage of one ``budget=paper`` run of ``env`` (scaled from HalfCheetah-v4);
+    ``reward_model`` is {loss: seconds} (the fit's time does not depend on the env's speed)."""
     f = DEFAULT_ORACLE[env] / HC_V4_DEFAULT_ORACLE
     segments = MERGE_SEGMENTS if env == "merge-v0" else HC_V4_PAPER["segments"] * f
     return {"source": HC_V4_PAPER["source"] * f, "segments": segments, "feedback": 0.0,
@@ -60,11 +67,12 @@ def task_plan(row: tuple, t: dict[str, float]) -> list[tuple]:
     if loss == "oracle":
         return [(("oracle", env, seed), t["agent"])]
     return [(("source", env, seed), t["source"]), (("segments", env, seed), t["segments"]),
-            (("feedback", env, seed, sigma), t["feedback"]), (("rm", row), t["reward_model"]),
+            (("feedback", env, seed, sigma), t["feedback"]), (("rm", row), t["reward_model"][loss]),
             (("agent", row), t["agent"])]
 
 
-def simulate(cores: int, reward_fit: float, matrix: str = "paper", two_phase: bool = False) -> dict[str, float]:
+def simulate(cores: int, reward_fit: dict[str, float], matrix: str = "paper",
+             two_phase: bool = False) -> dict[str, float]:
     """List-schedule the rows on ``cores`` slots; returns wall, busy and held core-seconds. ``two_phase``: first
     an array of one learned row per (env, seed) and the oracles, then (afterok) an array of the rest."""
     times = {e: stage_seconds(e, reward_fit) for e in ENVS}
@@ -92,7 +100,7 @@ def simulate(cores: int, reward_fit: float, matrix: str = "paper", two_phase: bo
     return {"wall": wall, "busy": busy, "held": held, "tasks": len(table)}
 
 
-def unshared_seconds(matrix: str, reward_fit: float) -> float:
+def unshared_seconds(matrix: str, reward_fit: dict[str, float]) -> float:
     """Core-seconds if every run built its own stages (no shared cache), for comparison."""
     times = {e: stage_seconds(e, reward_fit) for e in ENVS}
     return sum(sec for row in rows(matrix) for _, sec in task_plan(row, times[row[0]]))
@@ -101,22 +109,26 @@ def unshared_seconds(matrix: str, reward_fit: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=64)
-    ap.add_argument("--reward-fit", type=float, default=HC_V4_PAPER["reward_model"])
+    ap.add_argument("--reward-fit", default="whole",
+                    help="whole (today's default fit), max64 (+reward_fit=paper) or seconds for every fit (733)")
     args = ap.parse_args()
-    print("| env | factor | source s | segments s | reward model s | agent s |")
-    print("|---|---|---|---|---|---|")
+    named = {"whole": FIT_WHOLE_STRATA, "max64": FIT_MAX_STRATUM_64}
+    fit = named.get(args.reward_fit) or {loss: float(args.reward_fit) for loss in LOSSES}
+    label = "/".join(f"{loss} {sec:.0f} s" for loss, sec in fit.items())
+    print("| env | factor | source s | segments s | agent s |")
+    print("|---|---|---|---|---|")
     for env in ENVS:
-        t = stage_seconds(env, args.reward_fit)
+        t = stage_seconds(env, fit)
         print(f"| {env} | {DEFAULT_ORACLE[env] / HC_V4_DEFAULT_ORACLE:.2f} | {t['source']:.0f} | {t['segments']:.0f} | "
-              f"{t['reward_model']:.0f} | {t['agent']:.0f} |")
+              f"{t['agent']:.0f} |")
+    print(f"reward fit: {label}")
     for matrix, two_phase in itertools.product(MATRICES, (False, True)):
-        sim = simulate(args.cores, args.reward_fit, matrix, two_phase)
+        sim = simulate(args.cores, fit, matrix, two_phase)
         print(f"{matrix}{' (two arrays)' if two_phase else ''}: {sim['tasks']} tasks; compute "
               f"{sim['busy'] / 3600:.1f} core-h (shared stages once); cores held {sim['held'] / 3600:.1f} core-h "
-              f"(waits on locks included); wall {sim['wall'] / 3600:.2f} h on {args.cores} cores "
-              f"(reward fit {args.reward_fit:.0f} s)")
+              f"(waits on locks included); wall {sim['wall'] / 3600:.2f} h on {args.cores} cores")
     for matrix in MATRICES:
-        print(f"{matrix} without the shared cache: {unshared_seconds(matrix, args.reward_fit) / 3600:.1f} core-h")
+        print(f"{matrix} without the shared cache: {unshared_seconds(matrix, fit) / 3600:.1f} core-h")
 
 
 if __name__ == "__main__":
