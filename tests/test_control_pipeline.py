@@ -32,7 +32,9 @@ def _cfg(tmp_path: Path, *overrides: str) -> dict:
 @pytest.mark.slow
 def test_smoke_pipeline_learns_on_pendulum(tmp_path, monkeypatch):
     monkeypatch.setenv("RLPREF_QUIET", "1")
-    cfg = _cfg(tmp_path, "loss=rr", "seed=0")
+    # A 2k-step source (checkpoints at 667, 1333, 2000 steps: random to early play) gives clips enough for the
+    # reward model; what must learn is the agent on r_θ, with the smoke budget's 6k steps.
+    cfg = _cfg(tmp_path, "loss=rr", "seed=0", "budget.source_steps=2000")
     res = run_mod.run_pipeline(cfg, tmp_path / "run")
     rm = res["reward_model"]
     # The reward model recovered the return ordering of held-out segments.
@@ -66,7 +68,7 @@ def test_smoke_pipeline_learns_on_pendulum(tmp_path, monkeypatch):
 
     # bt with the same env/seed/teacher reuses the source agent, segments and feedback. (Its own reward model
     # and agent are kept short: only the reuse is checked here, learning was above.)
-    res_bt = run_mod.run_pipeline(_cfg(tmp_path, "loss=bt", "seed=0", "reward_model.max_epochs=2",
+    res_bt = run_mod.run_pipeline(_cfg(tmp_path, "loss=bt", "seed=0", "budget.source_steps=2000", "reward_model.max_epochs=2",
                                        "budget.agent_steps=400", "budget.eval_every=400", "budget.eval_episodes=1"),
                                   tmp_path / "run_bt")
     assert res_bt["reused_stages"] == {
