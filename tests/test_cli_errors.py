@@ -60,6 +60,8 @@ ROUTES = {  # route -> (overrides of rlpref.run, what the one line must say)
 OTHER_ENTRY_POINTS = {  # route -> (prog, overrides, what the one line must say)
     "synthetic option": ("rlpref.synthetic", ["dataset=nosuch"], "dataset=nosuch: no such option; choose one of: all"),
     "llm key": ("rlpref.llm.train", ["nosuch=1"], "nosuch: no such key"),
+    "synthetic value": ("rlpref.synthetic", ["grid.n_trials=abc"], "grid.n_trials='abc': must be an integer >= 1"),
+    "synthetic range": ("rlpref.synthetic", ["train.lr=0"], "train.lr=0: must be a number > 0"),
 }
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rlpref.metrics import choice_accuracy, order_accuracy, pdc
+from rlpref.schema import Section, rule
 
 from .learners import (
     FitData,
@@ -39,17 +40,21 @@ RESULT_COLUMNS = [
 
 
 @dataclass(frozen=True)
-class GridConfig:
+class GridConfig(Section):
+    """The grid (``grid.*``), typed and checked on construction: a bad value names its key."""
+
+    SECTION = "grid"
     learners: tuple[str, ...] = ("bt", "rr", "rr_pooled", "rr_perm", "rt_regression", "rt_regression_perm", "clf")
     fractions: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    n_trials: int = 100
-    first_trial: int = 0
-    seed: int = 0
-    max_fits_per_program: int = 5000
-    eval_chunk: int = 512
+    n_trials: int = rule(100, ge=1)
+    first_trial: int = rule(0, ge=0)
+    seed: int = rule(0, ge=0)
+    max_fits_per_program: int = rule(5000, ge=1)
+    eval_chunk: int = rule(512, ge=1)
     reference_quirks: bool = False  # reproduce known quirks of the reference implementation (see README of the track)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "learners", tuple(self.learners))
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
         for name in self.learners:

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from rlpref.losses import LossSpec, get_loss_spec
+from rlpref.schema import Section, rule
 from rlpref.strata import stratify
 
 from .losses import SYNTHETIC_LOSS_SPECS
@@ -106,16 +107,20 @@ def get_learner(name: str) -> LearnerSpec:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    hidden: tuple[int, ...] = (64,)
-    epochs: int = 200
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+class TrainConfig(Section):
+    """The learners' training (``train.*``), typed and checked on construction: a bad value names its key."""
+
+    SECTION = "train"
+    hidden: tuple[int, ...] = rule((64,), ge=1)
+    epochs: int = rule(200, ge=0)
+    lr: float = rule(1e-3, gt=0.0)
+    weight_decay: float = rule(0.01, ge=0.0)
     rt_min: float = 0.0  # rt_regression: the assumed link rt = rt_min + (rt_max - rt_min) / (|du| + 1)
     rt_max: float = 10.0
     dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.epochs < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"need epochs >= 0, lr > 0, weight_decay >= 0; got {self.epochs}, {self.lr}, {self.weight_decay}")
