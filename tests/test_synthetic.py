@@ -316,3 +316,9 @@ def test_block_check_places_off_cells_and_efficiency_among_100_trial_blocks():
     assert "| deterministic | rr |" not in text  # within ±0.03 (.66 vs .669, .821 vs .821)
     # efficiency: block 0 needs 75 % of the data, block 1 50 %, all 200 trials 66.7 %; the paper's 59.7 is inside
     assert "| deterministic | 66.7 | 50.0–75.0 | 59.7 | yes |" in text
+    # A second run checked after the first names itself and leaves out the cells the first already listed.
+    shown: set = set()
+    first = block_check(summary, results, label="`run_a`: ", shown=shown)
+    second = block_check(summary, results, label="`run_b`: ", shown=shown)
+    assert first.count("| deterministic | bt | pdc |") == 1 and shown == {("deterministic", "bt", "pdc")}
+    assert "| deterministic | bt | pdc |" not in second and "`run_b`: Data efficiency" in second

@@ -91,8 +91,13 @@ def _block_summaries(results: pd.DataFrame, block: int) -> list[pd.DataFrame]:
             if (results.loc[blocks == b, "trial"].nunique() == block)]
 
 
-def block_check(summary: pd.DataFrame, results: pd.DataFrame, tol: float = 0.03, block: int = 100) -> str:
-    """Markdown: each cell of ``summary`` outside ``tol`` against the blocks of ``results`` (see --blocks)."""
+def block_check(summary: pd.DataFrame, results: pd.DataFrame, tol: float = 0.03, block: int = 100,
+                label: str = "", shown: Optional[set] = None) -> str:
+    """Markdown: each cell of ``summary`` outside ``tol`` against the blocks of ``results`` (see --blocks).
+
+    ``label`` names the run the blocks come from; cells in ``shown`` (dataset, learner, metric), already
+    checked against an earlier run, are left out, and the cells listed here are added to it."""
+    shown = set() if shown is None else shown
     from .report import data_efficiency, summarise
 
     full = summary[summary["fraction"] == summary["fraction"].max()].set_index(["dataset", "learner"])
@@ -105,8 +110,9 @@ def block_check(summary: pd.DataFrame, results: pd.DataFrame, tol: float = 0.03,
             if (dataset, learner) not in full.index or (dataset, learner) not in overall.index:
                 continue
             for metric, paper in zip(("pdc", "accuracy"), values):
-                if abs(full.loc[(dataset, learner), metric] - paper) <= tol:
+                if abs(full.loc[(dataset, learner), metric] - paper) <= tol or (dataset, learner, metric) in shown:
                     continue
+                shown.add((dataset, learner, metric))
                 means = [b.loc[(dataset, learner), metric] for b in blocks]
                 inside = min(means) - 1e-9 <= paper <= max(means) + 1e-9
                 z = _gap_z(top[(top["dataset"] == dataset) & (top["learner"] == learner)][metric], paper, block)
@@ -120,13 +126,13 @@ def block_check(summary: pd.DataFrame, results: pd.DataFrame, tol: float = 0.03,
                  "learners:",
                  *text[text.index("PDC order of the six learners:") + 1:], ""]
     if rows:
-        lines += [f"Cells outside ±{tol:g}, against {top['trial'].nunique()} trials in {len(blocks)} blocks of {block} "
+        lines += [f"{label}Cells outside ±{tol:g}, against {top['trial'].nunique()} trials in {len(blocks)} blocks of {block} "
                  f"(z: the paper's value minus the mean over all trials, in standard errors of that difference when "
                  f"the paper's is a mean of {block} trials of the same distribution; |z| < 1.96: a sampling gap):",
                  "", f"| dataset | learner | metric | ours ({block}) | all trials | block means (min–max) | paper | "
                  "paper in block range | z |", "|---|---|---|---:|---:|---|---:|---|---:|", *rows]
     if results["fraction"].nunique() > 1:
-        lines += [*([""] if lines else []), f"Data efficiency over {results['trial'].nunique()} trials in blocks of "
+        lines += [*([""] if lines else []), f"{label}Data efficiency over {results['trial'].nunique()} trials in blocks of "
                   f"{block}:", "", "| data efficiency (%) | all trials | block values (min–max) | paper | paper in range |",
                   "|---|---:|---|---:|---|"]
         per_block = [data_efficiency(b).set_index("dataset") for b in _block_summaries(results, block)]
@@ -157,10 +163,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta = json.loads((args.run_dir / "summary.json").read_text()) if (args.run_dir / "summary.json").is_file() else {}
     summary = pd.read_csv(args.run_dir / "summary.csv")
     text = compare(summary, args.tol, meta.get("data_efficiency"))
+    shown: set = set()  # a cell checked against one run is not listed again under the next
     for run in args.blocks or []:
         if not (run / "results.csv").is_file():
             ap.error(f"no results.csv in {run}: --blocks takes `python -m rlpref.synthetic` run folders")
-        text += "\n" + block_check(summary, pd.read_csv(run / "results.csv"), args.tol)
+        text += "\n" + block_check(summary, pd.read_csv(run / "results.csv"), args.tol, label=f"`{run.name}`: ",
+                                    shown=shown)
     print(text)
     if args.results_md is not None:
         from rlpref.report.sections import write_section
