@@ -503,7 +503,6 @@ def test_online_protocol_end_to_end_on_pendulum(compose_config, tmp_path, monkey
     rounds = res["online_rounds"]
     assert [r["agent_step"] for r in rounds] == [500, 1000, 1500] and [r["batch"] for r in rounds] == [1, 2, 3]
     assert all(r["n_new_pairs"] <= c for r, c in zip(rounds, counts[1:]))
-    agent_dir = tmp_path / "cache" / "agent" / res["artifacts"]["agent"]
     first = Segments.load(tmp_path / "cache" / "first_iteration" / res["artifacts"]["first_iteration"] / "segments.npz")
     assert set(first.batch.tolist()) == {0}
     assert rounds[-1]["spearman"] > 0.5, "the online reward model should rank the true returns of the clips"

@@ -218,11 +218,11 @@ def offline_agent_stage(out: Path, partial: Optional[Path], inputs: Mapping[str,
     """The agent on the offline r_θ; with ``rounds``, they start from the offline feedback and keep its
     validation split."""
     rm = inputs["reward_model"].path
-    state = FeedbackState(model=load_reward_model(rm))
-    if rounds is not None:
-        state = FeedbackState(Segments.load(inputs["segments"].path / "segments.npz"),
-                              Preferences.load(inputs["feedback"].path / "preferences.npz"),
-                              load_npz(rm / "split.npz", ["val_mask"])["val_mask"], state.model)
+    model = load_reward_model(rm)
+    state = FeedbackState(model=model) if rounds is None else FeedbackState(
+        Segments.load(inputs["segments"].path / "segments.npz"),
+        Preferences.load(inputs["feedback"].path / "preferences.npz"),
+        load_npz(rm / "split.npz", ["val_mask"])["val_mask"], model)
     return _train(out, partial, training, state, (reward, rounds), on_eval)
 
 
