@@ -101,6 +101,11 @@ def test_resume_after_interrupt_recomputes_nothing_done(tmp_path, monkeypatch):
     assert not calls, "source agent was retrained"
     assert res["reused_stages"] == {"source": True, "segments": True, "feedback": True,
                                     "reward_model": True, "agent": False}
+    # env steps by part, the cached stages' counts included: 3 rollout batches of 60 comparisons x 50 steps / 3
+    # = 1000 steps each (8 envs x 125)
+    parts = res["env_steps_parts"]
+    assert parts["agent"] == res["agent_steps"] and parts["source"] >= 800 and parts["segments"] == 3 * 1000
+    assert res["env_steps"] == sum(parts.values())
     # A second full rerun reuses everything and reproduces the same numbers.
     again = run_mod.run_pipeline(cfg, tmp_path / "run2")
     assert all(again["reused_stages"].values())

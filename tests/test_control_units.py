@@ -24,7 +24,7 @@ from rlpref.control.reward_net import (
     save_reward_model,
     stratum_batches,
 )
-from rlpref.control.segments import cut_segments, discounted_returns, rollout_plan
+from rlpref.control.segments import cut_segments, discounted_returns, rollout_env_steps, rollout_plan
 from rlpref.control.teacher import TeacherConfig, label_pairs
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -47,6 +47,13 @@ def test_rollout_plan_matches_reference_formula():
     assert n_seg == 600  # 1.5 x 2 x 200 comparisons per batch
     with pytest.raises(ValueError, match="n_feedback"):
         rollout_plan(1, 5, 50, 1.5)
+
+
+def test_rollout_env_steps_counts_whole_env_streams():
+    assert rollout_env_steps(17_600, 8, 50) == 17_600  # 8 envs x 2200
+    assert rollout_env_steps(101, 8, 50) == 102  # 2 envs (each holds a 50-step clip) x 51
+    assert rollout_env_steps(60, 8, 50) == 60  # 1 env
+    assert rollout_env_steps(20, 8, 50) == 20  # shorter than a clip: still one env
 
 
 def test_cut_segments_windows_are_contiguous():

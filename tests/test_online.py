@@ -478,6 +478,7 @@ def test_online_protocol_end_to_end_on_pendulum(compose_config, tmp_path, monkey
     """protocol=online: no source stage; the iterations label the agent's own play on the query schedule,
     one stratum each, and the reward model they fit ranks the true returns."""
     import rlpref.control.online as online_mod
+    import rlpref.control.segments as segments_mod
     import rlpref.control.stages as stages_mod
 
     monkeypatch.setenv("RLPREF_QUIET", "1")
@@ -494,7 +495,15 @@ def test_online_protocol_end_to_end_on_pendulum(compose_config, tmp_path, monkey
 
     for mod in (stages_mod, online_mod):
         monkeypatch.setattr(mod, "rollout_batch", recording(mod.rollout_batch))
+    stepped = []  # env steps each feedback rollout really took (envs x steps of its stream)
+    original_stream = segments_mod.collect_stream
+    monkeypatch.setattr(segments_mod, "collect_stream",
+                        lambda *a, **k: (lambda s: stepped.append(s["rewards"].size) or s)(original_stream(*a, **k)))
     res = run_mod.run_pipeline(cfg, tmp_path / "run")
+    # The run's env-step count is the agent's plus what the feedback rollouts stepped, by part.
+    parts = res["env_steps_parts"]
+    assert parts["agent"] == res["agent_steps"] and parts["first_iteration"] == stepped[0]
+    assert parts["rounds"] == sum(stepped[1:]) and res["env_steps"] == res["agent_steps"] + sum(stepped)
     # No two iterations replay the same episodes (reset seeds) or the same random draws (cuts, pairs, noise).
     assert len(seen) == 4 and len({s for s, _ in seen}) == 4 and len({d for _, d in seen}) == 4, seen
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["agent", "first_iteration"]  # no source stage

@@ -79,7 +79,7 @@ from rlpref.control.policies import graded_noise_policy, sb3_policy
 from rlpref.control.query import QueryConfig
 from rlpref.control.records import Preferences, Segments
 from rlpref.control.reward_net import RewardModel, load_reward_model, save_reward_model
-from rlpref.control.segments import rollout_batch, rollout_plan
+from rlpref.control.segments import rollout_batch, rollout_env_steps, rollout_plan
 from rlpref.control.teacher import TeacherConfig
 
 __all__ = ["OnlineCallback", "OnlineFeedback", "relabel_replay_buffer"]
@@ -132,7 +132,8 @@ class OnlineFeedback:
         log = feedback_iteration(self.state, self.counts[r], rng, rollout=rollout,
                                  label=label_new_batch(self.teacher, self.query, self.it, self.gamma),
                                  refit=finetune(self.reward, self.it, self.seed + 1 + r))
-        self.rounds_log.append({"round": r + 1, "agent_step": int(step), **log})
+        self.rounds_log.append({"round": r + 1, "agent_step": int(step), **log,
+                                "env_steps": rollout_env_steps(steps, self.it.n_envs, self.length)})
         return self.state.model
 
 @torch.no_grad()

@@ -166,8 +166,23 @@ def _results(spec: RunSpec, protocol: Protocol, done: Mapping[str, Artifact], ru
         "timings": runner.timings, "reused_stages": runner.reused, "resumed_stages": _resumed_stages(done),
         "artifacts": {name: art.key for name, art in done.items()},
         "n_eval_points": len(curve), "agent_steps": int(curve[-1]["step"]) if curve else 0,
+        **_env_steps(done, rounds, int(curve[-1]["step"]) if curve else 0),
         "config": dict(spec.cfg),
     }
+
+
+def _env_steps(done: Mapping[str, Artifact], rounds: Optional[list], agent_steps: int) -> dict:
+    """Every env step the run took, by what took it (``env_steps_parts``): the agent's training, the source
+    agent's, and the rollouts that made clips for feedback. ``env_steps`` is None when a stage cached by an
+    older version did not record its count (rerun without the cache to get it)."""
+    parts = {"agent": agent_steps,
+             **{name: done[name].manifest.get("env_steps") for name in ("source", "segments", "first_iteration")
+                if name in done},
+             **({"rounds": sum(r.get("env_steps", 0) for r in rounds)} if rounds else {})}
+    if rounds and any("env_steps" not in r for r in rounds):
+        parts["rounds"] = None
+    total = None if any(v is None for v in parts.values()) else int(sum(parts.values()))
+    return {"env_steps": total, "env_steps_parts": parts}
 
 
 def _resumed_stages(done: Mapping[str, Artifact]) -> dict:

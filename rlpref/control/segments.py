@@ -21,7 +21,7 @@ from rlpref.control.records import Segments
 from rlpref.control.reward_net import one_hot_actions
 from rlpref.progress import progress_enabled, progress_note
 
-__all__ = ["collect_stream", "cut_segments", "discounted_returns", "rollout_batch", "rollout_plan"]
+__all__ = ["collect_stream", "cut_segments", "discounted_returns", "rollout_batch", "rollout_env_steps", "rollout_plan"]
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -114,6 +114,17 @@ def cut_segments(
     )
 
 
+def rollout_env_steps(steps: int, n_envs: int, length: int) -> int:
+    """Env steps one rollout batch of ``steps`` really takes: every env (at most ``n_envs``, each holding a
+    whole segment) steps ``ceil(steps / envs)`` times. The run's ``env_steps`` count sums these."""
+    envs = _rollout_envs(steps, n_envs, length)
+    return envs * math.ceil(steps / envs)
+
+
+def _rollout_envs(steps: int, n_envs: int, length: int) -> int:
+    return max(1, min(n_envs, steps // length))  # every env's stream must hold a whole segment
+
+
 def rollout_batch(
     env_cfg: Mapping[str, Any],
     policy: Policy,
@@ -130,7 +141,7 @@ def rollout_batch(
     desc: str,
 ) -> Segments:
     """One rollout batch: ``steps`` steps of ``policy`` over up to ``n_envs`` envs, cut into ``n_segments``."""
-    n_envs = max(1, min(n_envs, steps // length))  # every env's stream must hold a whole segment
+    n_envs = _rollout_envs(steps, n_envs, length)
     stream = collect_stream(env_cfg, policy, steps, n_envs, seed, obs_norm, desc=desc)
     return cut_segments(stream, n_segments, length, gamma, batch, rng)
 

@@ -93,4 +93,4 @@ def train_source(
         for state_dir in ckpt_dir.glob("state_*"):
             shutil.rmtree(state_dir)
     return {"algo": algo, "checkpoint_steps": cb.saved, "gamma": float(hp.get("gamma", 0.99)),
-            "resumed_at_step": resumed_at}
+            "resumed_at_step": resumed_at, "env_steps": int(model.num_timesteps)}

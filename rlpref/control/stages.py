@@ -47,7 +47,7 @@ from rlpref.control.reward_net import (
     train_reward_model,
     validation_mask,
 )
-from rlpref.control.segments import collect_segments, rollout_batch, rollout_plan
+from rlpref.control.segments import collect_segments, rollout_batch, rollout_env_steps, rollout_plan
 from rlpref.control.source import train_source
 from rlpref.control.teacher import TeacherConfig
 from rlpref.progress import advance_stage
@@ -109,7 +109,9 @@ def segments_stage(out: Path, inputs: Mapping[str, Artifact], *, env: EnvConfig,
                             deterministic=segments.deterministic, seed=seed)
     segs.save(out / "segments.npz")
     per_batch = [float(segs.returns[segs.batch == b].mean()) for b in np.unique(segs.batch)]
-    return {"n_segments": len(segs), "mean_return_per_batch": per_batch}
+    steps = rollout_plan(n_feedback, n_checkpoints + 1, segments.length, segments.oversample)[0]
+    return {"n_segments": len(segs), "mean_return_per_batch": per_batch,
+            "env_steps": (n_checkpoints + 1) * rollout_env_steps(steps, segments.n_envs, segments.length)}
 
 
 def feedback_stage(out: Path, inputs: Mapping[str, Artifact], *, teacher: TeacherConfig, query: QueryConfig,
@@ -168,7 +170,8 @@ def first_iteration_stage(out: Path, inputs: Mapping[str, Artifact], *, env: Env
     log = feedback_iteration(state, n_feedback, rng, rollout=rollout, label=label, refit=None)
     state.segments.save(out / "segments.npz")
     state.prefs.save(out / "preferences.npz")
-    return {"n_pairs": len(state.prefs), "n_segments": len(state.segments), "log": log}
+    return {"n_pairs": len(state.prefs), "n_segments": len(state.segments), "log": log,
+            "env_steps": rollout_env_steps(steps, n_envs, length)}
 
 
 # -- the agent ---------------------------------------------------------------------------------------------------
