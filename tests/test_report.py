@@ -19,8 +19,8 @@ import pytest
 
 from rlpref.report.__main__ import build_report
 from rlpref.report.collect import collect
-from rlpref.report.stats import iqm, iqm_with_ci, mean_with_ci
-from rlpref.report.tables import return_table, to_latex, to_markdown
+from rlpref.report.stats import compare_methods, iqm, iqm_with_ci, mean_with_ci, probability_of_improvement
+from rlpref.report.tables import against_bt_table, return_table, to_latex, to_markdown
 
 
 def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, sigma=0.0, n_feedback=1000,
@@ -106,6 +106,46 @@ def test_stats_iqm_and_ci():
     m, lo, hi = mean_with_ci(np.array([1.0, 2.0, 3.0]))
     assert m == pytest.approx(2.0) and hi - m == pytest.approx(4.302653 / np.sqrt(3), rel=1e-4)
     assert mean_with_ci(np.array([5.0])) == (5.0, 5.0, 5.0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # arch, under rliable, deprecates its RandomState argument
+def test_probability_of_improvement_and_iqm_comparison_known_values():
+    x, y = np.array([5.0, 6, 7, 8]), np.array([1.0, 2, 3, 6])
+    # pairs (x > y): 5 > 1,2,3; 6 > 1,2,3 (tie with 6: 1/2); 7 and 8 > all four -> (3 + 3.5 + 4 + 4) / 16
+    assert probability_of_improvement(x, y) == pytest.approx(14.5 / 16)
+    assert probability_of_improvement(y, x) == pytest.approx(1.5 / 16)
+    assert probability_of_improvement(x, x) == pytest.approx(0.5)
+    from rliable import metrics as rly_metrics  # the estimator rliable defines
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 2)), rng.normal(0.5, size=(9, 2))
+    assert probability_of_improvement(a, b) == pytest.approx(rly_metrics.probability_of_improvement(a, b))
+    got = compare_methods(x, y, reps=500)
+    d, r, p = got["difference"], got["ratio"], got["probability_of_improvement"]
+    assert d[0] == pytest.approx(iqm(x) - iqm(y)) and d[1] <= d[0] <= d[2], d
+    assert r[0] == pytest.approx(iqm(x) / iqm(y)) and r[1] <= r[0] <= r[2]
+    assert p[0] == pytest.approx(14.5 / 16) and 0 <= p[1] <= p[0] <= p[2] <= 1
+    assert d[1] > 0, "four runs a side this far apart: the difference's CI excludes 0"
+    # the bootstrap is rliable's: its CI for P(X > Y) on the same data agrees within resampling noise
+    from rliable import library as rly_library
+    _, rly_ci = rly_library.get_interval_estimates({"p": [a, b]}, lambda u, v: np.array([rly_metrics.probability_of_improvement(u, v)]),
+                                                  reps=500, random_state=np.random.RandomState(0))
+    ours = compare_methods(a, b, reps=2000)["probability_of_improvement"]
+    assert abs(ours[1] - rly_ci["p"][0, 0]) < 0.06 and abs(ours[2] - rly_ci["p"][1, 0]) < 0.06, (ours, rly_ci["p"])
+    with pytest.raises(ValueError, match="2 runs a side"):
+        compare_methods(x[:1], y)
+
+
+def test_against_bt_table_states_the_difference_its_ci_and_sign(tmp_path):
+    col = collect(make_sweep(tmp_path / "sweep"))
+    table = against_bt_table(col.runs, reps=300)
+    rows = [r for r in table.splitlines() if r.startswith("| Swimmer-v5 | 0.5 | 1000 | rr |")]
+    assert len(rows) == 1 and len([r for r in table.splitlines() if "| rr |" in r]) == 12  # 2 envs x 2 sigma x 3 budgets
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    # rr = bt + 20 at every seed (seeds add 0/1/2 on both sides): the difference is 20, P(rr > bt) = 1
+    assert cells[4] == "3 / 3" and cells[7].startswith("20 [") and cells[8].startswith("1.00") and cells[9] == "above"
+    same = col.runs[col.runs["method"] == "bt"].assign(method="bt_copy")  # a method equal to bt: inside the spread
+    rows = [r for r in against_bt_table(pd.concat([col.runs, same]), reps=300).splitlines() if "| bt_copy |" in r]
+    assert rows and all(r.rstrip(" |").endswith("inside the spread") and "| 0.50 [" in r for r in rows)
 
 
 def test_tables_values_and_formats(tmp_path):

@@ -24,7 +24,7 @@ from .collect import collect, write_tables
 from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
 from .sections import write_section
 from .stats import BACKEND
-from .tables import cost_table, oracle_ratio_table, reach_table, return_table, rm_table, to_latex, to_markdown
+from .tables import against_bt_table, cost_table, oracle_ratio_table, reach_table, return_table, rm_table, to_latex, to_markdown
 
 
 def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False) -> dict:
@@ -61,6 +61,11 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
     if ratio:
         atomic_write_text(out_dir / "oracle_ratio.md", "### Learned-reward return as % of the same-seed true-reward agent\n\n" + ratio)
         outputs["oracle_ratio_md"] = out_dir / "oracle_ratio.md"
+    versus = against_bt_table(col.runs, reps=reps)
+    if versus:
+        atomic_write_text(out_dir / "against_bt.md", "### Each method against bt: IQM difference and probability of "
+                          "improvement\n\n" + versus)
+        outputs["against_bt_md"] = out_dir / "against_bt.md"
     reach = reach_table(col.runs)
     if reach:
         atomic_write_text(out_dir / "reach.md", "### Comparisons needed to reach a method's best mean return\n\n" + reach)
@@ -85,11 +90,11 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
 
 
 def write_results_section(results_md: Path, section: str, outputs: dict, command: str, reach: bool = False) -> None:
-    """The return, same-seed-oracle and cost tables (and with ``reach`` the comparisons-to-reach table) and the figures
+    """The return, against-bt, same-seed-oracle and cost tables (and with ``reach`` the comparisons-to-reach table) and the figures
     (linked relative to the markdown file) as section ``section``."""
     results_md = Path(results_md)
     table = Path(outputs["returns_md"]).read_text().strip()
-    for extra in ("oracle_ratio_md",) + (("reach_md",) if reach else ()) + ("cost_md",):
+    for extra in ("against_bt_md", "oracle_ratio_md") + (("reach_md",) if reach else ()) + ("cost_md",):
         if outputs.get(extra) is not None:
             table += "\n\n" + Path(outputs[extra]).read_text().strip()
     figures = [f"![{k}]({_relative(Path(outputs[k]), results_md.parent)})"

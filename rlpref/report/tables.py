@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import _methods
 
-__all__ = ["RESUMED_MARK", "cost_table", "oracle_ratio_table", "reach_table", "resumed_note", "return_table", "to_markdown",
+__all__ = ["RESUMED_MARK", "against_bt_table", "cost_table", "oracle_ratio_table", "reach_table", "resumed_note", "return_table", "to_markdown",
            "to_latex"]
 
 
@@ -267,5 +267,35 @@ def oracle_ratio_table(runs: pd.DataFrame) -> str:
             per = " / ".join(f"{v:.0f} (s{seed}{m})" for seed, v, m in pairs)
             lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {per} | "
                          f"{np.mean([v for _, v, _ in pairs]):.0f} |")
+    note = resumed_note(labels)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
+
+
+def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
+    """Markdown: per env x sigma x comparisons, each learned method against bt on final true return: both
+    IQMs with stratified-bootstrap 95 % CIs, the CI of the IQM difference and the probability of improvement
+    (:func:`rlpref.report.stats.compare_methods`), and the sign the data support: "above"/"below" where the
+    difference's CI excludes 0, else "inside the spread". Cells with fewer than 2 seeds a side are left out."""
+    from .stats import compare_methods
+
+    runs = _with_resumes(runs[runs["method"] != "oracle"])
+    lines = ["| env | σ | comparisons | method | seeds (method / bt) | IQM method [95 % CI] | IQM bt [95 % CI] | "
+             "method − bt [95 % CI] | P(method > bt) [95 % CI] | sign |", "|---|---|---|---|---|---|---|---|---|---|"]
+    labels: list[str] = []
+    for (env, sigma, n_feedback), cell in runs.groupby(["env", "sigma", "n_feedback"]):
+        bt = cell[cell["method"] == "bt"]
+        for method, grp in cell[cell["method"] != "bt"].groupby("method"):
+            if min(len(grp), len(bt)) < 2:
+                continue
+            x, y = grp["final_return"].to_numpy(float), bt["final_return"].to_numpy(float)
+            cmp = compare_methods(x, y, reps=reps)
+            d, p = cmp["difference"], cmp["probability_of_improvement"]
+            sign = "above" if d[1] > 0 else "below" if d[2] < 0 else "inside the spread"
+            n_res = int(grp["resumed"].sum() + bt["resumed"].sum())
+            mark = f" {RESUMED_MARK}{n_res}" if n_res else ""
+            labels += list(grp["_resumed_label"]) + list(bt["_resumed_label"])
+            lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {len(grp)} / {len(bt)}{mark} | "
+                         + " | ".join(f"{v[0]:.0f} [{v[1]:.0f}, {v[2]:.0f}]" for v in (cmp["iqm_x"], cmp["iqm_y"], d))
+                         + f" | {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}] | {sign} |")
     note = resumed_note(labels)
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
