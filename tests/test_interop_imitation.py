@@ -173,6 +173,11 @@ def test_bench_batch_skips_finished_runs_and_restarts_a_killed_one(tmp_path, mon
     (rlpref_run / "results.json").write_text(json.dumps(
         {"env": "Pendulum-v1", "loss": "rr", "protocol": "online", "seed": 0, "final_return": -700.0, "agent_steps": 2048,
          "n_feedback_total": 20, "timings": {"total": 30.0}, "agent_timings": {"resumed_at_step": 1024, "total": 20.0}}))
+    second = runs / "Pendulum-v1-rlpref-rr-deterministic-c20-seed1"
+    second.mkdir()
+    (second / "results.json").write_text(json.dumps(
+        {"env": "Pendulum-v1", "loss": "rr", "protocol": "online", "seed": 1, "final_return": -650.0, "agent_steps": 2048,
+         "n_feedback_total": 20, "timings": {"total": 30.0}, "agent_timings": {"total": 20.0}}))
     monkeypatch.setattr(bench.subprocess, "run", fake_child)
     monkeypatch.setattr(sys, "argv", ["bench_imitation.py", "--env", "Pendulum-v1", "--seeds", "0-1", "--comparisons", "20",
                                       "--out", str(tmp_path)])
@@ -183,4 +188,11 @@ def test_bench_batch_skips_finished_runs_and_restarts_a_killed_one(tmp_path, mon
     assert (killed / "curve.csv").is_file() and not (killed / "child.json").exists()
     table = (tmp_path / "table.md").read_text()
     assert "0: -900, 1: -800 (restarted)" in table and "| 2 |" in table
-    assert "| Pendulum-v1 | deterministic | rlpref online rr | 1 | -700 ± – |" in table and "0: -700 (resumed)" in table
+    assert "| Pendulum-v1 | deterministic | rlpref online rr | 2 | -675 ± 35 |" in table and "0: -700 (resumed)" in table
+    # rlpref against imitation: IQMs of two runs are their means (-675, -850); rlpref's runs both end above
+    # imitation's, so P(rlpref > imitation) = 1; wall: rlpref's timed run (30 s; the resumed one's earlier
+    # process is unknown) over imitation's mean (10 s and the restarted seed's measured wall)
+    row = next(r for r in table.splitlines() if r.startswith("| Pendulum-v1 | deterministic | rlpref online rr | 20 vs 20 |"))
+    ratio = 30.0 / ((10.0 + res["wall_s"]) / 2)
+    assert "| 2 / 2 | -675 [" in row and "| 175 [" in row and "| 1.00 [1.00, 1.00] |" in row
+    assert row.endswith(f"| {ratio:.2f} / {ratio:.2f} |"), row
