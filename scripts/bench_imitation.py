@@ -133,9 +133,13 @@ def _row(res: dict) -> dict:
 
         wall = run_wall_seconds(res)[0]  # the report's rule: a resume adds its earlier processes where recorded
         flag = "resumed" if (res.get("agent_timings") or {}).get("resumed_at_step") is not None else ""
-    env_steps = res.get("env_steps", _online_env_steps(res) if tool != "imitation" else None)
+    env_steps = res.get("env_steps")
+    if env_steps is None and tool != "imitation":
+        env_steps = _online_env_steps(res)
+    budget = ((res.get("config") or {}).get("budget") or {}).get("n_feedback")  # asked; labelled may be fewer
     return {"tool": tool, "seed": int(res["seed"]), "final": float(res["final_return"]), "agent": res.get("agent_steps"),
-            "env": env_steps, "n": res.get("n_feedback_total"), "wall": float(wall), "flag": flag}
+            "env": env_steps, "n": res.get("n_feedback_total"), "budget": int(budget or res.get("n_feedback_total") or 0),
+            "wall": float(wall), "flag": flag}
 
 
 def _variant(cfg: dict) -> str:
@@ -148,14 +152,17 @@ def _variant(cfg: dict) -> str:
 def _online_env_steps(res: dict) -> Optional[int]:
     """env_steps of an online rlpref run recorded before results.json carried it: the agent's steps plus each
     feedback rollout's, recomputed by the rule the rollouts use (``rollout_env_steps``) from the comparisons
-    each iteration asked; exact only without the near-tie filter (then asked = labelled), else None."""
+    each iteration asked (the run's own query schedule); None for other protocols."""
     cfg = res.get("config") or {}
-    if res.get("protocol") != "online" or (cfg.get("teacher") or {}).get("near_tie", 1) != 0:
+    if res.get("protocol") != "online" or "segments" not in cfg:
         return None
+    from rlpref.control.config import OnlineConfig
     from rlpref.control.segments import rollout_env_steps, rollout_plan
 
-    seg, n_envs = cfg["segments"], cfg["protocol"]["iteration"]["n_envs"]
-    asked = [res["n_feedback"], *(r["n_new_pairs"] for r in res.get("online_rounds") or [])]
+    seg, proto = cfg["segments"], cfg["protocol"]
+    asked = OnlineConfig(iterations=proto["iterations"], initial_fraction=proto["initial_fraction"],
+                         query_schedule=proto["query_schedule"]).counts(cfg["budget"]["n_feedback"])
+    n_envs = proto["iteration"]["n_envs"]
     return int(res["agent_steps"]) + sum(
         rollout_env_steps(rollout_plan(n, 1, seg["length"], seg["oversample"])[0], n_envs, seg["length"]) for n in asked)
 
@@ -179,8 +186,8 @@ def write_table(out: Path) -> str:
         if path.parent.name.startswith("."):  # a run still being made (moved into place when done)
             continue
         res = json.loads(path.read_text())
-        row = _row(res)
-        groups.setdefault((res["env"], _teacher_row(path.parent, res), row["tool"], row["n"]), []).append(row)
+        row = _row(res)  # grouped by the comparisons asked (a near-tie teacher can label fewer on some seeds)
+        groups.setdefault((res["env"], _teacher_row(path.parent, res), row["tool"], row["budget"]), []).append(row)
     lines = ["| env | teacher row | tool | seeds | final true return mean ± sd | IQM | per seed (final) | agent steps | "
              "env steps (mean) | comparisons | wall (mean) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (env, row, tool, _), rs in sorted(groups.items()):
@@ -229,11 +236,12 @@ def _comparisons(groups: dict[tuple, list[dict]], base_tool: str) -> list[str]:
         cmp = compare_methods(np.array([r["final"] for r in rs]), np.array([r["final"] for r in ref]))
         fmt = [f"{v[0]:.0f} [{v[1]:.0f}, {v[2]:.0f}]" for v in (cmp["iqm_x"], cmp["iqm_y"], cmp["difference"])]
         ratio, poi = cmp["ratio"], cmp["probability_of_improvement"]
+        ratio_s = f"{ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}]" if np.isfinite(ratio[0]) else "–"
         walls = [np.array([r["wall"] for r in side]) for side in (rs, ref)]
         wall = (f"{np.nanmean(walls[0]) / np.nanmean(walls[1]):.2f} / {np.nanmedian(walls[0]) / np.nanmedian(walls[1]):.2f}"
                 if all(np.isfinite(w).any() for w in walls) else "–")  # a resumed run whose earlier wall is unknown: left out
         lines.append(f"| {env} | {row} | {tool} | {n} vs {n_ref} | {len(rs)} / {len(ref)} | {' | '.join(fmt)} | "
-                     f"{ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}] | {poi[0]:.2f} [{poi[1]:.2f}, {poi[2]:.2f}] | {wall} |")
+                     f"{ratio_s} | {poi[0]:.2f} [{poi[1]:.2f}, {poi[2]:.2f}] | {wall} |")
     return lines if len(lines) > 2 else ["(no setting with >= 2 seeds a side yet)"]
 
 

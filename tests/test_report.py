@@ -133,6 +133,11 @@ def test_probability_of_improvement_and_iqm_comparison_known_values():
     assert abs(ours[1] - rly_ci["p"][0, 0]) < 0.06 and abs(ours[2] - rly_ci["p"][1, 0]) < 0.06, (ours, rly_ci["p"])
     with pytest.raises(ValueError, match="2 runs a side"):
         compare_methods(x[:1], y)
+    # a failed run (nan) is left out; a baseline's CI is the same whatever it is compared with; a ratio of
+    # returns that can be negative is not given
+    assert compare_methods(np.append(x, np.nan), y, reps=500)["difference"] == got["difference"]
+    assert compare_methods(x + 1, y, reps=500)["iqm_y"] == got["iqm_y"]
+    assert np.isnan(compare_methods(x - 7, y, reps=500)["ratio"]).all()
 
 
 def test_against_bt_table_states_the_difference_its_ci_and_sign(tmp_path):

@@ -172,8 +172,9 @@ def _results(spec: RunSpec, protocol: Protocol, done: Mapping[str, Artifact], ru
 
 
 def _env_steps(done: Mapping[str, Artifact], rounds: Optional[list], agent_steps: int) -> dict:
-    """Every env step the run took, by what took it (``env_steps_parts``): the agent's training, the source
-    agent's, and the rollouts that made clips for feedback. ``env_steps`` is None when a stage cached by an
+    """The env steps the run trained and asked feedback on, by what took them (``env_steps_parts``): the
+    agent's training, the source agent's, and the rollouts that made clips for feedback (evaluation
+    episodes are not counted, as in imitation's bench). ``env_steps`` is None when a stage cached by an
     older version did not record its count (rerun without the cache to get it)."""
     parts = {"agent": agent_steps,
              **{name: done[name].manifest.get("env_steps") for name in ("source", "segments", "first_iteration")

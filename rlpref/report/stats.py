@@ -124,25 +124,28 @@ def _poi_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def compare_methods(x: np.ndarray, y: np.ndarray, reps: int = 2000, size: float = 0.95,
                     seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """X against Y from their runs' scores ([n_runs] or [n_runs, n_tasks]; the runs of X and Y need not pair):
-    {iqm_x, iqm_y, difference: IQM(X) − IQM(Y), ratio: IQM(X) / IQM(Y), probability_of_improvement: P(X > Y)}, each as
+    {iqm_x, iqm_y, difference: IQM(X) − IQM(Y), ratio: IQM(X) / IQM(Y) (nan unless every bootstrap IQM of both
+    sides is positive), probability_of_improvement: P(X > Y)}, each as
     (point, lo, hi) with a percentile stratified-bootstrap CI that resamples X's and Y's runs independently
     within each task: rliable's bootstrap and estimators, vectorised here (rliable calls scipy once per
-    sample, seconds per comparison). Needs two runs a side."""
-    x, y = _runs_by_tasks(x), _runs_by_tasks(y)
+    sample, seconds per comparison). Runs with a non-finite score are left out; needs two runs a side."""
+    x, y = (s[np.all(np.isfinite(s), axis=1)] for s in (_runs_by_tasks(x), _runs_by_tasks(y)))  # drop failed runs
     if min(len(x), len(y)) < 2:
         raise ValueError(f"compare_methods needs >= 2 runs a side, got {len(x)} and {len(y)}")
-    rng = np.random.default_rng(seed)
-    bx = np.take_along_axis(x[None], rng.integers(0, len(x), (reps, *x.shape)), axis=1)
-    by = np.take_along_axis(y[None], rng.integers(0, len(y), (reps, *y.shape)), axis=1)
+    # each side its own stream: a baseline's CI is the same in every comparison it is part of
+    bx, by = (np.take_along_axis(s[None], np.random.default_rng([seed, side]).integers(0, len(s), (reps, *s.shape)),
+                                 axis=1) for side, s in enumerate((x, y)))
     ix, iy = _iqm_rows(bx), _iqm_rows(by)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        samples = {"iqm_x": ix, "iqm_y": iy, "difference": ix - iy, "ratio": ix / iy,
-                   "probability_of_improvement": _poi_rows(bx, by)}
-    points = {"iqm_x": iqm(x), "iqm_y": iqm(y), "difference": iqm(x) - iqm(y), "ratio": iqm(x) / iqm(y),
+    samples = {"iqm_x": ix, "iqm_y": iy, "difference": ix - iy, "probability_of_improvement": _poi_rows(bx, by)}
+    points = {"iqm_x": iqm(x), "iqm_y": iqm(y), "difference": iqm(x) - iqm(y),
               "probability_of_improvement": probability_of_improvement(x, y)}
     alpha = 100 * (1 - size) / 2
-    return {name: (float(points[name]), *map(float, np.percentile(samples[name], [alpha, 100 - alpha])))
-            for name in points}
+    out = {name: (float(points[name]), *map(float, np.percentile(samples[name], [alpha, 100 - alpha])))
+           for name in points}
+    # a ratio of IQMs means something only where both are positive in every bootstrap sample (returns can be < 0)
+    out["ratio"] = ((points["iqm_x"] / points["iqm_y"], *map(float, np.percentile(ix / iy, [alpha, 100 - alpha])))
+                    if min(ix.min(), iy.min()) > 0 else (float("nan"),) * 3)
+    return out
 
 
 def mean_with_ci(values: np.ndarray, size: float = 0.95) -> tuple[float, float, float]:
