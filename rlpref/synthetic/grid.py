@@ -64,8 +64,6 @@ class GridConfig(Section):
         bad = [f for f in self.fractions if not 0 < f <= 1]
         if bad:
             raise ValueError(f"training fractions must lie in (0, 1], got {bad}")
-        if self.n_trials < 1 or self.first_trial < 0:
-            raise ValueError(f"need n_trials >= 1 and first_trial >= 0, got {self.n_trials}, {self.first_trial}")
 
 
 def n_train_pairs(fraction: float, n_train: int) -> int:

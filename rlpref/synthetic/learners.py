@@ -122,8 +122,6 @@ class TrainConfig(Section):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if self.epochs < 0 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"need epochs >= 0, lr > 0, weight_decay >= 0; got {self.epochs}, {self.lr}, {self.weight_decay}")
 
 
 @dataclass(frozen=True)
