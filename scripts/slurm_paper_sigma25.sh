@@ -2,7 +2,7 @@
 # Issue 38 item 2 as one SLURM job array over scripts/slurm_array.sh: budget=paper (offline protocol, 1M source
 # and agent steps, 5000 comparisons; merge-v0: its steps_scale 0.1), bt and rr, seeds 0-4, in cells
 #   sigma = 0.25: HalfCheetah-v5, Swimmer-v5, Walker2d-v5, merge-v0       sigma = 0: Swimmer-v5
-# plus each (env, seed)'s true-reward run (reward=oracle) at the same budget: 70 tasks.
+# plus each (env, seed)'s true-reward run (reward=oracle) at the same budget: 70 tasks, Swimmer-v5's first.
 #
 #   scripts/slurm_paper_sigma25.sh rows [OVERRIDE...]        print the table (one row of overrides per task)
 #   scripts/slurm_paper_sigma25.sh submit DIR [OVERRIDE...]  write DIR/rows.txt, submit the array over it
@@ -19,13 +19,20 @@ set -f  # overrides such as seed=0,1 must reach rlpref.sweep as written
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 
-rows() {  # the learned cells, bt and rr of a seed 5 rows apart (they share the seed's source agent), then the oracles
-  "$PY" -m rlpref.sweep paper env=HalfCheetah-v5,Swimmer-v5,Walker2d-v5 teacher.sigma=0.25 "$@"
-  "$PY" -m rlpref.sweep paper env=Swimmer-v5 teacher.sigma=0 "$@"
-  "$PY" -m rlpref.sweep paper env=merge-v0 teacher.sigma=0.25 "$@"
-  # the true reward reads neither the loss nor the teacher: one run per (env, seed), recorded as bt, sigma 0
-  "$PY" -m rlpref.sweep paper reward=oracle loss=bt teacher.sigma=0 \
-    env=HalfCheetah-v5,Swimmer-v5,Walker2d-v5,merge-v0 "$@"
+rows() {  # per env, cheapest first (a small allocation finishes whole cells early): its learned cells, bt of
+  # seeds 0-4 then rr (rr of a seed then finds the source agent bt built), then its true-reward runs
+  local env
+  "$PY" -m rlpref.sweep paper env=Swimmer-v5 teacher.sigma=0.25,0 "$@"
+  oracle Swimmer-v5 "$@"
+  for env in HalfCheetah-v5 Walker2d-v5 merge-v0; do
+    "$PY" -m rlpref.sweep paper env=$env teacher.sigma=0.25 "$@"
+    oracle $env "$@"
+  done
+}
+
+oracle() {  # the true reward reads neither the loss nor the teacher: one run per (env, seed), recorded as bt, sigma 0
+  local env=$1; shift
+  "$PY" -m rlpref.sweep paper reward=oracle loss=bt teacher.sigma=0 env="$env" "$@"
 }
 
 submit() {

@@ -162,3 +162,46 @@ def test_a_task_waiting_on_a_shared_stage_says_so(tmp_path, caplog):
     assert not got["art"].built
     assert f"source {key}: another process is building it; waiting on its lock" in caplog.text
     assert f"source {key}: lock acquired after waiting" in caplog.text and "built by another process" in caplog.text
+
+
+def test_collect_runs_copies_finished_runs_without_weights(tmp_path):
+    """What goes into the repository from a sweep folder: finished runs' text files only, progress bars cut
+    to their last state; a second pass writes nothing."""
+    sweep, dest = tmp_path / "sweep", tmp_path / "docs"
+    (sweep / "runs" / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "runs" / "1").mkdir(parents=True)
+    (sweep / "logs").mkdir()
+    (sweep / "rows.txt").write_text("loss=bt seed=0\nloss=rr seed=0\n")
+    for name in ("results.json", "curve.csv", "row.txt", ".hydra/overrides.yaml"):
+        (sweep / "runs" / "0" / name).write_text(name)
+    (sweep / "runs" / "0" / "reward_net.pt").write_bytes(b"weights")
+    (sweep / "runs" / "1" / "row.txt").write_text("loss=rr seed=0\n")  # unfinished: no results.json
+    (sweep / "logs" / "task_5_0.out").write_text("start\nagent:  10%|#\ragent:  50%|#####\ragent: 100%|##########\r\ndone\n")
+    cmd = [sys.executable, str(ROOT / "scripts" / "collect_runs.py"), str(sweep), str(dest)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "1 finished runs" in first.stderr and "wrote 5 run files and 1 logs" in first.stderr
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert copied == ["logs/task_5_0.log", "rows.txt", "runs/0/.hydra/overrides.yaml", "runs/0/curve.csv",
+                      "runs/0/results.json", "runs/0/row.txt"]
+    assert (dest / "logs" / "task_5_0.log").read_text() == "start\nagent: 100%|##########\ndone\n"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert "wrote 0 run files and 0 logs" in again.stderr
+    bad = subprocess.run([*cmd[:2], str(tmp_path / "nowhere"), str(dest)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "runs not found" in bad.stderr
+
+
+def test_paper_array_rows_put_the_cheapest_env_first():
+    """Issue 38's array: 70 distinct rows; Swimmer-v5's 25 (both sigmas, both losses, its true-reward runs)
+    come first, so a small allocation finishes whole cells early; every env's oracle follows its cells."""
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "rows"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.splitlines()
+    assert len(rows) == len(set(rows)) == 70
+    envs = [next(t.split("=")[1] for t in r.split() if t.startswith("env=")) for r in rows]
+    assert envs[:25] == ["Swimmer-v5"] * 25 and set(envs[25:]) == {"HalfCheetah-v5", "Walker2d-v5", "merge-v0"}
+    assert sum("reward=oracle" in r for r in rows[:25]) == 5
+    assert sum("teacher.sigma=0 " in r + " " and "reward=oracle" not in r for r in rows) == 10
+    first_rr = next(i for i, r in enumerate(rows) if "loss=rr" in r)
+    assert all("loss=bt" in r for r in rows[:first_rr]) and first_rr == 10
