@@ -56,6 +56,23 @@ def test_rollout_env_steps_counts_whole_env_streams():
     assert rollout_env_steps(20, 8, 50) == 20  # shorter than a clip: still one env
 
 
+def test_env_steps_record_sums_parts_and_says_when_one_is_unknown():
+    """results.json's env steps: the parts' sum; None (not a silent undercount) when a cached stage or a round
+    recorded no count."""
+    from types import SimpleNamespace
+
+    from rlpref.control.pipeline import _env_steps
+
+    done = {"source": SimpleNamespace(manifest={"env_steps": 1000}), "segments": SimpleNamespace(manifest={"env_steps": 300})}
+    rec = _env_steps(done, [{"env_steps": 40}, {"env_steps": 60}], 500)
+    assert rec == {"env_steps": 1900, "env_steps_parts": {"agent": 500, "source": 1000, "segments": 300, "rounds": 100}}
+    assert _env_steps(done, None, 500)["env_steps"] == 1800
+    old_round = _env_steps(done, [{"env_steps": 40}, {}], 500)
+    assert old_round["env_steps"] is None and old_round["env_steps_parts"]["rounds"] is None
+    old_stage = _env_steps({"source": SimpleNamespace(manifest={})}, None, 500)
+    assert old_stage == {"env_steps": None, "env_steps_parts": {"agent": 500, "source": None}}
+
+
 def test_cut_segments_windows_are_contiguous():
     t = np.arange(30, dtype=np.float32)
     stream = {

@@ -179,11 +179,14 @@ def _env_steps(done: Mapping[str, Artifact], rounds: Optional[list], agent_steps
     parts = {"agent": agent_steps,
              **{name: done[name].manifest.get("env_steps") for name in ("source", "segments", "first_iteration")
                 if name in done},
-             **({"rounds": sum(r.get("env_steps", 0) for r in rounds)} if rounds else {})}
-    if rounds and any("env_steps" not in r for r in rounds):
-        parts["rounds"] = None
-    total = None if any(v is None for v in parts.values()) else int(sum(parts.values()))
-    return {"env_steps": total, "env_steps_parts": parts}
+             **({"rounds": _sum_or_none(r.get("env_steps") for r in rounds)} if rounds else {})}
+    return {"env_steps": _sum_or_none(parts.values()), "env_steps_parts": parts}
+
+
+def _sum_or_none(values) -> Optional[int]:
+    """The sum, or None when any value is unknown (None)."""
+    values = list(values)
+    return None if any(v is None for v in values) else int(sum(values))
 
 
 def _resumed_stages(done: Mapping[str, Artifact]) -> dict:
