@@ -145,6 +145,7 @@ def fits(args) -> None:
     out = Path(args.out)
     (out / "fits").mkdir(parents=True, exist_ok=True)
     for label, code in (c.split("=", 1) for c in args.code):
+        code = str(Path(code).resolve())  # Hydra composes from an absolute conf dir; "." works too
         for seed in args.seeds:
             for loss in args.losses:
                 path = out / "fits" / f"{label}-{loss}-seed{seed}.json"
