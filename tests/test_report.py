@@ -20,7 +20,7 @@ import pytest
 from rlpref.report.__main__ import build_report
 from rlpref.report.collect import collect
 from rlpref.report.stats import compare_methods, iqm, iqm_with_ci, mean_with_ci, probability_of_improvement
-from rlpref.report.tables import against_bt_table, return_table, to_latex, to_markdown
+from rlpref.report.tables import against_bt_table, cell_table, return_table, to_latex, to_markdown
 
 
 def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, sigma=0.0, n_feedback=1000,
@@ -151,6 +151,25 @@ def test_against_bt_table_states_the_difference_its_ci_and_sign(tmp_path):
     same = col.runs[col.runs["method"] == "bt"].assign(method="bt_copy")  # a method equal to bt: inside the spread
     rows = [r for r in against_bt_table(pd.concat([col.runs, same]), reps=300).splitlines() if "| bt_copy |" in r]
     assert rows and all(r.rstrip(" |").endswith("inside the spread") and "| 0.50 [" in r for r in rows)
+
+
+def test_cell_table_gives_each_cell_its_iqms_accuracy_and_share_of_the_oracle(tmp_path):
+    col = collect(make_sweep(tmp_path / "sweep"))
+    lines = cell_table(col.runs, reps=300).splitlines()
+    row = next(r for r in lines if r.startswith("| Swimmer-v5 | 0.5 | 1000 | rr |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # finals 135/136/137 (IQM of 3 = their mean); accuracy 0.95 - 0.2 * 0.5; seeds 0-1 have a true-reward run
+    # (200, 201): 135/200 and 136/201 -> 67.6 %
+    assert cells[4] == "3" and cells[5].startswith("136 [135, 137]") and cells[7] == "0.850 ± 0.000"
+    assert cells[8].startswith("68 [") and cells[8].endswith("(2 seeds)")
+    swimmer = [r for r in lines if r.startswith("| Swimmer-v5 |")]
+    assert len(swimmer) == 2 * 2 * 3 + 1 and swimmer[-1].startswith("| Swimmer-v5 | – | – | oracle | 2 |")
+    assert swimmer[0].startswith("| Swimmer-v5 | 0 | 250 | bt |") and swimmer[1].startswith("| Swimmer-v5 | 0 | 250 | rr |")
+    # the IQM interval is compare_methods' for the same runs
+    from rlpref.report.stats import iqm_interval
+    x, y = np.array([3.0, 1, 4, 1, 5, 9]), np.array([2.0, 7, 1, 8])
+    assert iqm_interval(x, reps=400) == pytest.approx(compare_methods(x, y, reps=400)["iqm_x"])
+    assert iqm_interval(np.array([5.0])) == (5.0, 5.0, 5.0)
 
 
 def test_tables_values_and_formats(tmp_path):

@@ -3,7 +3,8 @@
 Collects every run under the sweep directory (any directory with results.json) into
 ``<out>/runs.{csv,parquet}`` and ``<out>/curves.{csv,parquet}``, draws
 ``sample_efficiency.png``, ``learning_curves.png`` and ``rm_quality_vs_sigma.png``, and writes
-``returns.md`` / ``returns.tex`` (final and max return per env x sigma x method) and
+``returns.md`` / ``returns.tex`` (final and max return per env x sigma x method), ``cells.md`` (per cell: IQMs
+with 95 % CIs, reward-model accuracy, % of the same-seed true-reward agent), ``against_bt.md``,
 ``reward_models.csv`` and ``cost.md`` (wall seconds and query-selection seconds per method). ``<out>`` defaults to ``<sweep dir>/report``. Reads local files only.
 
 ``--results-md docs/results.md --section NAME`` also writes the return table, with the command that
@@ -24,7 +25,7 @@ from .collect import collect, write_tables
 from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
 from .sections import write_section
 from .stats import BACKEND
-from .tables import against_bt_table, cost_table, oracle_ratio_table, reach_table, return_table, rm_table, to_latex, to_markdown
+from .tables import against_bt_table, cell_table, cost_table, oracle_ratio_table, reach_table, return_table, rm_table, to_latex, to_markdown
 
 
 def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False) -> dict:
@@ -61,6 +62,11 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
     if ratio:
         atomic_write_text(out_dir / "oracle_ratio.md", "### Learned-reward return as % of the same-seed true-reward agent\n\n" + ratio)
         outputs["oracle_ratio_md"] = out_dir / "oracle_ratio.md"
+    cells = cell_table(col.runs, reps=reps)
+    if cells:
+        atomic_write_text(out_dir / "cells.md", "### Per cell: IQM of final and max true return, reward-model accuracy, "
+                          "% of the same-seed true-reward agent\n\n" + cells)
+        outputs["cells_md"] = out_dir / "cells.md"
     versus = against_bt_table(col.runs, reps=reps)
     if versus:
         atomic_write_text(out_dir / "against_bt.md", "### Each method against bt: IQM difference and probability of "
@@ -94,7 +100,7 @@ def write_results_section(results_md: Path, section: str, outputs: dict, command
     (linked relative to the markdown file) as section ``section``."""
     results_md = Path(results_md)
     table = Path(outputs["returns_md"]).read_text().strip()
-    for extra in ("against_bt_md", "oracle_ratio_md") + (("reach_md",) if reach else ()) + ("cost_md",):
+    for extra in ("cells_md", "against_bt_md", "oracle_ratio_md") + (("reach_md",) if reach else ()) + ("cost_md",):
         if outputs.get(extra) is not None:
             table += "\n\n" + Path(outputs[extra]).read_text().strip()
     figures = [f"![{k}]({_relative(Path(outputs[k]), results_md.parent)})"

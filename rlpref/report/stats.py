@@ -148,6 +148,20 @@ def compare_methods(x: np.ndarray, y: np.ndarray, reps: int = 2000, size: float 
     return out
 
 
+def iqm_interval(x: np.ndarray, reps: int = 2000, size: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(IQM, lo, hi) of one method's runs ([n_runs] or [n_runs, n_tasks]) with the same percentile stratified
+    bootstrap as :func:`compare_methods` (the same stream as its side 0, so the intervals agree); non-finite
+    runs are left out; the interval is the point for one run, nan for none."""
+    x = _runs_by_tasks(x)
+    x = x[np.all(np.isfinite(x), axis=1)]
+    if len(x) < 2:
+        v = iqm(x) if len(x) else float("nan")
+        return v, v, v
+    b = np.take_along_axis(x[None], np.random.default_rng([seed, 0]).integers(0, len(x), (reps, *x.shape)), axis=1)
+    alpha = 100 * (1 - size) / 2
+    return (iqm(x), *map(float, np.percentile(_iqm_rows(b), [alpha, 100 - alpha])))
+
+
 def mean_with_ci(values: np.ndarray, size: float = 0.95) -> tuple[float, float, float]:
     """(mean, lo, hi) with a Student-t interval across seeds; the interval is the point for n = 1."""
     v = np.asarray(values, dtype=float)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import _methods
 
-__all__ = ["RESUMED_MARK", "against_bt_table", "cost_table", "oracle_ratio_table", "reach_table", "resumed_note", "return_table", "to_markdown",
+__all__ = ["RESUMED_MARK", "against_bt_table", "cell_table", "cost_table", "oracle_ratio_table", "reach_table", "resumed_note", "return_table", "to_markdown",
            "to_latex"]
 
 
@@ -299,3 +299,43 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
                          + f" | {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}] | {sign} |")
     note = resumed_note(labels)
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
+
+
+def cell_table(runs: pd.DataFrame, reps: int = 2000) -> str:
+    """Markdown, one row per env x sigma x comparisons x method (a cell of the paper's table; a true-reward
+    row per env): seeds; final and max true return as IQM with stratified-bootstrap 95 % CIs; the reward
+    model's validation accuracy (mean ± sd over seeds); and the final return as % of the same-seed
+    true-reward agent's (IQM [95 % CI] over the seeds that have one with a positive return)."""
+    from .stats import iqm_interval
+
+    if runs.empty:
+        return ""
+    runs = _with_resumes(runs)
+    oracle = runs[runs["method"] == "oracle"].groupby(["env", "seed"])["final_return"].mean()
+    fmt = lambda v: "–" if not math.isfinite(v[0]) else f"{v[0]:.0f} [{v[1]:.0f}, {v[2]:.0f}]"  # noqa: E731
+    lines = ["| env | σ | comparisons | method | seeds | final IQM [95 % CI] | max IQM [95 % CI] | "
+             "r̂ val accuracy | % of same-seed true-reward agent, IQM [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    labels: list[str] = []
+    cells = runs.groupby(["env", "sigma", "n_feedback", "method"], dropna=False)
+    # per env: its learned cells by sigma and comparisons (bt first, then the other losses), its true reward last
+    place = lambda k: (k[0], k[3] == "oracle", k[1], k[2], k[3] != "bt", k[3])  # noqa: E731
+    for (env, sigma, n_feedback, method), grp in sorted(cells, key=lambda kv: place(kv[0])):
+        labels += list(grp["_resumed_label"])
+        n_res = int(grp["resumed"].sum())
+        mark = f" {RESUMED_MARK}{n_res}" if n_res else ""
+        final, best = (iqm_interval(grp[c].to_numpy(float), reps=reps) for c in ("final_return", "max_return"))
+        if method == "oracle":
+            sigma_s, comps, acc, pct = "–", "–", "–", "100"
+        else:
+            sigma_s, comps = f"{sigma:g}", str(int(n_feedback))
+            a = grp["rm_val_accuracy"].dropna() if "rm_val_accuracy" in grp else pd.Series(dtype=float)
+            acc = "–" if a.empty else f"{a.mean():.3f}" + (f" ± {a.std():.3f}" if len(a) > 1 else "")
+            ref = np.array([oracle.get((env, s), np.nan) for s in grp["seed"]])
+            ok = np.isfinite(ref) & (ref > 0)
+            pct = fmt(iqm_interval(100.0 * grp["final_return"].to_numpy(float)[ok] / ref[ok], reps=reps)) if ok.any() else "–"
+            if ok.any() and ok.sum() < len(grp):
+                pct += f" ({int(ok.sum())} seeds)"
+        lines.append(f"| {env} | {sigma_s} | {comps} | {method} | {grp['seed'].nunique()}{mark} | {fmt(final)} | "
+                     f"{fmt(best)} | {acc} | {pct} |")
+    note = resumed_note(labels)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
