@@ -72,6 +72,7 @@ def prepare(cache: Path, overrides: list[str]) -> dict:
 
 def fit_one(code: Path, cache: Path, overrides: list[str], loss: str, seed: int) -> dict:
     """One fit with checkout ``code``'s rlpref, as its reward-model stage runs it; returns the numbers."""
+    code = Path(code).resolve()  # Hydra composes from an absolute conf dir
     sys.path.insert(0, str(code))  # this checkout's rlpref, before any other on the path
     import numpy as np
     import rlpref
@@ -145,7 +146,6 @@ def fits(args) -> None:
     out = Path(args.out)
     (out / "fits").mkdir(parents=True, exist_ok=True)
     for label, code in (c.split("=", 1) for c in args.code):
-        code = str(Path(code).resolve())  # Hydra composes from an absolute conf dir; "." works too
         for seed in args.seeds:
             for loss in args.losses:
                 path = out / "fits" / f"{label}-{loss}-seed{seed}.json"

@@ -25,8 +25,8 @@ rows() {  # per env, cheapest first (a small allocation finishes whole cells ear
   "$PY" -m rlpref.sweep paper env=Swimmer-v5 teacher.sigma=0.25,0 "$@"
   oracle Swimmer-v5 "$@"
   for env in HalfCheetah-v5 Walker2d-v5 merge-v0; do
-    "$PY" -m rlpref.sweep paper env=$env teacher.sigma=0.25 "$@"
-    oracle $env "$@"
+    "$PY" -m rlpref.sweep paper env="$env" teacher.sigma=0.25 "$@"
+    oracle "$env" "$@"
   done
 }
 

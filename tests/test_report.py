@@ -147,7 +147,7 @@ def test_against_bt_table_states_the_difference_its_ci_and_sign(tmp_path):
     assert len(rows) == 1 and len([r for r in table.splitlines() if "| rr |" in r]) == 12  # 2 envs x 2 sigma x 3 budgets
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     # rr = bt + 20 at every seed (seeds add 0/1/2 on both sides): the difference is 20, P(rr > bt) = 1
-    assert cells[4] == "3 / 3" and cells[7].startswith("20 [") and cells[8].startswith("1.00") and cells[9] == "above"
+    assert cells[4] == "3 / 3" and cells[7].startswith("20.0 [") and cells[8].startswith("1.00") and cells[9] == "above"
     same = col.runs[col.runs["method"] == "bt"].assign(method="bt_copy")  # a method equal to bt: inside the spread
     rows = [r for r in against_bt_table(pd.concat([col.runs, same]), reps=300).splitlines() if "| bt_copy |" in r]
     assert rows and all(r.rstrip(" |").endswith("inside the spread") and "| 0.50 [" in r for r in rows)
@@ -161,14 +161,20 @@ def test_cell_table_gives_each_cell_its_iqms_accuracy_and_share_of_the_oracle(tm
     # finals 135/136/137 (IQM of 3 = their mean); accuracy 0.95 - 0.2 * 0.5; seeds 0-1 have a true-reward run
     # (200, 201): 135/200 and 136/201 -> 67.6 %
     assert cells[4] == "3" and cells[5].startswith("136 [135, 137]") and cells[7] == "0.850 ± 0.000"
-    assert cells[8].startswith("68 [") and cells[8].endswith("(2 seeds)")
+    assert cells[8].startswith("67.6 [") and cells[8].endswith("(2 of 3 seeds)")
     swimmer = [r for r in lines if r.startswith("| Swimmer-v5 |")]
     assert len(swimmer) == 2 * 2 * 3 + 1 and swimmer[-1].startswith("| Swimmer-v5 | – | – | oracle | 2 |")
     assert swimmer[0].startswith("| Swimmer-v5 | 0 | 250 | bt |") and swimmer[1].startswith("| Swimmer-v5 | 0 | 250 | rr |")
-    # the IQM interval is compare_methods' for the same runs
-    from rlpref.report.stats import iqm_interval
+    # one method's interval is the same in every table that shows it: bt here and in the against-bt table
+    bt_cell = [c.strip() for c in next(r for r in lines if r.startswith("| Swimmer-v5 | 0.5 | 1000 | bt |")).split("|")]
+    versus = [c.strip() for c in next(r for r in against_bt_table(col.runs, reps=300).splitlines()
+                                      if r.startswith("| Swimmer-v5 | 0.5 | 1000 | rr |")).split("|")]
+    assert bt_cell[6] == versus[7] and cells[5] == versus[6]
+    from rlpref.report.stats import iqm_interval, method_stream
     x, y = np.array([3.0, 1, 4, 1, 5, 9]), np.array([2.0, 7, 1, 8])
-    assert iqm_interval(x, reps=400) == pytest.approx(compare_methods(x, y, reps=400)["iqm_x"])
+    got = compare_methods(x, y, reps=400, streams=(method_stream("a"), method_stream("b")))
+    assert iqm_interval(x, reps=400, stream=method_stream("a")) == pytest.approx(got["iqm_x"])
+    assert iqm_interval(y, reps=400, stream=method_stream("b")) == pytest.approx(got["iqm_y"])
     assert iqm_interval(np.array([5.0])) == (5.0, 5.0, 5.0)
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from typing import Callable, Mapping
 
 import numpy as np
 from scipy import stats as sps
 
-__all__ = ["BACKEND", "compare_methods", "iqm", "iqm_with_ci", "mean_with_ci", "probability_of_improvement"]
+__all__ = ["BACKEND", "compare_methods", "iqm", "iqm_interval", "iqm_with_ci", "mean_with_ci", "method_stream",
+           "probability_of_improvement"]
 
 try:  # pragma: no cover - depends on the installed stack
     from rliable import library as _rly
@@ -121,20 +123,37 @@ def _poi_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (gt + 0.5 * eq).mean(axis=1)
 
 
+def method_stream(name: str) -> int:
+    """A bootstrap stream id for a method, stable across runs and tables: every interval drawn for one method
+    from the same runs is then the same interval, whichever table shows it."""
+    return zlib.crc32(name.encode())
+
+
+def _bootstrap_runs(s: np.ndarray, reps: int, seed: int, stream: int) -> np.ndarray:
+    """[reps, runs, tasks]: ``s``'s runs resampled with replacement within each task, from stream [seed, stream]."""
+    idx = np.random.default_rng([seed, stream]).integers(0, len(s), (reps, *s.shape))
+    return np.take_along_axis(s[None], idx, axis=1)
+
+
+def _finite_runs(s: np.ndarray) -> np.ndarray:
+    s = _runs_by_tasks(s)
+    return s[np.all(np.isfinite(s), axis=1)]
+
+
 def compare_methods(x: np.ndarray, y: np.ndarray, reps: int = 2000, size: float = 0.95,
-                    seed: int = 0) -> dict[str, tuple[float, float, float]]:
+                    seed: int = 0, streams: tuple[int, int] = (0, 1)) -> dict[str, tuple[float, float, float]]:
     """X against Y from their runs' scores ([n_runs] or [n_runs, n_tasks]; the runs of X and Y need not pair):
     {iqm_x, iqm_y, difference: IQM(X) − IQM(Y), ratio: IQM(X) / IQM(Y) (nan unless every bootstrap IQM of both
     sides is positive), probability_of_improvement: P(X > Y)}, each as
     (point, lo, hi) with a percentile stratified-bootstrap CI that resamples X's and Y's runs independently
     within each task: rliable's bootstrap and estimators, vectorised here (rliable calls scipy once per
-    sample, seconds per comparison). Runs with a non-finite score are left out; needs two runs a side."""
-    x, y = (s[np.all(np.isfinite(s), axis=1)] for s in (_runs_by_tasks(x), _runs_by_tasks(y)))  # drop failed runs
+    sample, seconds per comparison). Runs with a non-finite score are left out; needs two runs a side.
+    ``streams``: each side's bootstrap stream (e.g. :func:`method_stream` of its name), so a side's CI is
+    the same in every comparison it is part of, and equal to its :func:`iqm_interval`."""
+    x, y = _finite_runs(x), _finite_runs(y)  # drop failed runs
     if min(len(x), len(y)) < 2:
         raise ValueError(f"compare_methods needs >= 2 runs a side, got {len(x)} and {len(y)}")
-    # each side its own stream: a baseline's CI is the same in every comparison it is part of
-    bx, by = (np.take_along_axis(s[None], np.random.default_rng([seed, side]).integers(0, len(s), (reps, *s.shape)),
-                                 axis=1) for side, s in enumerate((x, y)))
+    bx, by = _bootstrap_runs(x, reps, seed, streams[0]), _bootstrap_runs(y, reps, seed, streams[1])
     ix, iy = _iqm_rows(bx), _iqm_rows(by)
     samples = {"iqm_x": ix, "iqm_y": iy, "difference": ix - iy, "probability_of_improvement": _poi_rows(bx, by)}
     points = {"iqm_x": iqm(x), "iqm_y": iqm(y), "difference": iqm(x) - iqm(y),
@@ -148,18 +167,17 @@ def compare_methods(x: np.ndarray, y: np.ndarray, reps: int = 2000, size: float 
     return out
 
 
-def iqm_interval(x: np.ndarray, reps: int = 2000, size: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(IQM, lo, hi) of one method's runs ([n_runs] or [n_runs, n_tasks]) with the same percentile stratified
-    bootstrap as :func:`compare_methods` (the same stream as its side 0, so the intervals agree); non-finite
-    runs are left out; the interval is the point for one run, nan for none."""
-    x = _runs_by_tasks(x)
-    x = x[np.all(np.isfinite(x), axis=1)]
+def iqm_interval(x: np.ndarray, reps: int = 2000, size: float = 0.95, seed: int = 0,
+                 stream: int = 0) -> tuple[float, float, float]:
+    """(IQM, lo, hi) of one method's runs ([n_runs] or [n_runs, n_tasks]) with :func:`compare_methods`'s
+    bootstrap (the same ``stream`` gives the same interval); non-finite runs are left out; the interval is
+    the point for one run, nan for none."""
+    x = _finite_runs(x)
     if len(x) < 2:
         v = iqm(x) if len(x) else float("nan")
         return v, v, v
-    b = np.take_along_axis(x[None], np.random.default_rng([seed, 0]).integers(0, len(x), (reps, *x.shape)), axis=1)
     alpha = 100 * (1 - size) / 2
-    return (iqm(x), *map(float, np.percentile(_iqm_rows(b), [alpha, 100 - alpha])))
+    return (iqm(x), *map(float, np.percentile(_iqm_rows(_bootstrap_runs(x, reps, seed, stream)), [alpha, 100 - alpha])))
 
 
 def mean_with_ci(values: np.ndarray, size: float = 0.95) -> tuple[float, float, float]:

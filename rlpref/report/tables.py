@@ -1,7 +1,11 @@
-"""Final and max true return per env x sigma (x budget) x method, as markdown and LaTeX.
+"""The report's tables, as markdown (and LaTeX for the return table): per env x sigma (x comparisons) x method.
 
-Cells are ``mean ± sd`` over seeds (seed count in the header); the best mean of each row and
-measure is bold. Rows: env, sigma and (when the sweep varies it) the number of comparisons.
+- ``return_table`` / ``to_markdown`` / ``to_latex``: final and max true return, mean ± sd over seeds.
+- ``cell_table``: a cell of the paper's table: IQMs with 95 % CIs, reward-model accuracy, share of the oracle.
+- ``against_bt_table``: each learned method against bt (IQM difference, P(improvement), the sign).
+- ``oracle_ratio_table``, ``reach_table``, ``cost_table``, ``rm_table``: per-seed oracle shares, feedback
+  efficiency, wall seconds, reward-model metrics.
+Every table marks resumed runs (†) and footnotes them.
 """
 
 from __future__ import annotations
@@ -70,6 +74,15 @@ def _fmt(mean: float, sd: float) -> str:
     digits = 0 if mag >= 100 else (1 if mag >= 10 else 2)
     sd_s = f"{sd:.{digits}f}" if math.isfinite(sd) else "–"
     return f"{mean:.{digits}f} ± {sd_s}"
+
+
+def _fmt_ci(v: tuple[float, float, float]) -> str:
+    """"point [lo, hi]" with as many decimals as the point's magnitude needs (as :func:`_fmt`)."""
+    if not math.isfinite(v[0]):
+        return "–"
+    mag = max(abs(v[0]), 1e-12)
+    digits = 0 if mag >= 100 else (1 if mag >= 10 else 2)
+    return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
 
 
 def _seed_range(n: pd.Series) -> str:
@@ -237,36 +250,39 @@ def reach_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
 
 
-def oracle_ratio_table(runs: pd.DataFrame) -> str:
-    """Markdown: each learned-reward run's final return as % of the true-reward agent's of the same env and
-    seed (the seed fixes the agent's initialisation and env stream, so the pair shares its luck), per
-    env x sigma x comparisons x method: the per-seed values and their mean. Seeds without a true-reward
-    run, or whose true-reward return is not positive, are left out."""
-    runs = _with_resumes(runs)
+def _oracle_shares(runs: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """{(env, sigma, n_feedback, method): final return as % of the same-seed true-reward agent's, per seed}
+    (the seed fixes the agent's initialisation and env stream, so the pair shares its luck). Seeds without a
+    true-reward run, or whose true-reward return is not positive, are left out; so are cells with none."""
     oracle = runs[runs["method"] == "oracle"].groupby(["env", "seed"])["final_return"].mean()
-    oracle_resumed = runs[runs["method"] == "oracle"].groupby(["env", "seed"])["resumed"].any()
-    learned = runs[runs["method"] != "oracle"]
-    if oracle.empty or learned.empty:
-        return ""
+    out = {}
+    for key, grp in runs[runs["method"] != "oracle"].groupby(["env", "sigma", "n_feedback", "method"]):
+        per = grp.groupby("seed")["final_return"].mean()
+        ref = pd.Series([oracle.get((key[0], seed), np.nan) for seed in per.index], index=per.index)
+        ok = np.isfinite(per) & np.isfinite(ref) & (ref > 0)
+        if ok.any():
+            out[key] = 100.0 * per[ok] / ref[ok]
+    return out
+
+
+def oracle_ratio_table(runs: pd.DataFrame) -> str:
+    """Markdown: each learned-reward cell's final return as % of the same-seed true-reward agent's
+    (:func:`_oracle_shares`), per env x sigma x comparisons x method: the per-seed values and their mean."""
+    runs = _with_resumes(runs)
+    shares = _oracle_shares(runs)
     labels: list[str] = []
     lines = ["| env | σ | comparisons | method | % of same-seed true-reward agent, per seed | mean % |",
              "|---|---|---|---|---|---|"]
-    for (env, sigma, n_feedback, method), grp in learned.groupby(["env", "sigma", "n_feedback", "method"]):
-        pairs = []
-        by_seed = grp.groupby("seed")
-        for (seed, ret), (_, res) in zip(by_seed["final_return"].mean().items(), by_seed["resumed"].any().items()):
-            ref = oracle.get((env, seed))
-            if ref is not None and ref > 0:
-                res = bool(res) or bool(oracle_resumed.get((env, seed), False))
-                pairs.append((int(seed), 100.0 * ret / ref, RESUMED_MARK if res else ""))
-                if res:  # the learned run(s) of this seed and the true-reward run it is divided by
-                    labels += list(grp.loc[grp["seed"] == seed, "_resumed_label"])
-                    labels += list(runs.loc[(runs["method"] == "oracle") & (runs["env"] == env)
-                                            & (runs["seed"] == seed), "_resumed_label"])
-        if pairs:
-            per = " / ".join(f"{v:.0f} (s{seed}{m})" for seed, v, m in pairs)
-            lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {per} | "
-                         f"{np.mean([v for _, v, _ in pairs]):.0f} |")
+    for (env, sigma, n_feedback, method), per in shares.items():
+        cells = []
+        for seed, value in per.items():
+            runs_of_seed = runs[(runs["env"] == env) & (runs["seed"] == seed)
+                                & (((runs["method"] == method) & (runs["sigma"] == sigma)
+                                    & (runs["n_feedback"] == n_feedback)) | (runs["method"] == "oracle"))]
+            resumed = bool(runs_of_seed["resumed"].any())  # the learned run(s) or the run they are divided by
+            labels += list(runs_of_seed["_resumed_label"]) if resumed else []
+            cells.append(f"{value:.0f} (s{int(seed)}{RESUMED_MARK if resumed else ''})")
+        lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {' / '.join(cells)} | {per.mean():.0f} |")
     note = resumed_note(labels)
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
 
@@ -276,7 +292,7 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
     IQMs with stratified-bootstrap 95 % CIs, the CI of the IQM difference and the probability of improvement
     (:func:`rlpref.report.stats.compare_methods`), and the sign the data support: "above"/"below" where the
     difference's CI excludes 0, else "inside the spread". Cells with fewer than 2 seeds a side are left out."""
-    from .stats import compare_methods
+    from .stats import compare_methods, method_stream
 
     runs = _with_resumes(runs[runs["method"] != "oracle"])
     lines = ["| env | σ | comparisons | method | seeds (method / bt) | IQM method [95 % CI] | IQM bt [95 % CI] | "
@@ -288,54 +304,53 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
             if min(len(grp), len(bt)) < 2:
                 continue
             x, y = grp["final_return"].to_numpy(float), bt["final_return"].to_numpy(float)
-            cmp = compare_methods(x, y, reps=reps)
+            cmp = compare_methods(x, y, reps=reps, streams=(method_stream(method), method_stream("bt")))
             d, p = cmp["difference"], cmp["probability_of_improvement"]
             sign = "above" if d[1] > 0 else "below" if d[2] < 0 else "inside the spread"
             n_res = int(grp["resumed"].sum() + bt["resumed"].sum())
             mark = f" {RESUMED_MARK}{n_res}" if n_res else ""
             labels += list(grp["_resumed_label"]) + list(bt["_resumed_label"])
             lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {len(grp)} / {len(bt)}{mark} | "
-                         + " | ".join(f"{v[0]:.0f} [{v[1]:.0f}, {v[2]:.0f}]" for v in (cmp["iqm_x"], cmp["iqm_y"], d))
+                         + " | ".join(_fmt_ci(v) for v in (cmp["iqm_x"], cmp["iqm_y"], d))
                          + f" | {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}] | {sign} |")
     note = resumed_note(labels)
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
 
 
 def cell_table(runs: pd.DataFrame, reps: int = 2000) -> str:
-    """Markdown, one row per env x sigma x comparisons x method (a cell of the paper's table; a true-reward
-    row per env): seeds; final and max true return as IQM with stratified-bootstrap 95 % CIs; the reward
-    model's validation accuracy (mean ± sd over seeds); and the final return as % of the same-seed
-    true-reward agent's (IQM [95 % CI] over the seeds that have one with a positive return)."""
-    from .stats import iqm_interval
+    """Markdown, one row per env x sigma x comparisons x learned method (a cell of the paper's table) and one
+    true-reward row per env: seeds; final and max true return as IQM with stratified-bootstrap 95 % CIs; the
+    reward model's validation accuracy (mean ± sd over seeds); and the final return as % of the same-seed
+    true-reward agent's (per seed, as :func:`oracle_ratio_table`; IQM [95 % CI] over the seeds with one)."""
+    from .stats import iqm_interval, method_stream
 
     if runs.empty:
         return ""
     runs = _with_resumes(runs)
-    oracle = runs[runs["method"] == "oracle"].groupby(["env", "seed"])["final_return"].mean()
-    fmt = lambda v: "–" if not math.isfinite(v[0]) else f"{v[0]:.0f} [{v[1]:.0f}, {v[2]:.0f}]"  # noqa: E731
+    shares = _oracle_shares(runs)
     lines = ["| env | σ | comparisons | method | seeds | final IQM [95 % CI] | max IQM [95 % CI] | "
              "r̂ val accuracy | % of same-seed true-reward agent, IQM [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
-    labels: list[str] = []
-    cells = runs.groupby(["env", "sigma", "n_feedback", "method"], dropna=False)
-    # per env: its learned cells by sigma and comparisons (bt first, then the other losses), its true reward last
-    place = lambda k: (k[0], k[3] == "oracle", k[1], k[2], k[3] != "bt", k[3])  # noqa: E731
-    for (env, sigma, n_feedback, method), grp in sorted(cells, key=lambda kv: place(kv[0])):
-        labels += list(grp["_resumed_label"])
+    rank = {m: i for i, m in enumerate(_methods(runs))}
+    learned, oracle = runs[runs["method"] != "oracle"], runs[runs["method"] == "oracle"]
+    rows = [((env, False, sigma, n, rank[m]), (env, sigma, n, m), grp)
+            for (env, sigma, n, m), grp in learned.groupby(["env", "sigma", "n_feedback", "method"])]
+    rows += [((env, True, 0, 0, 0), (env, None, None, "oracle"), grp) for env, grp in oracle.groupby("env")]
+    for _, (env, sigma, n_feedback, method), grp in sorted(rows, key=lambda r: r[0]):
         n_res = int(grp["resumed"].sum())
         mark = f" {RESUMED_MARK}{n_res}" if n_res else ""
-        final, best = (iqm_interval(grp[c].to_numpy(float), reps=reps) for c in ("final_return", "max_return"))
+        final, best = (_fmt_ci(iqm_interval(grp[c].to_numpy(float), reps=reps, stream=method_stream(method)))
+                       for c in ("final_return", "max_return"))
         if method == "oracle":
             sigma_s, comps, acc, pct = "–", "–", "–", "100"
         else:
             sigma_s, comps = f"{sigma:g}", str(int(n_feedback))
             a = grp["rm_val_accuracy"].dropna() if "rm_val_accuracy" in grp else pd.Series(dtype=float)
             acc = "–" if a.empty else f"{a.mean():.3f}" + (f" ± {a.std():.3f}" if len(a) > 1 else "")
-            ref = np.array([oracle.get((env, s), np.nan) for s in grp["seed"]])
-            ok = np.isfinite(ref) & (ref > 0)
-            pct = fmt(iqm_interval(100.0 * grp["final_return"].to_numpy(float)[ok] / ref[ok], reps=reps)) if ok.any() else "–"
-            if ok.any() and ok.sum() < len(grp):
-                pct += f" ({int(ok.sum())} seeds)"
-        lines.append(f"| {env} | {sigma_s} | {comps} | {method} | {grp['seed'].nunique()}{mark} | {fmt(final)} | "
-                     f"{fmt(best)} | {acc} | {pct} |")
-    note = resumed_note(labels)
+            per_seed = shares.get((env, sigma, n_feedback, method), pd.Series(dtype=float))
+            pct = _fmt_ci(iqm_interval(per_seed.to_numpy(float), reps=reps, stream=method_stream(method)))
+            if 0 < len(per_seed) < grp["seed"].nunique():
+                pct += f" ({len(per_seed)} of {grp['seed'].nunique()} seeds)"
+        lines.append(f"| {env} | {sigma_s} | {comps} | {method} | {grp['seed'].nunique()}{mark} | {final} | {best} | "
+                     f"{acc} | {pct} |")
+    note = resumed_note(runs["_resumed_label"])
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
