@@ -148,9 +148,15 @@ def test_against_bt_table_states_the_difference_its_ci_and_sign(tmp_path):
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     # rr = bt + 20 at every seed (seeds add 0/1/2 on both sides): the difference is 20, P(rr > bt) = 1
     assert cells[4] == "3 / 3" and cells[7].startswith("20.0 [") and cells[8].startswith("1.00") and cells[9] == "above"
-    same = col.runs[col.runs["method"] == "bt"].assign(method="bt_copy")  # a method equal to bt: inside the spread
-    rows = [r for r in against_bt_table(pd.concat([col.runs, same]), reps=300).splitlines() if "| bt_copy |" in r]
+    same = col.runs[col.runs["method"] == "bt"].assign(method="rr_pooled", loss="rr_pooled")  # equal to bt
+    rows = [r for r in against_bt_table(pd.concat([col.runs, same]), reps=300).splitlines() if "| rr_pooled |" in r]
     assert rows and all(r.rstrip(" |").endswith("inside the spread") and "| 0.50 [" in r for r in rows)
+    # a method of another setting (label suffix) is held against the bt of that setting, not plain bt
+    tagged = col.runs[col.runs["method"] != "oracle"].copy()
+    tagged["method"] = tagged["method"] + "@online[x=1]"
+    tagged.loc[tagged["loss"] == "bt", "final_return"] += 20  # that setting's bt equals its rr
+    rows = [r for r in against_bt_table(tagged, reps=300).splitlines() if "| rr@online[x=1] |" in r]
+    assert len(rows) == 12 and all(r.rstrip(" |").endswith("inside the spread") for r in rows)
 
 
 def test_cell_table_gives_each_cell_its_iqms_accuracy_and_share_of_the_oracle(tmp_path):

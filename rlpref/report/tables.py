@@ -291,7 +291,9 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
     """Markdown: per env x sigma x comparisons, each learned method against bt on final true return: both
     IQMs with stratified-bootstrap 95 % CIs, the CI of the IQM difference and the probability of improvement
     (:func:`rlpref.report.stats.compare_methods`), and the sign the data support: "above"/"below" where the
-    difference's CI excludes 0, else "inside the spread". Cells with fewer than 2 seeds a side are left out."""
+    difference's CI excludes 0, else "inside the spread". A method's bt is the bt run of its own setting: the
+    method label with its loss replaced by bt (``rr@online…[x=1]`` against ``bt@online…[x=1]``). Cells with
+    fewer than 2 seeds a side are left out."""
     from .stats import compare_methods, method_stream
 
     runs = _with_resumes(runs[runs["method"] != "oracle"])
@@ -299,12 +301,14 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
              "method − bt [95 % CI] | P(method > bt) [95 % CI] | sign |", "|---|---|---|---|---|---|---|---|---|---|"]
     labels: list[str] = []
     for (env, sigma, n_feedback), cell in runs.groupby(["env", "sigma", "n_feedback"]):
-        bt = cell[cell["method"] == "bt"]
-        for method, grp in cell[cell["method"] != "bt"].groupby("method"):
-            if min(len(grp), len(bt)) < 2:
+        for method, grp in cell.groupby("method"):
+            loss = str(grp["loss"].iloc[0]) if "loss" in grp else method
+            base = "bt" + method[len(loss):] if method.startswith(loss) else "bt"
+            bt = cell[cell["method"] == base]
+            if base == method or min(len(grp), len(bt)) < 2:
                 continue
             x, y = grp["final_return"].to_numpy(float), bt["final_return"].to_numpy(float)
-            cmp = compare_methods(x, y, reps=reps, streams=(method_stream(method), method_stream("bt")))
+            cmp = compare_methods(x, y, reps=reps, streams=(method_stream(method), method_stream(base)))
             d, p = cmp["difference"], cmp["probability_of_improvement"]
             sign = "above" if d[1] > 0 else "below" if d[2] < 0 else "inside the spread"
             n_res = int(grp["resumed"].sum() + bt["resumed"].sum())
