@@ -220,7 +220,7 @@ def _comparisons(groups: dict[tuple, list[dict]], base_tool: str) -> list[str]:
     """Markdown lines: every other setting against ``base_tool`` (at its largest comparison budget) in the same
     env and teacher row: IQMs with stratified-bootstrap 95 % CIs, the CI of the IQM difference and ratio, the
     probability of improvement (rliable's estimators, :mod:`rlpref.report.stats`) and the wall-time ratio."""
-    from rlpref.report.stats import compare_methods
+    from rlpref.report.stats import compare_methods, method_stream
 
     lines = [f"| env | teacher row | setting | comparisons | seeds (setting / {base_tool}) | IQM setting [95 % CI] | "
              f"IQM {base_tool} [95 % CI] | IQM difference [95 % CI] | IQM ratio [95 % CI] | P(setting > {base_tool}) "
@@ -233,7 +233,9 @@ def _comparisons(groups: dict[tuple, list[dict]], base_tool: str) -> list[str]:
         n_ref, ref = base.get((env, row), (None, None))
         if tool == "imitation" or (tool == base_tool and n == n_ref) or ref is None or min(len(rs), len(ref)) < 2:
             continue
-        cmp = compare_methods(np.array([r["final"] for r in rs]), np.array([r["final"] for r in ref]))
+        # one bootstrap stream per (setting, budget): its CI is the same in every row that shows it
+        cmp = compare_methods(np.array([r["final"] for r in rs]), np.array([r["final"] for r in ref]),
+                              streams=(method_stream(f"{tool}@{n}"), method_stream(f"{base_tool}@{n_ref}")))
         fmt = [f"{v[0]:.0f} [{v[1]:.0f}, {v[2]:.0f}]" for v in (cmp["iqm_x"], cmp["iqm_y"], cmp["difference"])]
         ratio, poi = cmp["ratio"], cmp["probability_of_improvement"]
         ratio_s = f"{ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}]" if np.isfinite(ratio[0]) else "–"
