@@ -2,7 +2,7 @@
 
 ``rlpref.video.headless_gl`` must run before the first ``import mujoco``; without this, the rendering test
 passes only when it happens to run before every other test that builds a MuJoCo env. Torch and BLAS are
-pinned to one thread through the same :func:`rlpref.runtime.pin_threads` the entry points call: on two
+pinned to one thread through the same :func:`rlpref.runtime.configure_compute` the entry points call: on two
 cores, small torch ops spread over both threads ran the end-to-end tests many times slower whenever
 anything else shared the machine.
 """
@@ -19,9 +19,9 @@ headless_gl()
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
-    from rlpref.runtime import pin_threads
+    from rlpref.runtime import configure_compute
 
-    pin_threads(1)
+    configure_compute(1)
 
 
 # Shared helpers of the loss tests (test_losses, test_rr_kernel), handed out as fixtures.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import platform
 import json
 from pathlib import Path
 
@@ -429,17 +430,26 @@ def test_run_progress_of_a_resumed_stage_counts_its_pace_from_where_it_restarted
                          "online round 3: rolled out 5/10 steps of 8 envs")
 
 
-def test_pin_threads_sets_torch_and_refuses_nonsense():
-    from rlpref.runtime import pin_threads
+def test_configure_compute_sets_torch_and_refuses_nonsense():
+    from rlpref.runtime import configure_compute
 
     before = torch.get_num_threads()
     try:
-        assert pin_threads(2) == 2 and torch.get_num_threads() == 2
+        assert configure_compute(2) == 2 and torch.get_num_threads() == 2
     finally:
-        pin_threads(before)
+        configure_compute(before)
+    # denormals are flushed (x86 has the flag; a product below ~1.2e-38 is 0, not a slow denormal)
+    tiny = torch.tensor([1e-30]) * torch.tensor([1e-10])
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert tiny.item() == 0.0
+    torch.set_flush_denormal(False)
+    try:
+        assert (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() > 0  # the slow path the flag avoids
+    finally:
+        configure_compute(before)
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="thread count must be a positive integer"):
-            pin_threads(bad)
+            configure_compute(bad)
 
 
 def test_known_mujoco_noise_is_filtered_and_other_warnings_pass(capfd):

@@ -26,7 +26,7 @@ from rlpref.control.protocols import Protocol, protocol_for
 from rlpref.control.records import Preferences, read_curve
 from rlpref.control.stages import Stage
 from rlpref.progress import RunProgress, format_seconds
-from rlpref.runtime import pin_threads
+from rlpref.runtime import configure_compute
 
 __all__ = ["REWARDS", "RunSpec", "StageRunner", "run_pipeline", "stage_keys", "validate"]
 
@@ -85,7 +85,7 @@ def stage_keys(spec: RunSpec) -> dict[str, str]:
 def run_pipeline(cfg: Mapping[str, Any], run_dir: Path, logger=None) -> dict:
     """Run (or resume) every stage of the run's protocol; write the results into ``run_dir``."""
     spec = RunSpec.from_config(cfg)
-    pin_threads(spec.run.torch_threads)
+    configure_compute(spec.run.torch_threads)
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -183,9 +183,9 @@ def imitation_run(env_id: str, seed: int, *, teacher: str, steps: int, compariso
     imitation's dataset (ties included: the deterministic teacher labels an exact tie 0.5)."""
     import tempfile
 
-    from rlpref.runtime import pin_threads
+    from rlpref.runtime import configure_compute
 
-    pin_threads(1)
+    configure_compute(1)
     if teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {sorted(TEACHERS)}, got {teacher!r}")
     env_cfg = env_config(env_id)

@@ -38,7 +38,7 @@ from rlpref.llm.splits import TestSet, TrainPairs, make_test_set, sample_train_p
 from rlpref.llm.strength import strength_keys
 from rlpref.llm.ukpconvarg1 import UKPDataUnavailable, UKPFormatError, load_ukpconvarg1, locate, to_comparisons
 from rlpref.losses import LossSpec, get_loss_spec
-from rlpref.runtime import pin_threads
+from rlpref.runtime import configure_compute
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +423,7 @@ def run(cfg: Any, prepared: Optional[Prepared] = None) -> dict:
     """
     t0 = time.perf_counter()
     rc = LLMRunConfig.from_config(cfg)
-    pin_threads(rc.threads)
+    configure_compute(rc.threads)
     spec = get_loss_spec(rc.loss)
     prep = prepared if prepared is not None else prepare(rc)
     data = build_training_data(rc, prep)

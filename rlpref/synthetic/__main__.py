@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from rlpref.artifacts import atomic_write_json, atomic_write_text
-from rlpref.runtime import pin_threads
+from rlpref.runtime import configure_compute
 
 from .grid import GridConfig, run_grid
 from .learners import TrainConfig
@@ -39,7 +39,7 @@ def run_from_config(cfg: Mapping[str, Any], out_dir: Path) -> dict:
     specs = [DatasetSpec.from_mapping({"name": name, **dict(spec)}) for name, spec in datasets.items()]
     grid = GridConfig(**dict(cfg["grid"]), seed=int(cfg["seed"]), reference_quirks=bool(cfg.get("reference_quirks", False)))
     train = TrainConfig(**dict(cfg["train"]))
-    pin_threads(int(cfg.get("threads", 2)))
+    configure_compute(int(cfg.get("threads", 2)))
     t0 = time.perf_counter()
     results, diagnostics = run_grid(specs, grid, train, progress=bool(cfg.get("progress", True)))
     seconds = time.perf_counter() - t0
