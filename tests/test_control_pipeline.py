@@ -106,6 +106,8 @@ def test_resume_after_interrupt_recomputes_nothing_done(tmp_path, monkeypatch):
     parts = res["env_steps_parts"]
     assert parts["agent"] == res["agent_steps"] and parts["source"] >= 800 and parts["segments"] == 3 * 1000
     assert res["env_steps"] == sum(parts.values())
+    from rlpref.provenance import code_version
+    assert res["code"] == code_version()  # which code made it
     # A second full rerun reuses everything and reproduces the same numbers.
     again = run_mod.run_pipeline(cfg, tmp_path / "run2")
     assert all(again["reused_stages"].values())

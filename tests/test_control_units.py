@@ -430,6 +430,20 @@ def test_run_progress_of_a_resumed_stage_counts_its_pace_from_where_it_restarted
                          "online round 3: rolled out 5/10 steps of 8 envs")
 
 
+def test_code_version_names_the_checkout_commit():
+    import subprocess
+
+    from rlpref.provenance import _ROOT, code_version
+
+    got = code_version()
+    head = subprocess.run(["git", "-C", str(_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout (the repository, CI's clone)
+        assert got["commit"] == head.stdout.strip() and isinstance(got["dirty"], bool)
+    else:  # an installed copy: nothing to name, and it says so
+        assert got["commit"] is None and got["dirty"] is None
+    assert got["torch"] == torch.__version__
+
+
 def test_configure_compute_sets_torch_and_refuses_nonsense():
     from rlpref.runtime import configure_compute
 

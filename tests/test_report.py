@@ -90,6 +90,7 @@ def test_collect_builds_tidy_tables(tmp_path):
     assert col.incomplete == [root / str(len(col.runs))]
     assert set(col.runs["method"]) == {"bt", "rr", "oracle"}
     assert col.runs["rm_val_accuracy"].isna().sum() == 4  # the oracle runs have no reward model
+    assert (col.runs["code_commit"] == "").all()  # recorded before results.json named its commit
     assert len(col.curves) == 4 * len(col.runs)
     # the curve rows carry the run keys, so a groupby reproduces a run's final return
     one = col.runs.iloc[0]

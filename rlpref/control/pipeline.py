@@ -26,6 +26,7 @@ from rlpref.control.protocols import Protocol, protocol_for
 from rlpref.control.records import Preferences, read_curve
 from rlpref.control.stages import Stage
 from rlpref.progress import RunProgress, format_seconds
+from rlpref.provenance import code_version
 from rlpref.runtime import configure_compute
 
 __all__ = ["REWARDS", "RunSpec", "StageRunner", "run_pipeline", "stage_keys", "validate"]
@@ -167,7 +168,7 @@ def _results(spec: RunSpec, protocol: Protocol, done: Mapping[str, Artifact], ru
         "artifacts": {name: art.key for name, art in done.items()},
         "n_eval_points": len(curve), "agent_steps": int(curve[-1]["step"]) if curve else 0,
         **_env_steps(done, rounds, int(curve[-1]["step"]) if curve else 0),
-        "config": dict(spec.cfg),
+        "config": dict(spec.cfg), "code": code_version(),
     }
 
 

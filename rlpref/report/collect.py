@@ -114,6 +114,7 @@ def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
         row[f"rm_{k}"] = _float(rm.get(k))
     for k, v in (res.get("timings") or {}).items():
         row[f"time_{k}"] = _float(v)
+    row["code_commit"] = (res.get("code") or {}).get("commit") or ""  # "" for runs recorded before it existed
     row["resumed_at"] = resumed_at(res)
     row["resumed"] = bool(row["resumed_at"])
     row["agent_steps"] = int(res["agent_steps"]) if res.get("agent_steps") is not None else -1
