@@ -34,8 +34,8 @@ def format_seconds(seconds: float) -> str:
 class RunProgress:
     """The whole run's progress over named stages with prior cost estimates (any unit, e.g. env steps).
 
-    The ETA is the remaining estimated cost times the run's measured seconds per unit of cost; until a
-    stage has finished building, ``seconds_per_unit`` (a prior) is used. Reused (cached) stages leave
+    The ETA is the remaining estimated cost times the run's measured seconds per unit of cost; until the
+    stages built so far carry 5 % of the cost, ``seconds_per_unit`` (a prior) is used. Reused (cached) stages leave
     the plan and do not bend the measured rate. While a stage runs, the step bars report the fraction
     done (:meth:`advance`; a resumed stage first reports where it restarts, :meth:`resume_at`), work
     between steps (an online round's rollout) keeps the line coming (:meth:`note`), and a line is logged
@@ -59,7 +59,11 @@ class RunProgress:
         self._last_line = 0.0
 
     def _rate(self) -> float:
-        return self.built_seconds / self.done_cost if self.done_cost > 0 and self.built_seconds > 0 else self.prior
+        """Measured seconds per unit once the built stages carry ≥ 5 % of the cost still planned, else the prior:
+        a stage of nominal cost (a teacher labelling in a second) must not set the pace of an hour's agent."""
+        left = sum(self.cost.values())
+        measured = self.done_cost > 0 and self.built_seconds > 0 and self.done_cost >= 0.05 * (self.done_cost + left)
+        return self.built_seconds / self.done_cost if measured else self.prior
 
     def eta(self) -> float:
         """Seconds left for the whole run: the running stage at its own pace once it is 5 % done (at the

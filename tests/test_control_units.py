@@ -400,6 +400,11 @@ def test_run_progress_eta_uses_the_runs_own_pace(monkeypatch, caplog):
     assert lines[0] == "stage 1/3 source — elapsed 0:00, ETA 5:10 for the whole run (a guess until 5 % is done)"
     assert "stage 1/3 source — elapsed 0:50, ETA 6:00 for the whole run" in lines  # due after 30 s
     assert "stage 2/3 segments — reused from the cache" in lines
+    # a stage of nominal cost (labelling: cost 1, built in 3 s of loading) does not set the pace of the rest
+    run = progress.RunProgress([("feedback", 1.0), ("agent", 1000.0)], seconds_per_unit=0.5)
+    with run.stage("feedback"):
+        now[0] += 3.0
+    assert run.eta() == pytest.approx(1000 * 0.5)  # the prior, not 3 s per unit (3000 s)
 
 
 def test_run_progress_of_a_resumed_stage_counts_its_pace_from_where_it_restarted(monkeypatch, caplog):
