@@ -40,6 +40,7 @@ def write_fake_run(run_dir: Path, *, env="HalfCheetah-v4", loss="rr", seed=0, si
         {"val_accuracy": acc, "val_loss": 0.3, "pearson": 0.8, "spearman": 0.7, "pdc": 0.5},
         "timings": {"source": 1.0, "segments": 0.5, "teacher": 0.1, "reward_model": 2.0, "agent": 3.0, "total": 6.6},
         "algo": "ppo", "gamma": 0.98, "config": {"env": {"id": env}, "loss": {"name": loss}, "seed": seed},
+        "agent_steps": int(steps[-1]),
     }
     if agent_key is not None:
         res["artifacts"] = {"agent": agent_key}
@@ -167,8 +168,8 @@ def test_cell_table_gives_each_cell_its_iqms_accuracy_and_share_of_the_oracle(tm
     cells = [c.strip() for c in row.strip("|").split("|")]
     # finals 135/136/137 (IQM of 3 = their mean); accuracy 0.95 - 0.2 * 0.5; seeds 0-1 have a true-reward run
     # (200, 201): 135/200 and 136/201 -> 67.6 %
-    assert cells[4] == "3" and cells[5].startswith("136 [135, 137]") and cells[7] == "0.850 ± 0.000"
-    assert cells[8].startswith("67.6 [") and cells[8].endswith("(2 of 3 seeds)")
+    assert cells[4] == "3" and cells[5] == "3,000" and cells[6].startswith("136 [135, 137]") and cells[8] == "0.850 ± 0.000"
+    assert cells[9].startswith("67.6 [") and cells[9].endswith("(2 of 3 seeds)")
     swimmer = [r for r in lines if r.startswith("| Swimmer-v5 |")]
     assert len(swimmer) == 2 * 2 * 3 + 1 and swimmer[-1].startswith("| Swimmer-v5 | – | – | oracle | 2 |")
     assert swimmer[0].startswith("| Swimmer-v5 | 0 | 250 | bt |") and swimmer[1].startswith("| Swimmer-v5 | 0 | 250 | rr |")
@@ -176,7 +177,7 @@ def test_cell_table_gives_each_cell_its_iqms_accuracy_and_share_of_the_oracle(tm
     bt_cell = [c.strip() for c in next(r for r in lines if r.startswith("| Swimmer-v5 | 0.5 | 1000 | bt |")).split("|")]
     versus = [c.strip() for c in next(r for r in against_bt_table(col.runs, reps=300).splitlines()
                                       if r.startswith("| Swimmer-v5 | 0.5 | 1000 | rr |")).split("|")]
-    assert bt_cell[6] == versus[7] and cells[5] == versus[6]
+    assert bt_cell[7] == versus[7] and cells[6] == versus[6]
     from rlpref.report.stats import iqm_interval, method_stream
     x, y = np.array([3.0, 1, 4, 1, 5, 9]), np.array([2.0, 7, 1, 8])
     got = compare_methods(x, y, reps=400, streams=(method_stream("a"), method_stream("b")))

@@ -324,7 +324,8 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
 def cell_table(runs: pd.DataFrame, reps: int = 2000) -> str:
     """Markdown, one row per env x sigma x comparisons x learned method (a cell of the paper's table) and one
     true-reward row per env: seeds; final and max true return as IQM with stratified-bootstrap 95 % CIs; the
-    reward model's validation accuracy (mean ± sd over seeds); and the final return as % of the same-seed
+    reward model's validation accuracy (mean ± sd over seeds); the agent steps (one number when every run
+    trained the same); and the final return as % of the same-seed
     true-reward agent's (per seed, as :func:`oracle_ratio_table`; IQM [95 % CI] over the seeds with one)."""
     from .stats import iqm_interval, method_stream
 
@@ -332,8 +333,8 @@ def cell_table(runs: pd.DataFrame, reps: int = 2000) -> str:
         return ""
     runs = _with_resumes(runs)
     shares = _oracle_shares(runs)
-    lines = ["| env | σ | comparisons | method | seeds | final IQM [95 % CI] | max IQM [95 % CI] | "
-             "r̂ val accuracy | % of same-seed true-reward agent, IQM [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| env | σ | comparisons | method | seeds | agent steps | final IQM [95 % CI] | max IQM [95 % CI] | "
+             "r̂ val accuracy | % of same-seed true-reward agent, IQM [95 % CI] |", "|---|---|---|---|---|---|---|---|---|---|"]
     rank = {m: i for i, m in enumerate(_methods(runs))}
     learned, oracle = runs[runs["method"] != "oracle"], runs[runs["method"] == "oracle"]
     rows = [((env, False, sigma, n, rank[m]), (env, sigma, n, m), grp)
@@ -354,7 +355,10 @@ def cell_table(runs: pd.DataFrame, reps: int = 2000) -> str:
             pct = _fmt_ci(iqm_interval(per_seed.to_numpy(float), reps=reps, stream=method_stream(method)))
             if 0 < len(per_seed) < grp["seed"].nunique():
                 pct += f" ({len(per_seed)} of {grp['seed'].nunique()} seeds)"
-        lines.append(f"| {env} | {sigma_s} | {comps} | {method} | {grp['seed'].nunique()}{mark} | {final} | {best} | "
-                     f"{acc} | {pct} |")
+        steps = grp["agent_steps"][grp["agent_steps"] >= 0] if "agent_steps" in grp else pd.Series(dtype=float)
+        steps_s = "–" if steps.empty else (f"{int(steps.min()):,}" if steps.min() == steps.max()
+                                           else f"{int(steps.min()):,}–{int(steps.max()):,}")
+        lines.append(f"| {env} | {sigma_s} | {comps} | {method} | {grp['seed'].nunique()}{mark} | {steps_s} | {final} | "
+                     f"{best} | {acc} | {pct} |")
     note = resumed_note(runs["_resumed_label"])
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
