@@ -13,10 +13,11 @@ status`` shows only what is new. A file that cannot be read is reported and skip
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
+
+from rlpref.artifacts import atomic_path
 
 KEEP = ("results.json", "curve.csv", "metrics.csv", "run.log", "row.txt", "reward_net.json", "history.json",
         "metrics.json", ".hydra/overrides.yaml")
@@ -31,10 +32,8 @@ def last_states(text: str) -> str:
 def _write_if_changed(path: Path, data: bytes) -> bool:
     if path.exists() and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    with atomic_path(path) as tmp:  # a reader never sees half a file
+        tmp.write_bytes(data)
     return True
 
 

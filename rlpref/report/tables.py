@@ -67,21 +67,25 @@ def resumed_note(labels) -> str:
             f"wall adds the earlier processes where they were recorded): " + "; ".join(labels) + ".")
 
 
+def _digits(x: float) -> int:
+    """Decimals a table shows for a number of this magnitude: 0 from 100, 1 from 10, else 2."""
+    mag = abs(x)
+    return 0 if mag >= 100 else (1 if mag >= 10 else 2)
+
+
 def _fmt(mean: float, sd: float) -> str:
     if not math.isfinite(mean):
         return "–"
-    mag = max(abs(mean), 1e-12)
-    digits = 0 if mag >= 100 else (1 if mag >= 10 else 2)
+    digits = _digits(mean)
     sd_s = f"{sd:.{digits}f}" if math.isfinite(sd) else "–"
     return f"{mean:.{digits}f} ± {sd_s}"
 
 
 def _fmt_ci(v: tuple[float, float, float]) -> str:
-    """"point [lo, hi]" with as many decimals as the point's magnitude needs (as :func:`_fmt`)."""
+    """"point [lo, hi]" with the point's decimals (:func:`_digits`)."""
     if not math.isfinite(v[0]):
         return "–"
-    mag = max(abs(v[0]), 1e-12)
-    digits = 0 if mag >= 100 else (1 if mag >= 10 else 2)
+    digits = _digits(v[0])
     return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
 
 
