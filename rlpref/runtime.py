@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["configure_compute"]
+__all__ = ["bf16_native", "configure_compute"]
 
 
 def configure_compute(n: int) -> int:
@@ -37,3 +37,14 @@ def configure_compute(n: int) -> int:
         return n
     threadpool_limits(limits=n, user_api="blas")
     return n
+
+
+def bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 matrix products natively (AVX512-BF16 or AMX, through oneDNN).
+
+    Elsewhere torch emulates them, several times slower than float32, so ``reward_model.precision=bf16``
+    is refused there rather than silently slowing the fit it was meant to speed up."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the query
+        return False

@@ -13,6 +13,7 @@ import pytest
 
 from rlpref.control.pipeline import validate
 from rlpref.schema import ConfigError
+from rlpref.runtime import bf16_native
 
 STAGES = ("source", "segments", "feedback", "reward_model", "agent")  # protocol=offline's
 ALL = set(STAGES)
@@ -34,6 +35,7 @@ INVALID = {
     "reward_model.weight_decay": [-0.1], "reward_model.batch_size": [0], "reward_model.max_epochs": [0],
     "reward_model.patience": [0], "reward_model.val_fraction": [1.5, 1.0, -0.1],
     "reward_model.label_smoothing": [-0.1, 0.5, 0.1],  # 0.1: rr takes no label smoothing
+    "reward_model.precision": ["fp16"],
     "query.pool": [0], "query.chunks": [1], "query.ridge": [0, -1.0],
 }
 # the protocols' own keys (protocol=offline has none): protocol -> key -> rejected values
@@ -79,6 +81,7 @@ MOVES = {
         ("hidden", [64, 64]), ("use_next_obs", True), ("use_actions", True), ("ensemble", 3), ("lr", 1e-3),
         ("weight_decay", 1e-4), ("batch_size", 32), ("max_epochs", 10), ("patience", 2), ("val_fraction", 0.2))},
     "reward_model.label_smoothing": (0.1, "error"),  # rr takes none
+    "reward_model.precision": ("bf16", {"reward_model", "agent"} if bf16_native() else "error"),  # refused if emulated
     "protocol.name": ("online", {"first_iteration", "agent"}),  # a different chain: no source stage
     "query.name": ("dopt", {"feedback"}),  # the offline chunks select
     **{f"query.{k}": (v, set()) for k, v in (("pool", 5), ("chunks", 3), ("ridge", 0.01))},  # unread under random

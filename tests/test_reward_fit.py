@@ -1,5 +1,5 @@
 """The reward-model fit's speed-ups (issue 38): in-place activations change no number, and
-``reward_model.max_stratum`` (opt-in: +reward_fit=paper) cuts large strata into random parts of bounded size."""
+``reward_model.max_stratum`` (opt-in: +reward_fit=paper) cuts large strata into random parts of bounded size; ``reward_model.precision=bf16`` trains in bfloat16."""
 
 from __future__ import annotations
 
@@ -108,3 +108,31 @@ def test_evaluation_scores_only_the_segments_it_needs_with_the_same_numbers(feed
 def test_max_stratum_must_be_positive():
     with pytest.raises(ValueError, match="max_stratum"):
         RewardTrainConfig(max_stratum=0)
+
+
+@pytest.mark.skipif(not rn.bf16_native(), reason="this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
+def test_bf16_trains_in_bfloat16_and_learns_as_well_as_fp32(feedback, monkeypatch):
+    segs, prefs = feedback
+    dtypes: list[torch.dtype] = []
+    real = rn._MLP.forward
+    monkeypatch.setattr(rn._MLP, "forward", lambda self, x: dtypes.append(real(self, x).dtype) or real(self, x))
+    fits = {p: train_reward_model(segs, prefs, "rr", RewardTrainConfig(hidden=(32, 32), max_epochs=30,
+                                                                        precision=p), seed=1)
+            for p in ("fp32", "bf16")}
+    assert torch.bfloat16 in dtypes and torch.float32 in dtypes  # bf16 steps; fp32 fit and evaluation
+    model, res, _ = fits["bf16"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    assert res["val_accuracy"] >= 0.85 and res["spearman"] > 0.9  # it learned the obs0 reward
+    assert abs(res["val_accuracy"] - fits["fp32"][1]["val_accuracy"]) <= 0.05
+    assert res["val_loss"] == pytest.approx(fits["fp32"][1]["val_loss"], rel=0.02)  # same path, bf16 rounding
+
+
+def test_bf16_is_refused_where_the_cpu_would_emulate_it_and_keys_only_when_set(monkeypatch):
+    assert "precision" not in _reward_train().key("rr")  # fp32 default: cache keys as before the option
+    monkeypatch.setattr(rn, "bf16_native", lambda: True)
+    assert RewardTrainConfig(precision="bf16").key("rr")["precision"] == "bf16"
+    monkeypatch.setattr(rn, "bf16_native", lambda: False)
+    with pytest.raises(ValueError, match="reward_model.precision=fp32"):
+        RewardTrainConfig(precision="bf16")
+    with pytest.raises(ValueError, match="precision"):
+        RewardTrainConfig(precision="fp16")
