@@ -20,7 +20,6 @@ numbers depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -51,10 +50,10 @@ def prepare(cache: Path, overrides: list[str]) -> dict:
     from rlpref.control import pipeline as pl
     from rlpref.control.protocols import protocol_for
     from rlpref.progress import RunProgress
-    from rlpref.runtime import pin_threads
+    from rlpref.runtime import configure_compute
 
     spec = pl.RunSpec.from_config(_compose(HERE, [*overrides, f"cache_dir={cache}"]))
-    pin_threads(spec.run.torch_threads)
+    configure_compute(spec.run.torch_threads)
     stages = protocol_for(spec).stages(spec)
     runner = pl.StageRunner(ArtifactStore(cache), RunProgress([(s.name, s.cost) for s in stages],
                                                               pl._PRIOR_SECONDS_PER_STEP[spec.agent.algo]))
@@ -80,12 +79,15 @@ def fit_one(code: Path, cache: Path, overrides: list[str], loss: str, seed: int)
     from rlpref.control.config import RunSpec
     from rlpref.control.records import Preferences, Segments
     from rlpref.control.reward_net import train_reward_model, validation_mask
-    from rlpref.runtime import pin_threads
+    try:
+        from rlpref.runtime import configure_compute
+    except ImportError:  # checkouts before configure_compute (no denormal flush there)
+        from rlpref.runtime import pin_threads as configure_compute
 
     if Path(rlpref.__file__).resolve().parents[1] != code.resolve():
         raise RuntimeError(f"imported rlpref from {rlpref.__file__}, not from {code}")
     spec = RunSpec.from_config(_compose(code, [*overrides, f"loss={loss}", f"seed={seed}", f"cache_dir={cache}"]))
-    pin_threads(1)
+    configure_compute(1)
     files = prepare_paths(cache, overrides)
     segments, prefs = Segments.load(Path(files["segments"])), Preferences.load(Path(files["preferences"]))
     val_mask = validation_mask(len(prefs), spec.reward_train.val_fraction, np.random.default_rng(seed))
@@ -111,10 +113,10 @@ def profile(cache: Path, overrides: list[str], loss: str, epochs: int, to: Path)
     from rlpref.control.config import RunSpec
     from rlpref.control.records import Preferences, Segments
     from rlpref.control.reward_net import train_reward_model, validation_mask
-    from rlpref.runtime import pin_threads
+    from rlpref.runtime import configure_compute
 
     spec = RunSpec.from_config(_compose(HERE, [*overrides, f"loss={loss}", f"cache_dir={cache}"]))
-    pin_threads(1)
+    configure_compute(1)
     files = prepare_paths(cache, overrides)
     segments, prefs = Segments.load(Path(files["segments"])), Preferences.load(Path(files["preferences"]))
     cfg = dataclasses.replace(spec.reward_train, max_epochs=epochs, patience=epochs + 1)

@@ -24,7 +24,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from rlpref.control.algos import ALGOS, build_model, hyperparams, make_train_env, resolve_algo
 from rlpref.control.learned_reward import LearnedRewardVecEnv, RolloutRelabel
 from rlpref.control.reward_net import RewardModel
-from rlpref.runtime import pin_threads
+from rlpref.runtime import configure_compute
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--per-step", action="store_true", help="score the learned reward every step (as SAC does)")
     args = ap.parse_args()
-    pin_threads(1)
+    configure_compute(1)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = OmegaConf.to_container(compose("config", overrides=[f"env={args.env}"]), resolve=True)
     env_cfg = cfg["env"]
