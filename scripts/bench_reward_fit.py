@@ -189,6 +189,50 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def pairs(out: Path, base: list[str], other: str, limit: float = 120.0) -> str:
+    """Markdown: per loss, ``other`` against the base fits of the same seeds (the first of the ``base`` labels
+    that has the seed: e.g. ``before`` for seeds 0-2 and ``fp32`` for later ones, the same computation at two
+    commits). Paired differences of validation accuracy and Spearman, mean with a 95 % bootstrap CI over seeds
+    (fits of one seed share the data, split and initialisation), and how many fits took <= ``limit`` CPU s."""
+    import numpy as np
+
+    rows = json.loads((out / "fits.json").read_text())["fits"]
+    by = {(r["label"], r["loss"], r["seed"]): r for r in rows}
+    head = ["loss", "seeds", f"{other} CPU s", "base CPU s", f"{other} <= {limit:g} s", f"{other} val acc",
+            "base val acc", "Δ val acc, pp [95 % CI]", "Δ Spearman [95 % CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rng = np.random.default_rng(0)
+    for loss in sorted({r["loss"] for r in rows if r["label"] == other}):
+        matched = []
+        for seed in sorted(r["seed"] for r in rows if r["label"] == other and r["loss"] == loss):
+            b = next((by[(lab, loss, seed)] for lab in base if (lab, loss, seed) in by), None)
+            if b is not None:
+                matched.append((seed, by[(other, loss, seed)], b))
+        if not matched:
+            continue
+        seeds = [m[0] for m in matched]
+        o_cpu = [m[1].get("cpu_seconds") for m in matched]
+        b_cpu = [m[2].get("cpu_seconds") for m in matched]
+        cells = [loss, f"{len(seeds)} ({min(seeds)}–{max(seeds)})", _span(o_cpu), _span(b_cpu),
+                 f"{sum(c is not None and c <= limit for c in o_cpu)} of {len(o_cpu)}",
+                 f"{np.mean([m[1]['val_accuracy'] for m in matched]):.4f}",
+                 f"{np.mean([m[2]['val_accuracy'] for m in matched]):.4f}"]
+        for key, scale, digits in (("val_accuracy", 100.0, 2), ("spearman", 1.0, 4)):
+            d = np.array([(m[1][key] - m[2][key]) * scale for m in matched])
+            boot = d[rng.integers(0, d.size, (10000, d.size))].mean(1)
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            cells.append(f"{d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _span(values) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "–"
+    return f"{min(known):.0f}–{max(known):.0f}" + ("" if len(known) == len(values) else f" ({len(known)} recorded)")
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
@@ -215,6 +259,11 @@ def main() -> None:
     pf.add_argument("--oncore", action="store_true", help="run each fit through oncore (shared machines)")
     pt = sub.add_parser("table")
     pt.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
+    pq = sub.add_parser("pairs", help="one label against base labels, paired by seed (markdown)")
+    pq.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
+    pq.add_argument("--base", nargs="+", required=True, help="labels of the reference fits, first match wins")
+    pq.add_argument("--other", required=True)
+    pq.add_argument("--limit", type=float, default=120.0, help="CPU-second target")
     pr = sub.add_parser("profile")
     for a in ("--cache", "--loss", "--to"):
         pr.add_argument(a, required=True)
@@ -237,6 +286,10 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         summarise(Path(args.out))
         print(table(Path(args.out)))
+    elif args.cmd == "pairs":
+        sys.path.insert(0, str(HERE))
+        summarise(Path(args.out))
+        print(pairs(Path(args.out), args.base, args.other, args.limit))
     elif args.cmd == "profile":
         sys.path.insert(0, str(HERE))
         profile(Path(args.cache), args.overrides, args.loss, args.epochs, Path(args.to))
