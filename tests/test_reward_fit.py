@@ -129,6 +129,11 @@ def test_bf16_trains_in_bfloat16_and_learns_as_well_as_fp32(feedback, monkeypatc
 
 def test_bf16_is_refused_where_the_cpu_would_emulate_it_and_keys_only_when_set(monkeypatch):
     assert "precision" not in _reward_train().key("rr")  # fp32 default: cache keys as before the option
+    if rn.bf16_native():
+        assert _reward_train("budget=paper", "+reward_fit=bf16").precision == "bf16"
+    else:
+        with pytest.raises(ValueError, match="reward_model.precision=fp32"):
+            _reward_train("budget=paper", "+reward_fit=bf16")
     monkeypatch.setattr(rn, "bf16_native", lambda: True)
     assert RewardTrainConfig(precision="bf16").key("rr")["precision"] == "bf16"
     monkeypatch.setattr(rn, "bf16_native", lambda: False)
