@@ -1,6 +1,6 @@
 """What the paper's whole control matrix costs as one SLURM array: core-hours and wall time (issue 38 item 4).
 
-    python scripts/slurm_paper_cost.py [--cores 64] [--reward-fit whole|max64|SECONDS]
+    python scripts/slurm_paper_cost.py [--cores 64] [--reward-fit whole|max64|SECONDS] [--runs DIR ...]
 
 Inputs (docs/results.md, "The paper's table as one SLURM array", says where each comes from):
 - the stage times of one ``budget=paper`` run, HalfCheetah-v4 (README, docs/results/timings.csv, e74fe65:
@@ -10,6 +10,12 @@ Inputs (docs/results.md, "The paper's table as one SLURM array", says where each
 - per env, a factor: its true-reward agent stage at the default budget (median over the committed runs of
   docs/results/suite*/runs) over HalfCheetah-v4's (docs/results/profile_before and the suite's oracles),
   which scales the PPO stages (source, agent); merge-v0's segments are set apart (its env steps are slow).
+
+``--runs DIR`` (repeatable; e.g. docs/results/paper_sigma25/runs, the item-2 array's finished runs) replaces
+the estimates by measured stage times where runs exist: per env the median over runs of ``timings`` in
+``results.json`` for the source and segments stages (only runs that built them, not reused them from the
+cache), the learned-reward agent stage, the true-reward agent and, per (env, loss), the reward fit (over
+every σ measured; σ = 0 fits run longer, so with only some σ measured this is an estimate for the others).
 
 Stages shared in the cache are counted once: per (env, seed) one source and one segments stage; per
 (env, seed, σ) one feedback stage (the teacher's noise keys it); per (env, seed, σ, loss) a reward model
@@ -23,6 +29,9 @@ from __future__ import annotations
 import argparse
 import heapq
 import itertools
+import json
+import statistics
+from pathlib import Path
 
 HC_V4_PAPER = {"source": 1582.0, "segments": 19.0, "reward_model": 733.0, "agent": 1632.0}
 HC_V4_DEFAULT_ORACLE = 402.0  # s, median agent stage of the 3 HalfCheetah-v4 true-reward runs at the default budget
@@ -35,13 +44,43 @@ MERGE_SEGMENTS = 2900.0  # s, estimate: 750k env steps (5000 pairs x 2 x 1.5 cli
 ENVS, SIGMAS, LOSSES, SEEDS = list(DEFAULT_ORACLE), (0, 0.1, 0.25, 0.5), ("bt", "rr"), range(5)
 
 
-def stage_seconds(env: str, reward_fit: dict[str, float]) -> dict[str, float]:
+def stage_seconds(env: str, reward_fit: dict[str, float], measured: dict | None = None) -> dict[str, float]:
     """One core's seconds per stage of one ``budget=paper`` run of ``env`` (scaled from HalfCheetah-v4);
-    ``reward_model`` is {loss: seconds} (the fit's time does not depend on the env's speed)."""
+    ``reward_model`` is {loss: seconds} (the fit's time does not depend on the env's speed); ``oracle`` is
+    the true-reward run's agent stage. ``measured`` ({env: {stage: (seconds, n)}}, :func:`measured_times`)
+    replaces each estimate it has."""
     f = DEFAULT_ORACLE[env] / HC_V4_DEFAULT_ORACLE
     segments = MERGE_SEGMENTS if env == "merge-v0" else HC_V4_PAPER["segments"] * f
-    return {"source": HC_V4_PAPER["source"] * f, "segments": segments, "feedback": 0.0,
-            "reward_model": reward_fit, "agent": HC_V4_PAPER["agent"] * f}
+    out = {"source": HC_V4_PAPER["source"] * f, "segments": segments, "feedback": 0.0,
+           "reward_model": dict(reward_fit), "agent": HC_V4_PAPER["agent"] * f, "oracle": HC_V4_PAPER["agent"] * f}
+    for stage, (seconds, _) in ((measured or {}).get(env) or {}).items():
+        if stage.startswith("reward_model:"):
+            out["reward_model"][stage.split(":", 1)[1]] = seconds
+        else:
+            out[stage] = seconds
+    return out
+
+
+def measured_times(dirs: list[Path]) -> dict[str, dict[str, tuple[float, int]]]:
+    """{env: {stage: (median seconds, runs)}} from the ``results.json`` of finished runs under ``dirs``:
+    ``source`` / ``segments`` from runs that built them, ``agent`` from learned-reward runs, ``oracle`` from
+    true-reward runs, ``reward_model:<loss>`` per loss."""
+    samples: dict[str, dict[str, list[float]]] = {}
+    for path in sorted(p for d in dirs for p in Path(d).glob("*/results.json")):
+        res = json.loads(path.read_text())
+        timings, reused = res.get("timings") or {}, res.get("reused_stages") or {}
+        env = samples.setdefault(res["env"], {})
+        if res.get("reward") == "oracle":
+            env.setdefault("oracle", []).append(timings["agent"])
+            continue
+        for stage in ("source", "segments"):
+            if stage in timings and not reused.get(stage, True):
+                env.setdefault(stage, []).append(timings[stage])
+        if "agent" in timings:
+            env.setdefault("agent", []).append(timings["agent"])
+        if "reward_model" in timings and not reused.get("reward_model", True):
+            env.setdefault(f"reward_model:{res['loss']}", []).append(timings["reward_model"])
+    return {e: {k: (statistics.median(v), len(v)) for k, v in st.items()} for e, st in samples.items()}
 
 
 #: (envs, σ values, seeds) blocks of learned-reward cells; each (env, seed) also gets a true-reward run
@@ -65,17 +104,17 @@ def task_plan(row: tuple, t: dict[str, float]) -> list[tuple]:
     """(stage key, seconds) a row's task runs in order; keys shared with other rows are built once."""
     env, loss, sigma, seed = row
     if loss == "oracle":
-        return [(("oracle", env, seed), t["agent"])]
+        return [(("oracle", env, seed), t["oracle"])]
     return [(("source", env, seed), t["source"]), (("segments", env, seed), t["segments"]),
             (("feedback", env, seed, sigma), t["feedback"]), (("rm", row), t["reward_model"][loss]),
             (("agent", row), t["agent"])]
 
 
 def simulate(cores: int, reward_fit: dict[str, float], matrix: str = "paper",
-             two_phase: bool = False) -> dict[str, float]:
+             two_phase: bool = False, measured: dict | None = None) -> dict[str, float]:
     """List-schedule the rows on ``cores`` slots; returns wall, busy and held core-seconds. ``two_phase``: first
     an array of one learned row per (env, seed) and the oracles, then (afterok) an array of the rest."""
-    times = {e: stage_seconds(e, reward_fit) for e in ENVS}
+    times = {e: stage_seconds(e, reward_fit, measured) for e in ENVS}
     table = rows(matrix)
     first = {(r[0], r[3]): r for r in reversed(table) if r[1] != "oracle"}
     phases = [table]
@@ -100,9 +139,9 @@ def simulate(cores: int, reward_fit: dict[str, float], matrix: str = "paper",
     return {"wall": wall, "busy": busy, "held": held, "tasks": len(table)}
 
 
-def unshared_seconds(matrix: str, reward_fit: dict[str, float]) -> float:
+def unshared_seconds(matrix: str, reward_fit: dict[str, float], measured: dict | None = None) -> float:
     """Core-seconds if every run built its own stages (no shared cache), for comparison."""
-    times = {e: stage_seconds(e, reward_fit) for e in ENVS}
+    times = {e: stage_seconds(e, reward_fit, measured) for e in ENVS}
     return sum(sec for row in rows(matrix) for _, sec in task_plan(row, times[row[0]]))
 
 
@@ -111,24 +150,34 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=64)
     ap.add_argument("--reward-fit", default="whole",
                     help="whole (today's default fit), max64 (+reward_fit=paper) or seconds for every fit (733)")
+    ap.add_argument("--runs", action="append", default=[], type=Path,
+                    help="folder of finished budget=paper runs (*/results.json): measured stage times (repeatable)")
     args = ap.parse_args()
     named = {"whole": FIT_WHOLE_STRATA, "max64": FIT_MAX_STRATUM_64}
     fit = named.get(args.reward_fit) or {loss: float(args.reward_fit) for loss in LOSSES}
-    label = "/".join(f"{loss} {sec:.0f} s" for loss, sec in fit.items())
-    print("| env | factor | source s | segments s | agent s |")
-    print("|---|---|---|---|---|")
+    for d in args.runs:
+        if not d.is_dir():
+            ap.error(f"--runs {d}: no such folder (give the folder holding the run folders, e.g. "
+                     f"docs/results/paper_sigma25/runs)")
+    measured = measured_times(args.runs)
+    print("| env | factor | source s | segments s | agent s | true-reward agent s | reward fit bt / rr s |")
+    print("|---|---|---|---|---|---|---|")
     for env in ENVS:
-        t = stage_seconds(env, fit)
-        print(f"| {env} | {DEFAULT_ORACLE[env] / HC_V4_DEFAULT_ORACLE:.2f} | {t['source']:.0f} | {t['segments']:.0f} | "
-              f"{t['agent']:.0f} |")
-    print(f"reward fit: {label}")
+        t, m = stage_seconds(env, fit, measured), measured.get(env, {})
+
+        def cell(stage: str, seconds: float) -> str:
+            return f"{seconds:.0f}" + (f" (measured, n={m[stage][1]})" if stage in m else "")
+        fits = " / ".join(cell(f"reward_model:{loss}", t["reward_model"][loss]) for loss in LOSSES)
+        print(f"| {env} | {DEFAULT_ORACLE[env] / HC_V4_DEFAULT_ORACLE:.2f} | {cell('source', t['source'])} | "
+              f"{cell('segments', t['segments'])} | {cell('agent', t['agent'])} | {cell('oracle', t['oracle'])} | "
+              f"{fits} |")
     for matrix, two_phase in itertools.product(MATRICES, (False, True)):
-        sim = simulate(args.cores, fit, matrix, two_phase)
+        sim = simulate(args.cores, fit, matrix, two_phase, measured)
         print(f"{matrix}{' (two arrays)' if two_phase else ''}: {sim['tasks']} tasks; compute "
               f"{sim['busy'] / 3600:.1f} core-h (shared stages once); cores held {sim['held'] / 3600:.1f} core-h "
               f"(waits on locks included); wall {sim['wall'] / 3600:.2f} h on {args.cores} cores")
     for matrix in MATRICES:
-        print(f"{matrix} without the shared cache: {unshared_seconds(matrix, fit) / 3600:.1f} core-h")
+        print(f"{matrix} without the shared cache: {unshared_seconds(matrix, fit, measured) / 3600:.1f} core-h")
 
 
 if __name__ == "__main__":
