@@ -14,7 +14,7 @@ Inputs (docs/results.md, "The paper's table as one SLURM array", says where each
 ``--runs DIR`` (repeatable; e.g. docs/results/paper_sigma25/runs, the item-2 array's finished runs) replaces
 the estimates by measured stage times where runs exist: per env the median over runs of ``timings`` in
 ``results.json`` for the source and segments stages (only runs that built them, not reused them from the
-cache), the learned-reward agent stage, the true-reward agent and, per (env, loss), the reward fit (over
+cache; stages resumed after a kill are left out), the learned-reward agent stage, the true-reward agent and, per (env, loss), the reward fit (over
 every σ measured; σ = 0 fits run longer, so with only some σ measured this is an estimate for the others).
 
 Stages shared in the cache are counted once: per (env, seed) one source and one segments stage; per
@@ -64,22 +64,23 @@ def stage_seconds(env: str, reward_fit: dict[str, float], measured: dict | None 
 def measured_times(dirs: list[Path]) -> dict[str, dict[str, tuple[float, int]]]:
     """{env: {stage: (median seconds, runs)}} from the ``results.json`` of finished runs under ``dirs``:
     ``source`` / ``segments`` from runs that built them, ``agent`` from learned-reward runs, ``oracle`` from
-    true-reward runs, ``reward_model:<loss>`` per loss."""
+    true-reward runs, ``reward_model:<loss>`` per loss; a stage resumed after a kill is left out."""
+    from rlpref.report.collect import resumed_stages
+
     samples: dict[str, dict[str, list[float]]] = {}
     for path in sorted(p for d in dirs for p in Path(d).glob("*/results.json")):
         res = json.loads(path.read_text())
-        timings, reused = res.get("timings") or {}, res.get("reused_stages") or {}
+        timings, reused, resumed = res.get("timings") or {}, res.get("reused_stages") or {}, resumed_stages(res)
         env = samples.setdefault(res["env"], {})
         if res.get("reward") == "oracle":
-            env.setdefault("oracle", []).append(timings["agent"])
+            if "agent" not in resumed:
+                env.setdefault("oracle", []).append(timings["agent"])
             continue
-        for stage in ("source", "segments"):
-            if stage in timings and not reused.get(stage, True):
-                env.setdefault(stage, []).append(timings[stage])
-        if "agent" in timings:
-            env.setdefault("agent", []).append(timings["agent"])
-        if "reward_model" in timings and not reused.get("reward_model", True):
-            env.setdefault(f"reward_model:{res['loss']}", []).append(timings["reward_model"])
+        for stage in ("source", "segments", "agent", "reward_model"):
+            # a stage's cost: only where this run built it, in one go (a resumed stage's seconds are partial)
+            if stage in timings and stage not in resumed and (stage == "agent" or not reused.get(stage, True)):
+                key = f"reward_model:{res['loss']}" if stage == "reward_model" else stage
+                env.setdefault(key, []).append(timings[stage])
     return {e: {k: (statistics.median(v), len(v)) for k, v in st.items()} for e, st in samples.items()}
 
 

@@ -211,27 +211,30 @@ def test_paper_array_rows_put_the_cheapest_env_first():
 
 
 def test_paper_cost_takes_measured_stage_times_where_runs_exist(tmp_path):
-    """slurm_paper_cost.py --runs: per env the median of each stage over the runs that built it (a source
-    reused from the cache is not a source's cost), true-reward agents apart; envs without runs keep the
-    estimate."""
+    """slurm_paper_cost.py --runs: per env the median of each stage over the runs that built it in one go (a
+    source reused from the cache is not a source's cost, nor a resumed stage's partial seconds), true-reward
+    agents apart; envs without runs keep the estimate."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("paper_cost", ROOT / "scripts" / "slurm_paper_cost.py")
     cost = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cost)
-    runs = [("bt", "learned", {"source": 100, "segments": 10, "reward_model": 50, "agent": 300}, False),
-            ("bt", "learned", {"source": 140, "segments": 14, "reward_model": 70, "agent": 320}, False),
-            ("rr", "learned", {"source": 100, "segments": 10, "reward_model": 90, "agent": 310}, True),
-            ("bt", "oracle", {"agent": 200}, False)]
-    for i, (loss, reward, timings, reused) in enumerate(runs):
+    runs = [("bt", "learned", {"source": 100, "segments": 10, "reward_model": 50, "agent": 300}, False, {}),
+            ("bt", "learned", {"source": 140, "segments": 14, "reward_model": 70, "agent": 320}, False, {}),
+            ("rr", "learned", {"source": 100, "segments": 10, "reward_model": 90, "agent": 310}, True, {}),
+            ("bt", "oracle", {"agent": 200}, False, {}),
+            # resumed after a kill: its agent's seconds cover only the last process, so they are left out
+            ("rr", "learned", {"source": 100, "segments": 10, "reward_model": 90, "agent": 40}, True, {"agent": 9e5}),
+            ("bt", "oracle", {"agent": 30}, False, {"agent": 9e5})]
+    for i, (loss, reward, timings, reused, resumed) in enumerate(runs):
         (tmp_path / str(i)).mkdir()
         (tmp_path / str(i) / "results.json").write_text(json.dumps({
-            "env": "Swimmer-v5", "loss": loss, "reward": reward, "timings": timings,
+            "env": "Swimmer-v5", "loss": loss, "reward": reward, "timings": timings, "resumed_stages": resumed,
             "reused_stages": {k: reused and k in ("source", "segments") for k in timings}}))
     measured = cost.measured_times([tmp_path])["Swimmer-v5"]
     assert measured["source"] == (120, 2) and measured["segments"] == (12, 2)  # the rr run reused them
     assert measured["agent"] == (310, 3) and measured["oracle"] == (200, 1)
-    assert measured["reward_model:bt"] == (60, 2) and measured["reward_model:rr"] == (90, 1)
+    assert measured["reward_model:bt"] == (60, 2) and measured["reward_model:rr"] == (90, 2)
     fit = {"bt": 176.0, "rr": 493.0}
     t = cost.stage_seconds("Swimmer-v5", fit, {"Swimmer-v5": measured})
     assert (t["source"], t["agent"], t["oracle"], t["reward_model"]) == (120, 310, 200, {"bt": 60, "rr": 90})

@@ -75,10 +75,8 @@ def run_wall_seconds(res: dict) -> tuple[float, bool]:
     return (stages, True) if stages > wall + 1.0 else (wall, False)
 
 
-def resumed_at(res: dict) -> str:
-    """Which stages of a run continued from saved state after a kill, and from which step ("" if none):
-    e.g. "agent from step 125000". Such a run's steps count as run (its agent_steps are the whole count,
-    earlier processes included) and its wall adds the earlier processes where they were recorded.
+def resumed_stages(res: dict) -> dict:
+    """{stage: step} of a run's stages that continued from saved state after a kill (empty if none).
 
     Reads the agent stage's ``agent_timings.resumed_at_step`` and, where a run records it,
     ``resumed_stages`` ({stage: step or null}, e.g. the source stage, which logs its resume)."""
@@ -86,7 +84,14 @@ def resumed_at(res: dict) -> str:
     agent = (res.get("agent_timings") or {}).get("resumed_at_step")
     if agent is not None:
         stages.setdefault("agent", agent)
-    return ", ".join(f"{stage} from step {int(step)}" for stage, step in sorted(stages.items()) if step is not None)
+    return {stage: step for stage, step in stages.items() if step is not None}
+
+
+def resumed_at(res: dict) -> str:
+    """Which stages of a run continued from saved state after a kill, and from which step ("" if none):
+    e.g. "agent from step 125000". Such a run's steps count as run (its agent_steps are the whole count,
+    earlier processes included) and its wall adds the earlier processes where they were recorded."""
+    return ", ".join(f"{stage} from step {int(step)}" for stage, step in sorted(resumed_stages(res).items()))
 
 
 def _run_row(run_dir: Path, root: Path, res: dict) -> dict:
