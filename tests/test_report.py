@@ -19,7 +19,7 @@ import pytest
 
 from rlpref.report.__main__ import build_report
 from rlpref.report.collect import collect
-from rlpref.report.stats import compare_methods, iqm, iqm_with_ci, mean_with_ci, probability_of_improvement
+from rlpref.report.stats import compare_methods, iqm, iqm_interval, mean_with_ci, method_stream, probability_of_improvement
 from rlpref.report.tables import against_bt_table, cell_table, return_table, to_latex, to_markdown
 
 
@@ -99,10 +99,24 @@ def test_collect_builds_tidy_tables(tmp_path):
     assert last == pytest.approx(one["final_return"])
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # arch, under rliable, deprecates its RandomState argument
+def test_iqm_interval_is_rliables_stratified_bootstrap():
+    from rliable import library as rly_library
+    from rliable import metrics as rly_metrics
+    scores = np.random.default_rng(3).gamma(2.0, 50.0, size=(6, 3))  # 6 runs x 3 tasks, skewed like returns
+    point, lo, hi = iqm_interval(scores, reps=4000, stream=method_stream("m"))
+    rly_point, rly_ci = rly_library.get_interval_estimates(
+        {"m": scores}, lambda s: np.array([rly_metrics.aggregate_iqm(s)]), reps=4000,
+        random_state=np.random.RandomState(0))
+    assert point == pytest.approx(float(rly_point["m"][0]))
+    width = hi - lo  # the two draw different resamples: the ends agree within a few per cent of the width
+    assert abs(lo - rly_ci["m"][0, 0]) < 0.05 * width and abs(hi - rly_ci["m"][1, 0]) < 0.05 * width, (lo, hi, rly_ci)
+
+
 def test_stats_iqm_and_ci():
     x = np.array([0.0, 1, 2, 3, 4, 5, 6, 100])  # IQM drops the outlier: mean of 2..5
     assert iqm(x) == pytest.approx(3.5)
-    point, lo, hi = iqm_with_ci({"a": x[:, None]}, reps=500)["a"]
+    point, lo, hi = iqm_interval(x, reps=500)
     assert point == pytest.approx(3.5)
     assert lo < point < hi and hi < 100
     m, lo, hi = mean_with_ci(np.array([1.0, 2.0, 3.0]))
@@ -178,7 +192,6 @@ def test_cell_table_gives_each_cell_its_iqms_accuracy_and_share_of_the_oracle(tm
     versus = [c.strip() for c in next(r for r in against_bt_table(col.runs, reps=300).splitlines()
                                       if r.startswith("| Swimmer-v5 | 0.5 | 1000 | rr |")).split("|")]
     assert bt_cell[7] == versus[7] and cells[6] == versus[6]
-    from rlpref.report.stats import iqm_interval, method_stream
     x, y = np.array([3.0, 1, 4, 1, 5, 9]), np.array([2.0, 7, 1, 8])
     got = compare_methods(x, y, reps=400, streams=(method_stream("a"), method_stream("b")))
     assert iqm_interval(x, reps=400, stream=method_stream("a")) == pytest.approx(got["iqm_x"])

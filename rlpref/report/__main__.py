@@ -24,7 +24,6 @@ from rlpref.artifacts import atomic_path, atomic_write_text
 from .collect import collect, write_tables
 from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
 from .sections import write_section
-from .stats import BACKEND
 from .tables import against_bt_table, cell_table, cost_table, oracle_ratio_table, reach_table, return_table, rm_table, to_latex, to_markdown
 
 
@@ -89,7 +88,6 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
         path = fn(out_dir / f"{name}.png")
         if path is not None:
             outputs[name] = path
-    say(f"  CIs: {BACKEND}")
     for k, p in outputs.items():
         say(f"  {k:>20}: {p}")
     return outputs

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from rlpref.artifacts import atomic_path  # noqa: E402
 
-from .stats import iqm_with_ci, mean_with_ci  # noqa: E402
+from .stats import iqm_interval, mean_with_ci, method_stream  # noqa: E402
 
 __all__ = ["sample_efficiency", "learning_curves", "rm_quality_vs_sigma", "method_style"]
 
@@ -124,7 +124,8 @@ _STEPS = FuncFormatter(lambda v, _: f"{v / 1e6:g}M" if abs(v) >= 1e6 else (f"{v 
 
 
 def sample_efficiency(runs: pd.DataFrame, out: Path, reps: int = 2000) -> Optional[Path]:
-    """Final true return vs number of comparisons; IQM over seeds with 95 % stratified-bootstrap CIs."""
+    """Final true return vs number of comparisons; IQM over seeds with 95 % stratified-bootstrap CIs (the
+    tables' intervals: the same stream per method)."""
     if runs.empty:
         return None
     envs = sorted(runs["env"].unique())
@@ -143,7 +144,7 @@ def sample_efficiency(runs: pd.DataFrame, out: Path, reps: int = 2000) -> Option
                 for nf in xs_all:
                     scores = m.loc[m["n_feedback"] == nf, "final_return"].to_numpy()
                     if scores.size:
-                        point, lo, hi = iqm_with_ci({method: scores[:, None]}, reps=reps)[method]
+                        point, lo, hi = iqm_interval(scores, reps=reps, stream=method_stream(method))
                         pts.append((nf, point, lo, hi))
                 if not pts:
                     continue
@@ -157,7 +158,7 @@ def sample_efficiency(runs: pd.DataFrame, out: Path, reps: int = 2000) -> Option
                     ax.errorbar(x, y, yerr=[y - lo, hi - y], color=st["color"], capsize=4, linestyle="none")
             oracle = sub[sub["method"] == "oracle"]["final_return"].to_numpy()
             if oracle.size:
-                point, lo, hi = iqm_with_ci({"oracle": oracle[:, None]}, reps=reps)["oracle"]
+                point, lo, hi = iqm_interval(oracle, reps=reps, stream=method_stream("oracle"))
                 st = method_style("oracle")
                 ax.axhline(point, color=st["color"], linestyle="--", label=f"{st['label']} (n={oracle.size} seeds)")
                 ax.axhspan(lo, hi, color=st["color"], alpha=0.08, linewidth=0)
