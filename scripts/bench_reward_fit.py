@@ -192,16 +192,18 @@ def table(out: Path) -> str:
 def pairs(out: Path, base: list[str], other: str, limit: float = 120.0) -> str:
     """Markdown: per loss, ``other`` against the base fits of the same seeds (the first of the ``base`` labels
     that has the seed: e.g. ``before`` for seeds 0-2 and ``fp32`` for later ones, the same computation at two
-    commits). Paired differences of validation accuracy and Spearman, mean with a 95 % bootstrap CI over seeds
-    (fits of one seed share the data, split and initialisation), and how many fits took <= ``limit`` CPU s."""
+    commits). Paired differences of validation accuracy and Spearman, mean with a 95 % Student-t CI over seeds
+    (the project's interval for means over seeds; fits of one seed share the data, split and initialisation),
+    and how many fits took <= ``limit`` CPU s."""
     import numpy as np
+
+    from rlpref.report.stats import mean_with_ci
 
     rows = json.loads((out / "fits.json").read_text())["fits"]
     by = {(r["label"], r["loss"], r["seed"]): r for r in rows}
     head = ["loss", "seeds", f"{other} CPU s", "base CPU s", f"{other} <= {limit:g} s", f"{other} val acc",
             "base val acc", "Δ val acc, pp [95 % CI]", "Δ Spearman [95 % CI]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rng = np.random.default_rng(0)
     for loss in sorted({r["loss"] for r in rows if r["label"] == other}):
         matched = []
         for seed in sorted(r["seed"] for r in rows if r["label"] == other and r["loss"] == loss):
@@ -218,12 +220,45 @@ def pairs(out: Path, base: list[str], other: str, limit: float = 120.0) -> str:
                  f"{np.mean([m[1]['val_accuracy'] for m in matched]):.4f}",
                  f"{np.mean([m[2]['val_accuracy'] for m in matched]):.4f}"]
         for key, scale, digits in (("val_accuracy", 100.0, 2), ("spearman", 1.0, 4)):
-            d = np.array([(m[1][key] - m[2][key]) * scale for m in matched])
-            boot = d[rng.integers(0, d.size, (10000, d.size))].mean(1)
-            lo, hi = np.percentile(boot, [2.5, 97.5])
-            cells.append(f"{d.mean():+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]")
+            mean, lo, hi = mean_with_ci(np.array([(m[1][key] - m[2][key]) * scale for m in matched]))
+            cells.append(f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def replay(out: Path, label: str, deltas: list[float], patience: int = 5) -> str:
+    """Markdown: where early stopping would have stopped each ``label`` fit if patience counted only gains of
+    at least ``delta`` (relative) in validation loss, replayed from the fit's recorded per-epoch losses (the
+    trajectory up to the stop is the same, so this is exact for epochs and best loss; accuracy is not
+    recorded per epoch). CPU seconds are scaled by the share of epochs kept."""
+    lines = ["| fit | epochs | CPU s | best val loss | " + " | ".join(f"≥ {d:g}: epochs / ~CPU s / best" for d in deltas) + " |",
+             "|" + "---|" * (4 + len(deltas))]
+    for path in sorted((out / "fits").glob(f"{label}-*.json")):
+        fit = json.loads(path.read_text())
+        losses = [h["val_loss"] for h in fit["history"]]
+        cpu = fit.get("cpu_seconds") or fit["seconds"]
+        cells = [path.stem, str(len(losses)), f"{cpu:.0f}", f"{min(losses):.4f}"]
+        for delta in deltas:
+            stop, best = _replay_stop(losses, delta, patience)
+            cells.append(f"{stop} / {cpu * stop / len(losses):.0f} / {best:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _replay_stop(losses: list[float], delta: float, patience: int) -> tuple[int, float]:
+    """(epochs run, best validation loss seen) under patience that resets only on a relative gain >= delta;
+    delta 0 is the fit's own rule (a gain > 1e-6)."""
+    best = ref = float("inf")
+    bad = 0
+    for epoch, loss in enumerate(losses):
+        best = min(best, loss)
+        if loss < ref * (1 - delta) - 1e-6:
+            ref, bad = loss, 0
+        else:
+            bad += 1
+        if bad >= patience:
+            return epoch + 1, best
+    return len(losses), best
 
 
 def _span(values) -> str:
@@ -264,6 +299,10 @@ def main() -> None:
     pq.add_argument("--base", nargs="+", required=True, help="labels of the reference fits, first match wins")
     pq.add_argument("--other", required=True)
     pq.add_argument("--limit", type=float, default=120.0, help="CPU-second target")
+    pl = sub.add_parser("replay", help="early stopping with a relative threshold, replayed from recorded fits")
+    pl.add_argument("--out", default=str(HERE / "docs/results/reward_fit"))
+    pl.add_argument("--label", required=True)
+    pl.add_argument("--min-delta", nargs="+", type=float, default=[0.0, 0.005, 0.01])
     pr = sub.add_parser("profile")
     for a in ("--cache", "--loss", "--to"):
         pr.add_argument(a, required=True)
@@ -290,6 +329,8 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         summarise(Path(args.out))
         print(pairs(Path(args.out), args.base, args.other, args.limit))
+    elif args.cmd == "replay":
+        print(replay(Path(args.out), args.label, args.min_delta))
     elif args.cmd == "profile":
         sys.path.insert(0, str(HERE))
         profile(Path(args.cache), args.overrides, args.loss, args.epochs, Path(args.to))

@@ -52,3 +52,45 @@ def test_every_rlpref_name_a_script_imports_exists(path):
             except ModuleNotFoundError:
                 missing.append(f"{path.name}:{line}: {module}.{name}")
     assert not missing, f"scripts import names rlpref no longer has: {missing}"
+
+
+def test_bench_reward_fit_pairs_states_paired_differences_with_the_t_interval(tmp_path):
+    import importlib.util
+    import json
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bench_reward_fit", SCRIPTS[0].parent / "bench_reward_fit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    deltas = [-0.004, 0.0, -0.002]  # other - base validation accuracy on seeds 0-2
+    fits = []
+    for seed, d in enumerate(deltas):
+        base = {"label": "base", "loss": "bt", "seed": seed, "val_accuracy": 0.94, "spearman": 0.99, "cpu_seconds": 200.0}
+        fits += [base, {**base, "label": "new", "val_accuracy": 0.94 + d, "cpu_seconds": 100.0 + 20 * seed}]
+    (tmp_path / "fits.json").write_text(json.dumps({"fits": fits}))
+    row = bench.pairs(tmp_path, ["base"], "new", limit=110).splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    half = 4.302653 * np.std(np.array(deltas) * 100, ddof=1) / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert cells[:5] == ["bt", "3 (0–2)", "100–140", "200–200", "1 of 3"]
+    assert cells[7] == f"{-0.2:+.2f} [{-0.2 - half:+.2f}, {-0.2 + half:+.2f}]"
+    assert cells[8] == "+0.0000 [+0.0000, +0.0000]"
+
+
+def test_bench_reward_fit_replay_stops_where_the_fit_did_without_a_threshold(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_reward_fit", SCRIPTS[0].parent / "bench_reward_fit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # 1.0 at epoch 2, then gains of 0.1 % each (0.7 % in all): without a threshold patience 5 runs to the end
+    # (10 epochs); a 1 % threshold stops 5 epochs after epoch 2, keeping the best loss seen by then
+    losses = [3.0, 2.0, 1.0] + [0.999 ** k for k in range(1, 8)]
+    assert bench._replay_stop(losses, 0.0, 5) == (10, pytest.approx(0.999 ** 7))
+    assert bench._replay_stop(losses, 0.01, 5) == (8, pytest.approx(0.999 ** 5))
+    (tmp_path / "fits").mkdir()
+    (tmp_path / "fits" / "x-rr-seed0.json").write_text(json.dumps({"history": [{"val_loss": v} for v in losses],
+                                                                   "cpu_seconds": 100.0}))
+    row = bench.replay(tmp_path, "x", [0.01]).splitlines()[2]
+    assert row.startswith("| x-rr-seed0 | 10 | 100 | 0.9930 | 8 / 80 / 0.9950 |")
