@@ -13,6 +13,10 @@
 # whose results.json exists and resumes the others at their first missing stage (source and agent stages
 # from their last saved state), so a cancelled, timed-out or failed array is finished by submitting it again.
 # OVERRIDEs go into every row (e.g. seed=0,1 to run two seeds; budget.agent_steps=... for a smaller test).
+# WAVES=2 submits two arrays over the same table instead of one: first each (env, seed)'s first learned row
+# (it builds the source agent and segments) and the true-reward rows, then the rest with
+# --dependency=afterany on the first, so no task holds a core while it waits on another's lock
+# (python -m rlpref.sweep --waves picks the rows; docs/results.md prices both ways).
 # Report: python -m rlpref.report DIR/runs
 set -euo pipefail
 set -f  # overrides such as seed=0,1 must reach rlpref.sweep as written
@@ -49,9 +53,23 @@ submit() {
   mv "$new" "$table"
   local n cache=${RLPREF_CACHE:-$dir/cache}
   n=$(grep -c '' "$table")
+  case "${WAVES:-1}" in
+    1) array "$dir" "$cache" "0-$((n - 1))" ;;
+    2) local specs lead rest job
+       specs=$("$PY" -m rlpref.sweep --waves "$table")
+       lead=$(sed -n 1p <<<"$specs"); rest=$(sed -n 2p <<<"$specs")
+       job=$(array "$dir" "$cache" "$lead")
+       echo "$job"
+       [ -z "$rest" ] || array "$dir" "$cache" "$rest" --dependency="afterany:${job%%;*}" ;;
+    *) echo "slurm_paper_sigma25: WAVES=${WAVES} (use 1: one array, or 2: stage-building rows first)" >&2; exit 2 ;;
+  esac
+}
+
+array() {  # DIR CACHE INDICES [SBATCH OPTION...]: one array over rows INDICES of DIR/rows.txt; prints its job id
+  local dir=$1 cache=$2 indices=$3; shift 3
   # shellcheck disable=SC2086  # SBATCH_ARGS is a list of options
-  sbatch --parsable --array="0-$((n - 1))%${PARALLEL:-64}" --output="$dir/logs/task_%A_%a.out" ${SBATCH_ARGS:-} \
-    --export="ALL,RLPREF_SWEEP_TABLE=$table,RLPREF_SWEEP_DIR=$dir/runs,RLPREF_CACHE=$cache,PYTHON=$PY" \
+  sbatch --parsable --array="$indices%${PARALLEL:-64}" --output="$dir/logs/task_%A_%a.out" ${SBATCH_ARGS:-} "$@" \
+    --export="ALL,RLPREF_SWEEP_TABLE=$dir/rows.txt,RLPREF_SWEEP_DIR=$dir/runs,RLPREF_CACHE=$cache,PYTHON=$PY" \
     scripts/slurm_array.sh
 }
 

@@ -242,3 +242,42 @@ def test_paper_cost_takes_measured_stage_times_where_runs_exist(tmp_path):
     assert cost.stage_seconds("Walker2d-v5", fit, {"Swimmer-v5": measured}) == cost.stage_seconds("Walker2d-v5", fit)
     busy_est = cost.simulate(4, fit, "item2")["busy"]
     assert cost.simulate(4, fit, "item2", measured={"Swimmer-v5": measured})["busy"] < busy_est
+
+
+def test_lead_rows_pick_one_stage_builder_per_source_and_every_true_reward_row():
+    from rlpref.sweep import index_spec, lead_rows
+
+    rows = [f"sweep=paper env={e} loss={l} teacher.sigma={s} seed={k}"
+            for e in ("A", "B") for l in ("bt", "rr") for s in (0, 0.25) for k in (0, 1)]
+    rows += ["sweep=paper reward=oracle loss=bt teacher.sigma=0 env=A seed=0"]
+    lead = lead_rows(rows)
+    # per (env, seed) the first row (bt, sigma 0) builds the source; loss and sigma do not split a group
+    assert [rows[i] for i in lead] == [rows[0], rows[1], rows[8], rows[9], rows[16]]
+    assert lead_rows([r + " +reward_fit=bf16" for r in rows[:4]]) == [0, 1]  # a fit setting shares the source
+    assert lead_rows(["env=A seed=0 budget.source_steps=10", "env=A seed=0"]) == [0, 1]  # another source
+    assert index_spec([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and index_spec([]) == ""
+
+
+def test_paper_array_in_two_waves_makes_the_rest_wait_on_the_stage_builders(tmp_path):
+    """WAVES=2: two sbatch calls over one table; the second array (the rows that reuse a source) depends
+    (afterany) on the first, which holds each (env, seed)'s first learned row and the true-reward rows.
+    A stand-in sbatch on PATH records its arguments (no cluster needed)."""
+    bindir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\necho $((100 + $(grep -c "" {calls})))\n')
+    (bindir / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PYTHON": sys.executable, "WAVES": "2", "PARALLEL": "8"}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "submit", str(tmp_path / "a"),
+                          "seed=0"], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = (tmp_path / "a" / "rows.txt").read_text().splitlines()
+    first, second = calls.read_text().splitlines()
+    lead = [i for i, r in enumerate(rows) if "reward=oracle" in r or ("loss=bt" in r and "teacher.sigma=0.25" in r)]
+    from rlpref.sweep import index_spec
+    assert len(rows) == 14 and f"--array={index_spec(lead)}%8 " in first and "--dependency" not in first
+    rest = sorted(set(range(len(rows))) - set(lead))
+    assert f"--array={index_spec(rest)}%8 " in second and "--dependency=afterany:101" in second
+    assert out.stdout.split() == ["101", "102"]
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "submit", str(tmp_path / "a"),
+                          "seed=0"], capture_output=True, text=True, timeout=180, env={**env, "WAVES": "3"})
+    assert bad.returncode == 2 and "WAVES=3" in bad.stderr
