@@ -578,3 +578,35 @@ def test_every_generated_table_marks_a_resumed_run_and_names_it(tmp_path):
     clean = runs[~runs["resumed"]]
     for text in (to_markdown(return_table(clean)), cost_table(clean), oracle_ratio_table(clean), reach_table(clean)):
         assert "†" not in text and "resumed:" not in text  # no resume, no mark
+
+
+def test_against_bt_table_holds_each_cell_against_a_published_direction(tmp_path, capsys):
+    from rlpref.report.expect import load_expectations, verdict
+
+    assert [verdict(s, "above") for s in ("above", "inside the spread", "below")] == ["agrees", "not shown", "disagrees"]
+    assert [verdict(s, "below") for s in ("above", "inside the spread", "below")] == ["disagrees", "not shown", "agrees"]
+    assert [verdict(s, "not_below") for s in ("above", "inside the spread", "below")] == ["agrees", "agrees", "disagrees"]
+    claims = tmp_path / "claims.csv"
+    claims.write_text("env,sigma,method,paper,expected\nSwimmer-v5,0.5,rr,RR < BT,below\nSwimmer-v5,0,rr,RR ≥ BT,not_below\n",
+                      encoding="utf-8")
+    expect = load_expectations(claims)
+    col = collect(make_sweep(tmp_path / "sweep"))
+    lines = against_bt_table(col.runs, reps=300, expect=expect).splitlines()
+    assert lines[0].endswith("| sign | paper | agrees? |")
+    row = next(r for r in lines if r.startswith("| Swimmer-v5 | 0.5 | 1000 | rr |"))  # rr = bt + 20: above
+    assert row.endswith("| above | RR < BT | disagrees |")
+    assert next(r for r in lines if r.startswith("| Swimmer-v5 | 0 | 1000 | rr |")).endswith("| above | RR ≥ BT | agrees |")
+    assert next(r for r in lines if r.startswith("| HalfCheetah")).endswith("| above | – | – |")  # no claim
+    for text, match in (("env,sigma,method,paper,expected\nA,0,rr,x,bigger\n", "line 2: expected is 'bigger'"),
+                        ("env,sigma,method,paper,expected\nA,zero,rr,x,above\n", "sigma 'zero' is not a number"),
+                        ("env,sigma,method,paper\n", "header must be"),
+                        ("env,sigma,method,paper,expected\nA,0,rr,x,above\nA,0.0,rr,y,below\n", "line 3: a second row")):
+        claims.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_expectations(claims)
+    with pytest.raises(ValueError, match="no such file"):
+        load_expectations(tmp_path / "none.csv")
+    from rlpref.report.__main__ import main as report_main
+    with pytest.raises(SystemExit) as exit_:  # the CLI refuses a bad file before collecting anything
+        report_main([str(tmp_path / "sweep"), "--expect", str(claims), "--out", str(tmp_path / "rep")])
+    assert exit_.value.code == 2 and "a second row" in capsys.readouterr().err and not (tmp_path / "rep").exists()

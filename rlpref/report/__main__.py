@@ -6,6 +6,8 @@ Collects every run under the sweep directory (any directory with results.json) i
 ``returns.md`` / ``returns.tex`` (final and max return per env x sigma x method), ``cells.md`` (per cell: IQMs
 with 95 % CIs, reward-model accuracy, % of the same-seed true-reward agent), ``against_bt.md``,
 ``reward_models.csv`` and ``cost.md`` (wall seconds and query-selection seconds per method). ``<out>`` defaults to ``<sweep dir>/report``. Reads local files only.
+``--expect FILE`` (CSV of published directions per cell, :mod:`rlpref.report.expect`) adds to the
+against-bt table the paper's claim and whether the runs agree with it.
 
 ``--results-md docs/results.md --section NAME`` also writes the return table, with the command that
 made it and links to the figures, into that file between ``<!-- rlpref.report:NAME -->`` markers
@@ -22,12 +24,16 @@ from typing import Optional, Sequence
 from rlpref.artifacts import atomic_path, atomic_write_text
 
 from .collect import collect, write_tables
+from .expect import load_expectations
 from .plots import learning_curves, rm_quality_vs_sigma, sample_efficiency
 from .sections import write_section
 from .tables import against_bt_table, cell_table, cost_table, oracle_ratio_table, reach_table, return_table, rm_table, to_latex, to_markdown
 
 
-def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False) -> dict:
+def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 2000, quiet: bool = False,
+                 expect: Optional[dict] = None) -> dict:
+    """Every table and figure of a sweep into ``out_dir``; ``expect``: published directions per cell
+    (:func:`rlpref.report.expect.load_expectations`) for the against-bt table. Returns {name: path}."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir / "report"
     col = collect(sweep_dir)
@@ -66,7 +72,7 @@ def build_report(sweep_dir: Path, out_dir: Optional[Path] = None, reps: int = 20
         atomic_write_text(out_dir / "cells.md", "### Per cell: IQM of final and max true return, reward-model accuracy, "
                           "% of the same-seed true-reward agent\n\n" + cells)
         outputs["cells_md"] = out_dir / "cells.md"
-    versus = against_bt_table(col.runs, reps=reps)
+    versus = against_bt_table(col.runs, reps=reps, expect=expect)
     if versus:
         atomic_write_text(out_dir / "against_bt.md", "### Each method against bt: IQM difference and probability of "
                           "improvement\n\n" + versus)
@@ -120,12 +126,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--results-md", type=Path, default=None, help="also write the table into this markdown file")
     ap.add_argument("--section", default=None, help="the generated section's name in --results-md")
+    ap.add_argument("--expect", type=Path, default=None,
+                    help="CSV env,sigma,method,paper,expected (above|below|not_below): published directions; the "
+                         "against-bt table then says per cell whether the runs agree")
     ap.add_argument("--reach", action="store_true",
                     help="also put the comparisons-to-reach table (report/reach.md) into the section")
     args = ap.parse_args(argv)
     if (args.results_md is None) != (args.section is None):
         ap.error("--results-md and --section go together")
-    outputs = build_report(args.sweep_dir, args.out, reps=args.reps, quiet=args.quiet)
+    try:  # a bad --expect file fails before any work, naming the file, line and fix
+        claims = load_expectations(args.expect) if args.expect is not None else None
+    except ValueError as exc:
+        ap.error(str(exc))
+    outputs = build_report(args.sweep_dir, args.out, reps=args.reps, quiet=args.quiet, expect=claims)
     if args.results_md is not None:
         command = "python -m rlpref.report " + " ".join(argv if argv is not None else sys.argv[1:])
         write_results_section(args.results_md, args.section, outputs, command, reach=args.reach)

@@ -291,18 +291,23 @@ def oracle_ratio_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
 
 
-def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
+def against_bt_table(runs: pd.DataFrame, reps: int = 2000, expect: Optional[dict] = None) -> str:
     """Markdown: per env x sigma x comparisons, each learned method against bt on final true return: both
     IQMs with stratified-bootstrap 95 % CIs, the CI of the IQM difference and the probability of improvement
     (:func:`rlpref.report.stats.compare_methods`), and the sign the data support: "above"/"below" where the
     difference's CI excludes 0, else "inside the spread". A method's bt is the bt run of its own setting: the
     method label with its loss replaced by bt (``rr@online…[x=1]`` against ``bt@online…[x=1]``). Cells with
-    fewer than 2 seeds a side are left out."""
+    fewer than 2 seeds a side are left out. ``expect`` ({(env, σ, method): Expectation}, from
+    :func:`rlpref.report.expect.load_expectations`) adds the published direction and whether the runs agree."""
+    from .expect import verdict
+
     from .stats import compare_methods, method_stream
 
     runs = _with_resumes(runs[runs["method"] != "oracle"])
     lines = ["| env | σ | comparisons | method | seeds (method / bt) | IQM method [95 % CI] | IQM bt [95 % CI] | "
              "method − bt [95 % CI] | P(method > bt) [95 % CI] | sign |", "|---|---|---|---|---|---|---|---|---|---|"]
+    if expect:
+        lines = [lines[0] + " paper | agrees? |", lines[1] + "---|---|"]
     labels: list[str] = []
     for (env, sigma, n_feedback), cell in runs.groupby(["env", "sigma", "n_feedback"]):
         for method, grp in cell.groupby("method"):
@@ -321,6 +326,9 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000) -> str:
             lines.append(f"| {env} | {sigma:g} | {int(n_feedback)} | {method} | {len(grp)} / {len(bt)}{mark} | "
                          + " | ".join(_fmt_ci(v) for v in (cmp["iqm_x"], cmp["iqm_y"], d))
                          + f" | {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}] | {sign} |")
+            if expect:
+                claim = expect.get((env, round(float(sigma), 6), method))
+                lines[-1] += " – | – |" if claim is None else f" {claim.paper} | {verdict(sign, claim.expected)} |"
     note = resumed_note(labels)
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "") if len(lines) > 2 else ""
 

@@ -1,0 +1,60 @@
+"""A published direction per cell (e.g. the paper's "RR > BT on HalfCheetah at σ = 0.25"), held against the
+sign the runs support, so a report says where it agrees with the paper and where it does not.
+
+The file is CSV with a header ``env,sigma,method,paper,expected``: ``paper`` is the claim as published (free
+text, shown as is), ``expected`` one of ``above`` (method > bt), ``below`` (method < bt) or ``not_below``
+(method >= bt). Parsed with the csv module; a bad row is an error naming the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Expectation", "load_expectations", "verdict"]
+
+EXPECTED = ("above", "below", "not_below")
+COLUMNS = ("env", "sigma", "method", "paper", "expected")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    paper: str  #: the claim as published, e.g. "RR ≫ BT"
+    expected: str  #: one of :data:`EXPECTED`
+
+
+def load_expectations(path: Path) -> dict[tuple[str, float, str], Expectation]:
+    """{(env, sigma, method): Expectation} from ``path`` (format in the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--expect {path}: no such file (CSV with columns {','.join(COLUMNS)})")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path}: header must be {','.join(COLUMNS)}, got {','.join(reader.fieldnames or [])}")
+        out: dict[tuple[str, float, str], Expectation] = {}
+        for line, row in enumerate(reader, start=2):
+            where = f"{path}, line {line}"
+            if row["expected"] not in EXPECTED:
+                raise ValueError(f"{where}: expected is '{row['expected']}'; use one of {', '.join(EXPECTED)}")
+            try:
+                sigma = round(float(row["sigma"]), 6)
+            except ValueError:
+                raise ValueError(f"{where}: sigma '{row['sigma']}' is not a number") from None
+            key = (row["env"], sigma, row["method"])
+            if key in out:
+                raise ValueError(f"{where}: a second row for {row['env']}, σ = {sigma:g}, {row['method']}")
+            out[key] = Expectation(row["paper"], row["expected"])
+    return out
+
+
+def verdict(sign: str, expected: str) -> str:
+    """Whether a measured sign ("above", "below", "inside the spread") agrees with an expected direction:
+    "agrees", "disagrees" (the CI lies on the other side) or "not shown" (inside the spread where the paper
+    claims a strict difference)."""
+    if sign == "inside the spread":
+        return "agrees" if expected == "not_below" else "not shown"
+    if expected == "not_below":
+        return "agrees" if sign == "above" else "disagrees"
+    return "agrees" if sign == expected else "disagrees"
