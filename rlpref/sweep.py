@@ -66,7 +66,10 @@ def sweep_rows(preset: str, extra: Sequence[str] = ()) -> list[str]:
 def lead_rows(rows: Sequence[str]) -> list[int]:
     """Indices of the rows a first wave should run: every true-reward row (``reward=oracle``: it shares no
     stage) and the first learned row of each group of rows equal but for :data:`DOWNSTREAM` keys (it builds
-    the group's source agent and segments, which the rest of the group then reuses)."""
+    the group's source agent and segments, which the rest of the group then reuses). Made for the offline
+    protocol (``budget=paper``); under ``protocol=online`` nothing is shared before the teacher, so the
+    second wave only starts later than it could. Keys not in :data:`DOWNSTREAM` split groups: that errs
+    towards more lead rows, never towards a second-wave row building a source."""
     seen: set[tuple[str, ...]] = set()
     lead = []
     for i, row in enumerate(rows):

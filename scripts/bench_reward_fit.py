@@ -226,39 +226,52 @@ def pairs(out: Path, base: list[str], other: str, limit: float = 120.0) -> str:
     return "\n".join(lines)
 
 
-def replay(out: Path, label: str, deltas: list[float], patience: int = 5) -> str:
+def replay(out: Path, label: str, deltas: list[float]) -> str:
     """Markdown: where early stopping would have stopped each ``label`` fit if patience counted only gains of
-    at least ``delta`` (relative) in validation loss, replayed from the fit's recorded per-epoch losses (the
-    trajectory up to the stop is the same, so this is exact for epochs and best loss; accuracy is not
-    recorded per epoch). CPU seconds are scaled by the share of epochs kept."""
+    at least ``delta`` (relative) in validation loss, the weights still saved at every gain as today (so the
+    fit keeps the best epoch seen), replayed from the fit's recorded per-epoch losses with its recorded
+    patience. The trajectory up to the stop is the same, so epochs and best loss are exact; accuracy is not
+    recorded per epoch. CPU seconds are scaled by the share of epochs kept. A fit whose threshold-0 replay
+    does not stop where it did is refused (its history or patience is not what the rule saw)."""
     lines = ["| fit | epochs | CPU s | best val loss | " + " | ".join(f"≥ {d:g}: epochs / ~CPU s / best" for d in deltas) + " |",
              "|" + "---|" * (4 + len(deltas))]
-    for path in sorted((out / "fits").glob(f"{label}-*.json")):
+    paths = sorted(p for p in (out / "fits").glob(f"{label}-*.json") if p.stem.split("-")[0] == label)
+    if not paths:
+        raise SystemExit(f"replay: no fits labelled '{label}' in {out / 'fits'}")
+    for path in paths:
         fit = json.loads(path.read_text())
         losses = [h["val_loss"] for h in fit["history"]]
+        rm = fit.get("reward_model") or {}
+        patience, max_epochs = int(rm.get("patience", 5)), int(rm.get("max_epochs", 100))
+        own = _replay_stop(losses, 0.0, patience)
+        if own[0] != len(losses) or own[2] != (len(losses) < max_epochs):
+            raise SystemExit(f"replay: {path} ran {len(losses)} of {max_epochs} epochs, but its losses with "
+                             f"patience {patience} give {own[0]} ({'stopped' if own[2] else 'not stopped'})")
         cpu = fit.get("cpu_seconds") or fit["seconds"]
-        cells = [path.stem, str(len(losses)), f"{cpu:.0f}", f"{min(losses):.4f}"]
+        cells = [path.stem, str(len(losses)), f"{cpu:.0f}", f"{fit.get('val_loss', min(losses)):.4f}"]
         for delta in deltas:
-            stop, best = _replay_stop(losses, delta, patience)
+            stop, best, _ = _replay_stop(losses, delta, patience)
             cells.append(f"{stop} / {cpu * stop / len(losses):.0f} / {best:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _replay_stop(losses: list[float], delta: float, patience: int) -> tuple[int, float]:
-    """(epochs run, best validation loss seen) under patience that resets only on a relative gain >= delta;
-    delta 0 is the fit's own rule (a gain > 1e-6)."""
+def _replay_stop(losses: list[float], delta: float, patience: int) -> tuple[int, float, bool]:
+    """(epochs run, best validation loss kept, stopped early): weights are kept at every gain > 1e-6 (the fit's rule), but
+    patience resets only on a relative gain >= ``delta`` over the last reset; delta 0 is the fit's own rule
+    (``rlpref.control.reward_net._fit``)."""
     best = ref = float("inf")
     bad = 0
     for epoch, loss in enumerate(losses):
-        best = min(best, loss)
+        if loss < best - 1e-6:
+            best = loss
         if loss < ref * (1 - delta) - 1e-6:
             ref, bad = loss, 0
         else:
             bad += 1
         if bad >= patience:
-            return epoch + 1, best
-    return len(losses), best
+            return epoch + 1, best, True
+    return len(losses), best, False
 
 
 def _span(values) -> str:

@@ -41,6 +41,7 @@ oracle() {  # the true reward reads neither the loss nor the teacher: one run pe
 
 submit() {
   local dir=$1; shift
+  case "${WAVES:-1}" in 1|2) ;; *) echo "slurm_paper_sigma25: WAVES=${WAVES} (use 1: one array, or 2: stage-building rows first)" >&2; exit 2 ;; esac
   mkdir -p "$dir/logs"
   dir=$(cd "$dir" && pwd)
   local table="$dir/rows.txt" new="$dir/.rows.new"
@@ -53,6 +54,7 @@ submit() {
   mv "$new" "$table"
   local n cache=${RLPREF_CACHE:-$dir/cache}
   n=$(grep -c '' "$table")
+  [ "$n" -gt 0 ] || { echo "slurm_paper_sigma25: $table has no rows" >&2; exit 2; }
   case "${WAVES:-1}" in
     1) array "$dir" "$cache" "0-$((n - 1))" ;;
     2) local specs lead rest job
@@ -61,7 +63,6 @@ submit() {
        job=$(array "$dir" "$cache" "$lead")
        echo "$job"
        [ -z "$rest" ] || array "$dir" "$cache" "$rest" --dependency="afterany:${job%%;*}" ;;
-    *) echo "slurm_paper_sigma25: WAVES=${WAVES} (use 1: one array, or 2: stage-building rows first)" >&2; exit 2 ;;
   esac
 }
 

@@ -78,19 +78,42 @@ def test_bench_reward_fit_pairs_states_paired_differences_with_the_t_interval(tm
 
 
 def test_bench_reward_fit_replay_stops_where_the_fit_did_without_a_threshold(tmp_path):
+    """The replay's threshold-0 rule is the fit's own: driven with the same scripted validation losses, the
+    real early stopping (reward_net._fit) and the replay stop at the same epoch and keep the same loss."""
     import importlib.util
     import json
+
+    import numpy as np
+    import torch
+
+    from rlpref.control.reward_net import RewardTrainConfig, _fit
 
     spec = importlib.util.spec_from_file_location("bench_reward_fit", SCRIPTS[0].parent / "bench_reward_fit.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    # 1.0 at epoch 2, then gains of 0.1 % each (0.7 % in all): without a threshold patience 5 runs to the end
-    # (10 epochs); a 1 % threshold stops 5 epochs after epoch 2, keeping the best loss seen by then
+    rng = np.random.default_rng(0)
+    for case in range(40):
+        patience = int(rng.integers(1, 7))
+        # plateaus, gains just under and over the rule's 1e-6, and real gains
+        steps = rng.choice([0.0, -5e-7, -2e-6, -0.01, 0.02], size=40, p=[0.3, 0.15, 0.15, 0.3, 0.1])
+        losses = list(1.0 + np.cumsum(steps))
+        script = iter(losses)
+        cfg = RewardTrainConfig(max_epochs=len(losses), patience=patience)
+        history, best = _fit(torch.nn.Linear(1, 1), cfg, "bt", lambda: None, lambda pairs, opt: 0.0,
+                             lambda: next(script), float("inf"), None)
+        stop, kept, stopped = bench._replay_stop(losses, 0.0, patience)
+        assert (stop, kept, stopped) == (len(history), best, len(history) < len(losses)), case
+    # 1.0 at epoch 2, then gains of 0.1 % each (0.7 % in all): a 1 % threshold stops 5 epochs after epoch 2,
+    # keeping the best loss seen by then
     losses = [3.0, 2.0, 1.0] + [0.999 ** k for k in range(1, 8)]
-    assert bench._replay_stop(losses, 0.0, 5) == (10, pytest.approx(0.999 ** 7))
-    assert bench._replay_stop(losses, 0.01, 5) == (8, pytest.approx(0.999 ** 5))
+    assert bench._replay_stop(losses, 0.01, 5) == (8, pytest.approx(0.999 ** 5), True)
     (tmp_path / "fits").mkdir()
-    (tmp_path / "fits" / "x-rr-seed0.json").write_text(json.dumps({"history": [{"val_loss": v} for v in losses],
-                                                                   "cpu_seconds": 100.0}))
-    row = bench.replay(tmp_path, "x", [0.01]).splitlines()[2]
-    assert row.startswith("| x-rr-seed0 | 10 | 100 | 0.9930 | 8 / 80 / 0.9950 |")
+    fit = {"history": [{"val_loss": v} for v in losses], "cpu_seconds": 100.0, "val_loss": 0.999 ** 7,
+           "reward_model": {"patience": 5, "max_epochs": 10}}  # ran to its last epoch
+    (tmp_path / "fits" / "x-rr-seed0.json").write_text(json.dumps(fit))
+    (tmp_path / "fits" / "x2-rr-seed0.json").write_text(json.dumps(fit))  # another label, not read
+    table = bench.replay(tmp_path, "x", [0.01]).splitlines()
+    assert len(table) == 3 and table[2].startswith("| x-rr-seed0 | 10 | 100 | 0.9930 | 8 / 80 / 0.9950 |")
+    (tmp_path / "fits" / "x-rr-seed0.json").write_text(json.dumps({**fit, "reward_model": {"patience": 5}}))
+    with pytest.raises(SystemExit, match="ran 10 of 100 epochs"):  # stopped early, yet no rule stop in its losses
+        bench.replay(tmp_path, "x", [0.01])

@@ -264,7 +264,7 @@ def test_paper_array_in_two_waves_makes_the_rest_wait_on_the_stage_builders(tmp_
     A stand-in sbatch on PATH records its arguments (no cluster needed)."""
     bindir, calls = tmp_path / "bin", tmp_path / "calls.txt"
     bindir.mkdir()
-    (bindir / "sbatch").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\necho $((100 + $(grep -c "" {calls})))\n')
+    (bindir / "sbatch").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\necho "$((100 + $(grep -c "" {calls})));cluster"\n')  # --parsable: id;cluster
     (bindir / "sbatch").chmod(0o755)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PYTHON": sys.executable, "WAVES": "2", "PARALLEL": "8"}
     out = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "submit", str(tmp_path / "a"),
@@ -276,8 +276,11 @@ def test_paper_array_in_two_waves_makes_the_rest_wait_on_the_stage_builders(tmp_
     from rlpref.sweep import index_spec
     assert len(rows) == 14 and f"--array={index_spec(lead)}%8 " in first and "--dependency" not in first
     rest = sorted(set(range(len(rows))) - set(lead))
-    assert f"--array={index_spec(rest)}%8 " in second and "--dependency=afterany:101" in second
-    assert out.stdout.split() == ["101", "102"]
+    assert f"--array={index_spec(rest)}%8 " in second and "--dependency=afterany:101 --export" in second
+    assert out.stdout.split() == ["101;cluster", "102;cluster"]
     bad = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "submit", str(tmp_path / "a"),
                           "seed=0"], capture_output=True, text=True, timeout=180, env={**env, "WAVES": "3"})
-    assert bad.returncode == 2 and "WAVES=3" in bad.stderr
+    assert bad.returncode == 2 and "WAVES=3" in bad.stderr and len(calls.read_text().splitlines()) == 2
+    fresh = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "submit", str(tmp_path / "b")],
+                           capture_output=True, text=True, timeout=60, env={**env, "WAVES": "x"})
+    assert fresh.returncode == 2 and not (tmp_path / "b" / "rows.txt").exists()  # refused before writing the table

@@ -9,6 +9,7 @@ text, shown as is), ``expected`` one of ``above`` (method > bt), ``below`` (meth
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,19 +30,27 @@ def load_expectations(path: Path) -> dict[tuple[str, float, str], Expectation]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--expect {path}: no such file (CSV with columns {','.join(COLUMNS)})")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{path}: header must be {','.join(COLUMNS)}, got {','.join(reader.fieldnames or [])}")
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark is no header
+        reader = csv.reader(fh)
+        header = tuple(h.strip() for h in next(reader, []))
+        if header != COLUMNS:
+            raise ValueError(f"{path}: header must be {','.join(COLUMNS)}, got {','.join(header) or 'nothing'}")
         out: dict[tuple[str, float, str], Expectation] = {}
-        for line, row in enumerate(reader, start=2):
-            where = f"{path}, line {line}"
+        for fields in reader:
+            where = f"{path}, line {reader.line_num}"
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(COLUMNS):
+                raise ValueError(f"{where}: {len(fields)} fields, need {len(COLUMNS)} ({','.join(COLUMNS)})")
+            row = dict(zip(COLUMNS, (f.strip() for f in fields)))
             if row["expected"] not in EXPECTED:
                 raise ValueError(f"{where}: expected is '{row['expected']}'; use one of {', '.join(EXPECTED)}")
             try:
                 sigma = round(float(row["sigma"]), 6)
             except ValueError:
-                raise ValueError(f"{where}: sigma '{row['sigma']}' is not a number") from None
+                sigma = float("nan")
+            if not math.isfinite(sigma):
+                raise ValueError(f"{where}: sigma '{row['sigma']}' is not a finite number")
             key = (row["env"], sigma, row["method"])
             if key in out:
                 raise ValueError(f"{where}: a second row for {row['env']}, σ = {sigma:g}, {row['method']}")
