@@ -99,7 +99,7 @@ def _waves(table: str) -> int:
         print(f"rlpref.sweep --waves: {table} not found (a table of rows, e.g. from python -m rlpref.sweep paper)",
               file=sys.stderr)
         return 2
-    rows = [r for r in path.read_text().splitlines()]
+    rows = path.read_text().splitlines()
     lead = lead_rows(rows)
     print(index_spec(lead))
     print(index_spec(sorted(set(range(len(rows))) - set(lead))))

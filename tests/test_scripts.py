@@ -54,15 +54,22 @@ def test_every_rlpref_name_a_script_imports_exists(path):
     assert not missing, f"scripts import names rlpref no longer has: {missing}"
 
 
-def test_bench_reward_fit_pairs_states_paired_differences_with_the_t_interval(tmp_path):
+@pytest.fixture
+def bench():
+    """scripts/bench_reward_fit.py as a module (scripts are not a package)."""
     import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_reward_fit", SCRIPTS[0].parent / "bench_reward_fit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_reward_fit_pairs_states_paired_differences_with_the_t_interval(tmp_path, bench):
     import json
 
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location("bench_reward_fit", SCRIPTS[0].parent / "bench_reward_fit.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     deltas = [-0.004, 0.0, -0.002]  # other - base validation accuracy on seeds 0-2
     fits = []
     for seed, d in enumerate(deltas):
@@ -77,10 +84,9 @@ def test_bench_reward_fit_pairs_states_paired_differences_with_the_t_interval(tm
     assert cells[8] == "+0.0000 [+0.0000, +0.0000]"
 
 
-def test_bench_reward_fit_replay_stops_where_the_fit_did_without_a_threshold(tmp_path):
+def test_bench_reward_fit_replay_stops_where_the_fit_did_without_a_threshold(tmp_path, bench):
     """The replay's threshold-0 rule is the fit's own: driven with the same scripted validation losses, the
     real early stopping (reward_net._fit) and the replay stop at the same epoch and keep the same loss."""
-    import importlib.util
     import json
 
     import numpy as np
@@ -88,9 +94,6 @@ def test_bench_reward_fit_replay_stops_where_the_fit_did_without_a_threshold(tmp
 
     from rlpref.control.reward_net import RewardTrainConfig, _fit
 
-    spec = importlib.util.spec_from_file_location("bench_reward_fit", SCRIPTS[0].parent / "bench_reward_fit.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     rng = np.random.default_rng(0)
     for case in range(40):
         patience = int(rng.integers(1, 7))

@@ -13,10 +13,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Expectation", "load_expectations", "verdict"]
+__all__ = ["Expectation", "cell_key", "load_expectations", "verdict"]
 
 EXPECTED = ("above", "below", "not_below")
 COLUMNS = ("env", "sigma", "method", "paper", "expected")
+
+
+def cell_key(env: str, sigma: float, method: str) -> tuple[str, float, str]:
+    """How a claim and a table row are matched: σ rounded, so 0, 0.0 and "0.25" read from CSV or runs agree."""
+    return env, round(float(sigma), 6), method
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,13 @@ def load_expectations(path: Path) -> dict[tuple[str, float, str], Expectation]:
             if row["expected"] not in EXPECTED:
                 raise ValueError(f"{where}: expected is '{row['expected']}'; use one of {', '.join(EXPECTED)}")
             try:
-                sigma = round(float(row["sigma"]), 6)
+                key = cell_key(row["env"], row["sigma"], row["method"])
             except ValueError:
-                sigma = float("nan")
-            if not math.isfinite(sigma):
+                key = (row["env"], float("nan"), row["method"])
+            if not math.isfinite(key[1]):
                 raise ValueError(f"{where}: sigma '{row['sigma']}' is not a finite number")
-            key = (row["env"], sigma, row["method"])
             if key in out:
-                raise ValueError(f"{where}: a second row for {row['env']}, σ = {sigma:g}, {row['method']}")
+                raise ValueError(f"{where}: a second row for {row['env']}, σ = {key[1]:g}, {row['method']}")
             out[key] = Expectation(row["paper"], row["expected"])
     return out
 

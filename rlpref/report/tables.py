@@ -299,8 +299,7 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000, expect: Optional[dict
     method label with its loss replaced by bt (``rr@online…[x=1]`` against ``bt@online…[x=1]``). Cells with
     fewer than 2 seeds a side are left out. ``expect`` ({(env, σ, method): Expectation}, from
     :func:`rlpref.report.expect.load_expectations`) adds the published direction and whether the runs agree."""
-    from .expect import verdict
-
+    from .expect import cell_key, verdict
     from .stats import compare_methods, method_stream
 
     runs = _with_resumes(runs[runs["method"] != "oracle"])
@@ -328,7 +327,7 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000, expect: Optional[dict
                          + " | ".join(_fmt_ci(v) for v in (cmp["iqm_x"], cmp["iqm_y"], d))
                          + f" | {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}] | {sign} |")
             if expect is not None:
-                key = (env, round(float(sigma), 6), method)
+                key = cell_key(env, sigma, method)
                 shown.add(key)
                 claim = expect.get(key)
                 lines[-1] += " – | – |" if claim is None else f" {claim.paper} | {verdict(sign, claim.expected)} |"
@@ -344,7 +343,7 @@ def _unshown_claims(expect: dict, shown: set, runs: pd.DataFrame) -> str:
     for (env, sigma, method), claim in sorted(expect.items()):
         if (env, sigma, method) in shown:
             continue
-        cell = runs[(runs["env"] == env) & (runs["sigma"].astype(float).round(6) == sigma)]
+        cell = runs[(runs["env"] == env) & (runs["sigma"].astype(float).round(6) == sigma)]  # cell_key's rounding
         n_m, n_bt = int((cell["method"] == method).sum()), int((cell["method"] == "bt").sum())
         why = "no runs yet" if n_m + n_bt == 0 else f"{n_m} / {n_bt} seeds ({method} / bt), two a side needed"
         missing.append(f"{env} σ = {sigma:g} {method} ({claim.paper}): {why}")
