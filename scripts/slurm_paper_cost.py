@@ -33,6 +33,8 @@ import json
 import statistics
 from pathlib import Path
 
+from rlpref.sweep import lead_rows
+
 HC_V4_PAPER = {"source": 1582.0, "segments": 19.0, "reward_model": 733.0, "agent": 1632.0}
 HC_V4_DEFAULT_ORACLE = 402.0  # s, median agent stage of the 3 HalfCheetah-v4 true-reward runs at the default budget
 DEFAULT_ORACLE = {"HalfCheetah-v5": 294.0, "Walker2d-v5": 629.0, "Swimmer-v5": 62.0, "merge-v0": 431.0}
@@ -101,6 +103,14 @@ def rows(matrix: str) -> list[tuple]:
     return out + [(e, "oracle", None, k) for e in envs for k in SEEDS]
 
 
+def overrides(row: tuple) -> str:
+    """A row as the sweep table writes it, so :func:`rlpref.sweep.lead_rows` can pick the first wave."""
+    env, loss, sigma, seed = row
+    if loss == "oracle":
+        return f"sweep=paper reward=oracle loss=bt teacher.sigma=0 env={env} seed={seed}"
+    return f"sweep=paper env={env} teacher.sigma={sigma} loss={loss} seed={seed}"
+
+
 def task_plan(row: tuple, t: dict[str, float]) -> list[tuple]:
     """(stage key, seconds) a row's task runs in order; keys shared with other rows are built once."""
     env, loss, sigma, seed = row
@@ -117,11 +127,10 @@ def simulate(cores: int, reward_fit: dict[str, float], matrix: str = "paper",
     an array of one learned row per (env, seed) and the oracles, then (afterok) an array of the rest."""
     times = {e: stage_seconds(e, reward_fit, measured) for e in ENVS}
     table = rows(matrix)
-    first = {(r[0], r[3]): r for r in reversed(table) if r[1] != "oracle"}
     phases = [table]
-    if two_phase:
-        lead = [r for r in table if r[1] == "oracle" or first[(r[0], r[3])] == r]
-        phases = [lead, [r for r in table if r not in lead]]
+    if two_phase:  # the rows `WAVES=2 scripts/slurm_paper_sigma25.sh` puts in its first array
+        lead = set(lead_rows([overrides(r) for r in table]))
+        phases = [[r for i, r in enumerate(table) if i in lead], [r for i, r in enumerate(table) if i not in lead]]
     finish: dict = {}  # stage key -> when its artefact exists
     busy = held = wall = 0.0
     for phase in phases:
