@@ -55,14 +55,23 @@ def test_every_rlpref_name_a_script_imports_exists(path):
 
 
 @pytest.fixture
-def bench():
-    """scripts/bench_reward_fit.py as a module (scripts are not a package)."""
+def load_script():
+    """scripts/<name>.py as a module (scripts are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_reward_fit", SCRIPTS[0].parent / "bench_reward_fit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS[0].parent / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def bench(load_script):
+    """scripts/bench_reward_fit.py as a module."""
+    return load_script("bench_reward_fit")
 
 
 def test_bench_reward_fit_pairs_states_paired_differences_with_the_t_interval(tmp_path, bench):
@@ -120,3 +129,42 @@ def test_bench_reward_fit_replay_stops_where_the_fit_did_without_a_threshold(tmp
     (tmp_path / "fits" / "x-rr-seed0.json").write_text(json.dumps({**fit, "reward_model": {"patience": 5}}))
     with pytest.raises(SystemExit, match="ran 10 of 100 epochs"):  # stopped early, yet no rule stop in its losses
         bench.replay(tmp_path, "x", [0.01])
+
+
+def test_reward_level_reports_each_batch_mean_of_the_learned_and_true_reward(tmp_path, load_script):
+    """reward_level.py scores the run's own segments with its r_θ: a model serving r = 2·r_raw - 1 on two
+    batches gives per-batch means that follow from the known affine map."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from rlpref.artifacts import save_npz
+    from rlpref.control.reward_net import RewardModel, save_reward_model
+
+    level = load_script("reward_level")
+    rng = np.random.default_rng(0)
+    n, length, obs_dim = 6, 4, 3
+    seg = {"obs": rng.normal(size=(n, length, obs_dim)).astype(np.float32),
+           "acts": rng.normal(size=(n, length, 2)).astype(np.float32),
+           "next_obs": rng.normal(size=(n, length, obs_dim)).astype(np.float32),
+           "rewards": rng.normal(size=(n, length)).astype(np.float32),
+           "batch": np.array([0, 0, 0, 1, 1, 1])}
+    save_npz(tmp_path / "cache" / "segments" / "k1" / "segments.npz", seg)
+    model = RewardModel(obs_dim, 2, hidden=[8])
+    with torch.no_grad():
+        model.out_scale.fill_(2.0)
+        model.out_shift.fill_(-1.0)
+    run = tmp_path / "run"
+    save_reward_model(model, run)
+    (run / "results.json").write_text(json.dumps({"artifacts": {"segments": "k1"}}))
+    raw = model.member_rewards(model.features(torch.as_tensor(seg["obs"]), torch.as_tensor(seg["acts"]))).mean(0)
+    expected = (2.0 * raw - 1.0).detach().numpy()
+    got = level.batch_levels(run, tmp_path / "cache")
+    assert [b for b, _, _ in got] == [0, 1]
+    for b, learned, true in got:
+        mask = seg["batch"] == b
+        assert learned == pytest.approx(float(expected[mask].mean()), abs=1e-5)
+        assert true == pytest.approx(float(seg["rewards"][mask].mean()), abs=1e-6)
+    with pytest.raises(SystemExit, match="--cache"):
+        level.batch_levels(run, tmp_path / "elsewhere")
