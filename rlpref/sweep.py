@@ -24,7 +24,7 @@ __all__ = ["index_spec", "lead_rows", "sweep_rows"]
 
 #: keys that select the teacher, the reward model or its loss: rows that differ only in these share their
 #: source agent and segments (their cache keys do not read them)
-DOWNSTREAM = ("loss=", "teacher.", "reward_model.", "+reward_model.", "reward_fit=", "+reward_fit=")
+DOWNSTREAM = ("loss=", "teacher.", "reward_model.", "+reward_model.", "reward_fit=", "+reward_fit=", "reward_norm=")
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -2,7 +2,9 @@
 # Issue 38 item 2 as one SLURM job array over scripts/slurm_array.sh: budget=paper (offline protocol, 1M source
 # and agent steps, 5000 comparisons; merge-v0: its steps_scale 0.1), bt and rr, seeds 0-4, in cells
 #   sigma = 0.25: HalfCheetah-v5, Swimmer-v5, Walker2d-v5, merge-v0       sigma = 0: Swimmer-v5
-# plus each (env, seed)'s true-reward run (reward=oracle) at the same budget: 70 tasks, Swimmer-v5's first.
+# plus each (env, seed)'s true-reward run (reward=oracle) at the same budget: 70 tasks, Swimmer-v5's first;
+# then Walker2d-v5 again with reward_norm=step (rows 70-79, seed by seed): with the reference's normalisation
+# (return) every agent on a learned Walker2d reward learned to fall (docs/results.md says why).
 #
 #   scripts/slurm_paper_sigma25.sh rows [OVERRIDE...]        print the table (one row of overrides per task)
 #   scripts/slurm_paper_sigma25.sh submit DIR [OVERRIDE...]  write DIR/rows.txt, submit the array over it
@@ -17,6 +19,8 @@
 # (it builds the source agent and segments) and the true-reward rows, then the rest with
 # --dependency=afterany on the first, so no task holds a core while it waits on another's lock
 # (python -m rlpref.sweep --waves picks the rows; docs/results.md prices both ways).
+# ONLY=INDICES (sbatch --array syntax, e.g. 70-79) submits just those rows of the table (one array; not with
+# WAVES=2). A table may grow at its end (new rows, new indices): the rows already in DIR/rows.txt must stay.
 # Report: python -m rlpref.report DIR/runs
 set -euo pipefail
 set -f  # overrides such as seed=0,1 must reach rlpref.sweep as written
@@ -32,6 +36,13 @@ rows() {  # per env, cheapest first (a small allocation finishes whole cells ear
     "$PY" -m rlpref.sweep paper env="$env" teacher.sigma=0.25 "$@"
     oracle "$env" "$@"
   done
+  # appended later (earlier rows keep their indices): Walker2d-v5 on imitation's reward normalisation, seed by
+  # seed (a stable sort on the seed), so a partial run still pairs bt and rr
+  "$PY" -m rlpref.sweep paper env=Walker2d-v5 teacher.sigma=0.25 reward_norm=step "$@" | "$PY" -c '
+import sys
+rows = sys.stdin.read().splitlines()
+seed = lambda row: float([t for t in row.split() if t.startswith("seed=")][-1][5:])
+sys.stdout.write("".join(r + "\n" for r in sorted(rows, key=seed)))'
 }
 
 oracle() {  # the true reward reads neither the loss nor the teacher: one run per (env, seed), recorded as bt, sigma 0
@@ -42,12 +53,15 @@ oracle() {  # the true reward reads neither the loss nor the teacher: one run pe
 submit() {
   local dir=$1; shift
   case "${WAVES:-1}" in 1|2) ;; *) echo "slurm_paper_sigma25: WAVES=${WAVES} (use 1: one array, or 2: stage-building rows first)" >&2; exit 2 ;; esac
+  if [ -n "${ONLY:-}" ] && [ "${WAVES:-1}" = 2 ]; then
+    echo "slurm_paper_sigma25: ONLY=$ONLY picks rows by hand; WAVES=2 picks them itself (use one of the two)" >&2; exit 2
+  fi
   mkdir -p "$dir/logs"
   dir=$(cd "$dir" && pwd)
   local table="$dir/rows.txt" new="$dir/.rows.new"
   rows "$@" >"$new"
-  if [ -f "$table" ] && ! cmp -s "$table" "$new"; then
-    rm -f "$new"
+  if [ -f "$table" ] && [ "$(head -n "$(grep -c '' "$table")" "$new")" != "$(cat "$table")" ]; then
+    rm -f "$new"  # a row that changed would reuse another row's run folder; new rows at the end are fine
     echo "slurm_paper_sigma25: $table holds another table (other overrides or code); use a new DIR" >&2
     exit 2
   fi
@@ -56,7 +70,7 @@ submit() {
   n=$(grep -c '' "$table")
   [ "$n" -gt 0 ] || { echo "slurm_paper_sigma25: $table has no rows" >&2; exit 2; }
   case "${WAVES:-1}" in
-    1) array "$dir" "$cache" "0-$((n - 1))" ;;
+    1) array "$dir" "$cache" "${ONLY:-0-$((n - 1))}" ;;
     2) local specs lead rest job
        specs=$("$PY" -m rlpref.sweep --waves "$table")
        lead=$(sed -n 1p <<<"$specs"); rest=$(sed -n 2p <<<"$specs")

@@ -194,12 +194,16 @@ def test_collect_runs_copies_finished_runs_without_weights(tmp_path):
 
 def test_paper_array_rows_put_the_cheapest_env_first():
     """Issue 38's array: 70 distinct rows; Swimmer-v5's 25 (both sigmas, both losses, its true-reward runs)
-    come first, so a small allocation finishes whole cells early; every env's oracle follows its cells."""
+    come first, so a small allocation finishes whole cells early; every env's oracle follows its cells. Then
+    10 rows appended later: Walker2d-v5 with reward_norm=step, bt and rr seed by seed."""
     out = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "rows"], capture_output=True,
                          text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
     assert out.returncode == 0, out.stderr
-    rows = out.stdout.splitlines()
-    assert len(rows) == len(set(rows)) == 70
+    rows, appended = out.stdout.splitlines()[:70], out.stdout.splitlines()[70:]
+    assert len(rows) == len(set(rows)) == 70 and len(set(appended) - set(rows)) == len(appended) == 10
+    assert [(r.split()[-2], r.split()[-1]) for r in appended] == [
+        (f"loss={loss}", f"seed={k}") for k in range(5) for loss in ("bt", "rr")]
+    assert all("env=Walker2d-v5" in r and "reward_norm=step" in r and "teacher.sigma=0.25" in r for r in appended)
     envs = [next(t.split("=")[1] for t in r.split() if t.startswith("env=")) for r in rows]
     assert envs[:25] == ["Swimmer-v5"] * 25 and set(envs[25:]) == {"HalfCheetah-v5", "Walker2d-v5", "merge-v0"}
     blocks = [(e, [r for r, x in zip(rows, envs) if x == e]) for e in dict.fromkeys(envs)]
@@ -254,6 +258,7 @@ def test_lead_rows_pick_one_stage_builder_per_source_and_every_true_reward_row()
     # per (env, seed) the first row (bt, sigma 0) builds the source; loss and sigma do not split a group
     assert [rows[i] for i in lead] == [rows[0], rows[1], rows[8], rows[9], rows[16]]
     assert lead_rows([r + " +reward_fit=bf16" for r in rows[:4]]) == [0, 1]  # a fit setting shares the source
+    assert lead_rows([rows[0], rows[0] + " reward_norm=step"]) == [0]  # so does the agent's reward normalisation
     assert lead_rows(["env=A seed=0 budget.source_steps=10", "env=A seed=0"]) == [0, 1]  # another source
     assert index_spec([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and index_spec([]) == ""
 
@@ -272,9 +277,11 @@ def test_paper_array_in_two_waves_makes_the_rest_wait_on_the_stage_builders(tmp_
     assert out.returncode == 0, out.stderr
     rows = (tmp_path / "a" / "rows.txt").read_text().splitlines()
     first, second = calls.read_text().splitlines()
-    lead = [i for i, r in enumerate(rows) if "reward=oracle" in r or ("loss=bt" in r and "teacher.sigma=0.25" in r)]
+    # Walker2d-v5's reward_norm=step rows reuse the source of its first row (reward_norm is the agent's key)
+    lead = [i for i, r in enumerate(rows) if "reward=oracle" in r
+            or ("loss=bt" in r and "teacher.sigma=0.25" in r and "reward_norm" not in r)]
     from rlpref.sweep import index_spec
-    assert len(rows) == 14 and f"--array={index_spec(lead)}%8 " in first and "--dependency" not in first
+    assert len(rows) == 16 and f"--array={index_spec(lead)}%8 " in first and "--dependency" not in first
     rest = sorted(set(range(len(rows))) - set(lead))
     assert f"--array={index_spec(rest)}%8 " in second and "--dependency=afterany:101 --export" in second
     assert out.stdout.split() == ["101;cluster", "102;cluster"]
@@ -284,3 +291,30 @@ def test_paper_array_in_two_waves_makes_the_rest_wait_on_the_stage_builders(tmp_
     fresh = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), "submit", str(tmp_path / "b")],
                            capture_output=True, text=True, timeout=60, env={**env, "WAVES": "x"})
     assert fresh.returncode == 2 and not (tmp_path / "b" / "rows.txt").exists()  # refused before writing the table
+
+
+def test_paper_array_table_may_grow_at_its_end_and_only_submits_a_subset(tmp_path):
+    """A submitted table may gain rows at its end (finished rows keep their folders), never change a row;
+    ONLY=INDICES submits those rows alone, and refuses WAVES=2. A stand-in sbatch records its arguments."""
+    bindir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\necho "7;cluster"\n')
+    (bindir / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PYTHON": sys.executable, "PARALLEL": "2"}
+    script, sweep = str(ROOT / "scripts" / "slurm_paper_sigma25.sh"), tmp_path / "s"
+    rows = subprocess.run(["bash", script, "rows", "seed=0"], capture_output=True, text=True, timeout=120,
+                          env=env).stdout.splitlines()
+    sweep.mkdir()
+    (sweep / "rows.txt").write_text("\n".join(rows[:-2]) + "\n")  # as submitted before the last rows existed
+    grown = subprocess.run(["bash", script, "submit", str(sweep), "seed=0"], capture_output=True, text=True,
+                           timeout=180, env={**env, "ONLY": f"{len(rows) - 2}-{len(rows) - 1}"})
+    assert grown.returncode == 0, grown.stderr
+    assert (sweep / "rows.txt").read_text().splitlines() == rows
+    assert f"--array={len(rows) - 2}-{len(rows) - 1}%2 " in calls.read_text()
+    (sweep / "rows.txt").write_text("\n".join(["loss=bt seed=9"] + rows[1:]) + "\n")  # a row changed
+    changed = subprocess.run(["bash", script, "submit", str(sweep), "seed=0"], capture_output=True, text=True,
+                             timeout=180, env=env)
+    assert changed.returncode == 2 and "holds another table" in changed.stderr
+    both = subprocess.run(["bash", script, "submit", str(tmp_path / "t"), "seed=0"], capture_output=True, text=True,
+                          timeout=60, env={**env, "ONLY": "0", "WAVES": "2"})
+    assert both.returncode == 2 and "ONLY" in both.stderr and len(calls.read_text().splitlines()) == 1
