@@ -14,7 +14,7 @@ Inputs (docs/results.md, "The paper's table as one SLURM array", says where each
 ``--runs DIR`` (repeatable; e.g. docs/results/paper_sigma25/runs, the item-2 array's finished runs) replaces
 the estimates by measured stage times where runs exist: per env the median over runs of ``timings`` in
 ``results.json`` for the source and segments stages (only runs that built them, not reused them from the
-cache; stages resumed after a kill are left out), the learned-reward agent stage, the true-reward agent and, per (env, loss), the reward fit (over
+cache; stages resumed after a kill are left out), the learned-reward agent stage (likewise), the true-reward agent and, per (env, loss), the reward fit (over
 every σ measured; σ = 0 fits run longer, so with only some σ measured this is an estimate for the others).
 
 Stages shared in the cache are counted once: per (env, seed) one source and one segments stage; per
@@ -79,8 +79,9 @@ def measured_times(dirs: list[Path]) -> dict[str, dict[str, tuple[float, int]]]:
                 env.setdefault("oracle", []).append(timings["agent"])
             continue
         for stage in ("source", "segments", "agent", "reward_model"):
-            # a stage's cost: only where this run built it, in one go (a resumed stage's seconds are partial)
-            if stage in timings and stage not in resumed and (stage == "agent" or not reused.get(stage, True)):
+            # a stage's cost: only where this run built it, in one go (a resumed stage's seconds are partial; a
+            # reused stage's are its builder's); results without the record count as building only their agent
+            if stage in timings and stage not in resumed and not reused.get(stage, stage != "agent"):
                 key = f"reward_model:{res['loss']}" if stage == "reward_model" else stage
                 env.setdefault(key, []).append(timings[stage])
     return {e: {k: (statistics.median(v), len(v)) for k, v in st.items()} for e, st in samples.items()}
