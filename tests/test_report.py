@@ -583,6 +583,22 @@ def test_every_generated_table_marks_a_resumed_run_and_names_it(tmp_path):
         assert "†" not in text and "resumed:" not in text  # no resume, no mark
 
 
+def test_a_claim_without_a_row_counts_the_bt_of_its_own_setting():
+    """A variant's claim (rr[x=1]) is held against bt[x=1], so the line saying why it has no row yet counts
+    that bt's seeds, not plain bt's."""
+    import pandas as pd
+
+    from rlpref.report.expect import Expectation
+    from rlpref.report.tables import _unshown_claims
+
+    runs = pd.DataFrame({"env": ["W"] * 4, "sigma": [0.25] * 4, "loss": ["bt", "bt", "bt", "rr"],
+                         "method": ["bt[x=1]", "bt[x=1]", "bt[x=1]", "rr[x=1]"]})
+    expect = {("W", 0.25, "rr[x=1]"): Expectation("RR < BT", "below"), ("W", 0.25, "rr@o[x=2]"): Expectation("?", "above")}
+    line = _unshown_claims(expect, set(), runs)
+    assert "W σ = 0.25 rr[x=1] (RR < BT): 1 / 3 seeds (rr[x=1] / bt[x=1]), two a side needed" in line
+    assert "rr@o[x=2] (?): no runs yet" in line
+
+
 def test_against_bt_table_holds_each_cell_against_a_published_direction(tmp_path, capsys):
     from rlpref.report.expect import load_expectations, verdict
 

@@ -11,6 +11,7 @@ Every table marks resumed runs (†) and footnotes them.
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional
 
 import numpy as np
@@ -311,8 +312,7 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000, expect: Optional[dict
     shown: set[tuple] = set()
     for (env, sigma, n_feedback), cell in runs.groupby(["env", "sigma", "n_feedback"]):
         for method, grp in cell.groupby("method"):
-            loss = str(grp["loss"].iloc[0]) if "loss" in grp else method
-            base = "bt" + method[len(loss):] if method.startswith(loss) else "bt"
+            base = _bt_label(method, str(grp["loss"].iloc[0]) if "loss" in grp else method)
             bt = cell[cell["method"] == base]
             if base == method or min(len(grp), len(bt)) < 2:
                 continue
@@ -336,6 +336,11 @@ def against_bt_table(runs: pd.DataFrame, reps: int = 2000, expect: Optional[dict
     return "\n".join(lines) + "\n" + notes if len(lines) > 2 else notes.lstrip("\n")
 
 
+def _bt_label(method: str, loss: str) -> str:
+    """The bt method of a method's own setting: its label with the loss replaced (``rr[x=1]`` -> ``bt[x=1]``)."""
+    return "bt" + method[len(loss):] if method.startswith(loss) else "bt"
+
+
 def _unshown_claims(expect: dict, shown: set, runs: pd.DataFrame) -> str:
     """One line naming the published directions that no row above holds, each with why (a cell needs two
     seeds a side), so a claim never vanishes from the table unremarked."""
@@ -344,8 +349,11 @@ def _unshown_claims(expect: dict, shown: set, runs: pd.DataFrame) -> str:
         if (env, sigma, method) in shown:
             continue
         cell = runs[(runs["env"] == env) & (runs["sigma"].astype(float).round(6) == sigma)]  # cell_key's rounding
-        n_m, n_bt = int((cell["method"] == method).sum()), int((cell["method"] == "bt").sum())
-        why = "no runs yet" if n_m + n_bt == 0 else f"{n_m} / {n_bt} seeds ({method} / bt), two a side needed"
+        mine = cell[cell["method"] == method]
+        loss = str(mine["loss"].iloc[0]) if len(mine) and "loss" in mine else re.match(r"[^@\[+]*", method).group(0)
+        bt = _bt_label(method, loss)
+        n_m, n_bt = len(mine), int((cell["method"] == bt).sum())
+        why = "no runs yet" if n_m + n_bt == 0 else f"{n_m} / {n_bt} seeds ({method} / {bt}), two a side needed"
         missing.append(f"{env} σ = {sigma:g} {method} ({claim.paper}): {why}")
     return ("Published directions without a row yet: " + "; ".join(missing) + ".") if missing else ""
 
