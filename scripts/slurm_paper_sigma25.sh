@@ -19,7 +19,7 @@
 # (it builds the source agent and segments) and the true-reward rows, then the rest with
 # --dependency=afterany on the first, so no task holds a core while it waits on another's lock
 # (python -m rlpref.sweep --waves picks the rows; docs/results.md prices both ways).
-# ONLY=INDICES (sbatch --array syntax, e.g. 70-79) submits just those rows of the table (one array; not with
+# ONLY=INDICES (rows and ranges, e.g. 70-79 or 44,46-49) submits just those rows of the table (one array; not with
 # WAVES=2). A table may grow at its end (new rows, new indices): the rows already in DIR/rows.txt must stay.
 # Report: python -m rlpref.report DIR/runs
 set -euo pipefail
@@ -69,6 +69,7 @@ submit() {
   local n cache=${RLPREF_CACHE:-$dir/cache}
   n=$(grep -c '' "$table")
   [ "$n" -gt 0 ] || { echo "slurm_paper_sigma25: $table has no rows" >&2; exit 2; }
+  [ -z "${ONLY:-}" ] || only_fits "$ONLY" "$n" "$table"
   case "${WAVES:-1}" in
     1) array "$dir" "$cache" "${ONLY:-0-$((n - 1))}" ;;
     2) local specs lead rest job
@@ -78,6 +79,22 @@ submit() {
        echo "$job"
        [ -z "$rest" ] || array "$dir" "$cache" "$rest" --dependency="afterany:${job%%;*}" ;;
   esac
+}
+
+only_fits() {  # SPEC N TABLE: every index in SPEC names a row; a task past the end would fail only once it ran
+  local spec=$1 n=$2 table=$3 part lo hi parts
+  IFS=, read -ra parts <<<"$spec"
+  for part in "${parts[@]}"; do
+    if [[ ! $part =~ ^([0-9]+)(-([0-9]+))?$ ]]; then
+      echo "slurm_paper_sigma25: ONLY=$spec: '$part' is not a row index or range (e.g. ONLY=70-79 or ONLY=44,46-49)" >&2
+      exit 2
+    fi
+    lo=$((10#${BASH_REMATCH[1]})); hi=$((10#${BASH_REMATCH[3]:-$lo}))
+    if [ "$lo" -gt "$hi" ] || [ "$hi" -ge "$n" ]; then
+      echo "slurm_paper_sigma25: ONLY=$spec: '$part' is outside $table's rows 0-$((n - 1))" >&2
+      exit 2
+    fi
+  done
 }
 
 array() {  # DIR CACHE INDICES [SBATCH OPTION...]: one array over rows INDICES of DIR/rows.txt; prints its job id

@@ -295,7 +295,7 @@ def test_paper_array_in_two_waves_makes_the_rest_wait_on_the_stage_builders(tmp_
 
 def test_paper_array_table_may_grow_at_its_end_and_only_submits_a_subset(tmp_path):
     """A submitted table may gain rows at its end (finished rows keep their folders), never change a row;
-    ONLY=INDICES submits those rows alone, and refuses WAVES=2. A stand-in sbatch records its arguments."""
+    ONLY=INDICES submits those rows alone, refuses WAVES=2 and indices past the table. A stand-in sbatch records its arguments."""
     bindir, calls = tmp_path / "bin", tmp_path / "calls.txt"
     bindir.mkdir()
     (bindir / "sbatch").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\necho "7;cluster"\n')
@@ -318,3 +318,10 @@ def test_paper_array_table_may_grow_at_its_end_and_only_submits_a_subset(tmp_pat
     both = subprocess.run(["bash", script, "submit", str(tmp_path / "t"), "seed=0"], capture_output=True, text=True,
                           timeout=60, env={**env, "ONLY": "0", "WAVES": "2"})
     assert both.returncode == 2 and "ONLY" in both.stderr and len(calls.read_text().splitlines()) == 1
+    (sweep / "rows.txt").write_text("\n".join(rows) + "\n")
+    for spec, why in ((f"0,{len(rows)}", f"outside {sweep / 'rows.txt'}'s rows 0-{len(rows) - 1}"),
+                      ("3-1", "outside"), ("1-2%4", "not a row index or range")):
+        past = subprocess.run(["bash", script, "submit", str(sweep), "seed=0"], capture_output=True, text=True,
+                              timeout=180, env={**env, "ONLY": spec})
+        assert past.returncode == 2 and why in past.stderr, (spec, past.stderr)
+    assert len(calls.read_text().splitlines()) == 1  # refused before sbatch
