@@ -17,6 +17,9 @@ the estimates by measured stage times where runs exist: per env the median over 
 cache; stages resumed after a kill are left out), the learned-reward agent stage (likewise), the true-reward agent and, per (env, loss), the reward fit (over
 every σ measured; σ = 0 fits run longer, so with only some σ measured this is an estimate for the others).
 
+The ``item2`` matrix is the table issue 38's array ran (docs/results/paper_sigma25/rows.txt), rows appended
+later included (Walker2d-v5 ``reward_norm=step``: each shares its cell's reward model, trains its own agent).
+
 Stages shared in the cache are counted once: per (env, seed) one source and one segments stage; per
 (env, seed, σ) one feedback stage (the teacher's noise keys it); per (env, seed, σ, loss) a reward model
 and an agent; per (env, seed) one true-reward agent. The array's wall time comes from list scheduling the
@@ -88,37 +91,54 @@ def measured_times(dirs: list[Path]) -> dict[str, dict[str, tuple[float, int]]]:
 
 
 #: (envs, σ values, seeds) blocks of learned-reward cells; each (env, seed) also gets a true-reward run
-MATRICES = {
-    "paper": [(ENVS, SIGMAS, SEEDS)],  # the paper's whole table: 4 envs x 4 σ x 2 losses x 5 seeds
-    "item2": [(["HalfCheetah-v5", "Swimmer-v5", "Walker2d-v5"], (0.25,), SEEDS), (["Swimmer-v5"], (0,), SEEDS),
-              (["merge-v0"], (0.25,), SEEDS)],  # issue 38 item 2 (scripts/slurm_paper_sigma25.sh)
-}
+PAPER = [(ENVS, SIGMAS, SEEDS)]  # the paper's whole table: 4 envs x 4 σ x 2 losses x 5 seeds
+#: issue 38 item 2 is priced from the table its array ran (scripts/slurm_paper_sigma25.sh rows, as submitted),
+#: appended rows included, in the array's order
+ITEM2_TABLE = Path(__file__).resolve().parents[1] / "docs" / "results" / "paper_sigma25" / "rows.txt"
+MATRICES = ("paper", "item2")
+#: keys a row names that do not make it another (env, loss, σ, seed) cell; any other key is the row's variant
+_CELL_KEYS = ("sweep", "env", "loss", "teacher.sigma", "seed", "reward")
+
+
+def parse_row(line: str) -> tuple:
+    """A sweep-table row as (env, loss, σ, seed, variant): loss ``oracle`` (σ None) for a true-reward row;
+    ``variant`` the row's other overrides (e.g. ``("reward_norm=step",)``), which key only its agent stage."""
+    kv = dict(t.split("=", 1) for t in line.split())
+    env, seed = kv["env"], int(kv["seed"])
+    variant = tuple(sorted(t for t in line.split() if t.split("=", 1)[0] not in _CELL_KEYS))
+    if kv.get("reward") == "oracle":
+        return (env, "oracle", None, seed, variant)
+    return (env, kv["loss"], float(kv["teacher.sigma"]), seed, variant)
 
 
 def rows(matrix: str) -> list[tuple]:
-    """The cells in ``python -m rlpref.sweep paper``'s order (env, loss, σ, seed) per block, then the oracles."""
+    """``paper``: the cells in ``python -m rlpref.sweep paper``'s order (env, loss, σ, seed), then the oracles;
+    ``item2``: the rows of the submitted item-2 table (:data:`ITEM2_TABLE`)."""
+    if matrix == "item2":
+        return [parse_row(line) for line in ITEM2_TABLE.read_text().splitlines() if line.strip()]
     out: list[tuple] = []
-    for envs, sigmas, seeds in MATRICES[matrix]:
-        out += [(e, l, s, k) for e, l, s, k in itertools.product(envs, LOSSES, sigmas, seeds)]
-    envs = list(dict.fromkeys(e for block in MATRICES[matrix] for e in block[0]))
-    return out + [(e, "oracle", None, k) for e in envs for k in SEEDS]
+    for envs, sigmas, seeds in PAPER:
+        out += [(e, l, s, k, ()) for e, l, s, k in itertools.product(envs, LOSSES, sigmas, seeds)]
+    envs = list(dict.fromkeys(e for block in PAPER for e in block[0]))
+    return out + [(e, "oracle", None, k, ()) for e in envs for k in SEEDS]
 
 
 def overrides(row: tuple) -> str:
     """A row as the sweep table writes it, so :func:`rlpref.sweep.lead_rows` can pick the first wave."""
-    env, loss, sigma, seed = row
+    env, loss, sigma, seed, variant = row
     if loss == "oracle":
-        return f"sweep=paper reward=oracle loss=bt teacher.sigma=0 env={env} seed={seed}"
-    return f"sweep=paper env={env} teacher.sigma={sigma} loss={loss} seed={seed}"
+        return " ".join(["sweep=paper reward=oracle loss=bt teacher.sigma=0", f"env={env}", *variant, f"seed={seed}"])
+    return " ".join(["sweep=paper", f"env={env}", f"teacher.sigma={sigma:g}", *variant, f"loss={loss}", f"seed={seed}"])
 
 
 def task_plan(row: tuple, t: dict[str, float]) -> list[tuple]:
-    """(stage key, seconds) a row's task runs in order; keys shared with other rows are built once."""
-    env, loss, sigma, seed = row
+    """(stage key, seconds) a row's task runs in order; keys shared with other rows are built once (a variant
+    such as reward_norm=step shares the reward model of its cell and trains its own agent)."""
+    env, loss, sigma, seed, variant = row
     if loss == "oracle":
-        return [(("oracle", env, seed), t["oracle"])]
+        return [(("oracle", env, seed, variant), t["oracle"])]
     return [(("source", env, seed), t["source"]), (("segments", env, seed), t["segments"]),
-            (("feedback", env, seed, sigma), t["feedback"]), (("rm", row), t["reward_model"][loss]),
+            (("feedback", env, seed, sigma), t["feedback"]), (("rm", row[:4]), t["reward_model"][loss]),
             (("agent", row), t["agent"])]
 
 

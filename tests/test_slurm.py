@@ -248,6 +248,32 @@ def test_paper_cost_takes_measured_stage_times_where_runs_exist(tmp_path):
     assert cost.simulate(4, fit, "item2", measured={"Swimmer-v5": measured})["busy"] < busy_est
 
 
+def test_paper_cost_prices_the_submitted_item2_table_and_its_appended_variant_rows(tmp_path, monkeypatch):
+    """The item-2 price comes from the table the array ran (docs/results/paper_sigma25/rows.txt), the 10
+    appended reward_norm=step rows included: each shares its cell's source, segments and reward model and
+    adds an agent stage of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_cost", ROOT / "scripts" / "slurm_paper_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    table = cost.ITEM2_TABLE.read_text().splitlines()
+    item2 = cost.rows("item2")
+    assert len(item2) == len(table) == 80
+    assert all(set(cost.overrides(r).split()) == set(line.split()) for r, line in zip(item2, table))
+    step = [r for r in item2 if r[4]]
+    assert len(step) == 10 and {r[4] for r in step} == {("reward_norm=step",)} and {r[0] for r in step} == {"Walker2d-v5"}
+    fit = {"bt": 176.0, "rr": 493.0}
+    t = cost.stage_seconds("Walker2d-v5", fit)
+    plain = cost.task_plan(step[0][:4] + ((),), t)
+    variant = cost.task_plan(step[0], t)
+    assert [k for k, _ in variant[:4]] == [k for k, _ in plain[:4]] and variant[4][0] != plain[4][0]
+    with_step = cost.simulate(4, fit, "item2")["busy"]
+    (tmp_path / "rows.txt").write_text("\n".join(table[:70]) + "\n")  # as first submitted
+    monkeypatch.setattr(cost, "ITEM2_TABLE", tmp_path / "rows.txt")
+    assert with_step - cost.simulate(4, fit, "item2")["busy"] == pytest.approx(10 * t["agent"])
+
+
 def test_lead_rows_pick_one_stage_builder_per_source_and_every_true_reward_row():
     from rlpref.sweep import index_spec, lead_rows
 
