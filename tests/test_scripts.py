@@ -168,3 +168,12 @@ def test_reward_level_reports_each_batch_mean_of_the_learned_and_true_reward(tmp
         assert true == pytest.approx(float(seg["rewards"][mask].mean()), abs=1e-6)
     with pytest.raises(SystemExit, match="--cache"):
         level.batch_levels(run, tmp_path / "elsewhere")
+    # the same r_θ as a cached artefact, its segments two manifests up (reward model <- feedback <- segments)
+    cached = tmp_path / "cache" / "reward_model" / "r1"
+    save_reward_model(model, cached)
+    (cached / "manifest.json").write_text(json.dumps({"stage": "reward_model", "inputs": ["f1"]}))
+    (tmp_path / "cache" / "feedback" / "f1").mkdir(parents=True)
+    (tmp_path / "cache" / "feedback" / "f1" / "manifest.json").write_text(json.dumps({"inputs": ["k1"]}))
+    assert level.batch_levels(cached, tmp_path / "cache") == got
+    with pytest.raises(SystemExit, match="neither a finished run"):
+        level.batch_levels(tmp_path / "nothing", tmp_path / "cache")
