@@ -110,3 +110,17 @@ def _make_segments(m: int, length: int, batches: int, seed: int = 0, *, act_dim:
 def make_segments():
     """make_segments(m, length, batches, seed=0, *, act_dim, reward, shift) -> Segments (see _make_segments)."""
     return _make_segments
+
+
+@pytest.fixture
+def load_script():
+    """scripts/<name>.py as a module (scripts are not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

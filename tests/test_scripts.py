@@ -55,20 +55,6 @@ def test_every_rlpref_name_a_script_imports_exists(path):
 
 
 @pytest.fixture
-def load_script():
-    """scripts/<name>.py as a module (scripts are not a package)."""
-    import importlib.util
-
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS[0].parent / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
-
-
-@pytest.fixture
 def bench(load_script):
     """scripts/bench_reward_fit.py as a module."""
     return load_script("bench_reward_fit")

@@ -214,15 +214,11 @@ def test_paper_array_rows_put_the_cheapest_env_first():
     assert all("loss=bt" in r for r in rows[:first_rr]) and first_rr == 10
 
 
-def test_paper_cost_takes_measured_stage_times_where_runs_exist(tmp_path):
+def test_paper_cost_takes_measured_stage_times_where_runs_exist(tmp_path, load_script):
     """slurm_paper_cost.py --runs: per env the median of each stage over the runs that built it in one go (a
     source reused from the cache is not a source's cost, nor a resumed stage's partial seconds), true-reward
     agents apart; envs without runs keep the estimate."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("paper_cost", ROOT / "scripts" / "slurm_paper_cost.py")
-    cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
+    cost = load_script("slurm_paper_cost")
     runs = [("bt", "learned", {"source": 100, "segments": 10, "reward_model": 50, "agent": 300}, False, {}),
             ("bt", "learned", {"source": 140, "segments": 14, "reward_model": 70, "agent": 320}, False, {}),
             ("rr", "learned", {"source": 100, "segments": 10, "reward_model": 90, "agent": 310}, True, {}),
@@ -248,15 +244,11 @@ def test_paper_cost_takes_measured_stage_times_where_runs_exist(tmp_path):
     assert cost.simulate(4, fit, "item2", measured={"Swimmer-v5": measured})["busy"] < busy_est
 
 
-def test_paper_cost_prices_the_submitted_item2_table_and_its_appended_variant_rows(tmp_path, monkeypatch):
+def test_paper_cost_prices_the_submitted_item2_table_and_its_appended_variant_rows(tmp_path, monkeypatch, load_script):
     """The item-2 price comes from the table the array ran (docs/results/paper_sigma25/rows.txt), the 10
     appended reward_norm=step rows included: each shares its cell's source, segments and reward model and
     adds an agent stage of its own."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("paper_cost", ROOT / "scripts" / "slurm_paper_cost.py")
-    cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
+    cost = load_script("slurm_paper_cost")
     table = cost.ITEM2_TABLE.read_text().splitlines()
     item2 = cost.rows("item2")
     assert len(item2) == len(table) == 80
