@@ -18,7 +18,8 @@ cache; stages resumed after a kill are left out), the learned-reward agent stage
 every σ measured; σ = 0 fits run longer, so with only some σ measured this is an estimate for the others).
 
 The ``item2`` matrix is the table issue 38's array ran (docs/results/paper_sigma25/rows.txt), rows appended
-later included (Walker2d-v5 ``reward_norm=step``: each shares its cell's reward model, trains its own agent).
+later included (Walker2d-v5 ``reward_norm=step``: each shares its cell's reward model, trains its own agent;
+an appended row's other overrides key the stage they first change, :data:`VARIANT_STAGE`).
 
 Stages shared in the cache are counted once: per (env, seed) one source and one segments stage; per
 (env, seed, σ) one feedback stage (the teacher's noise keys it); per (env, seed, σ, loss) a reward model
@@ -98,11 +99,17 @@ ITEM2_TABLE = Path(__file__).resolve().parents[1] / "docs" / "results" / "paper_
 MATRICES = ("paper", "item2")
 #: keys a row names that do not make it another (env, loss, σ, seed) cell; any other key is the row's variant
 _CELL_KEYS = ("sweep", "env", "loss", "teacher.sigma", "seed", "reward")
+#: a task's stages in order; a variant key joins the cache key of the stage it first changes and of every later one
+STAGES = ("source", "segments", "feedback", "rm", "agent")
+#: the first stage each of rlpref.sweep.DOWNSTREAM's key prefixes changes (``loss=`` is a cell key); a key outside
+#: DOWNSTREAM may change the source (as the sweep assumes when it splits groups), so it keys every stage
+VARIANT_STAGE = {"teacher.": "feedback", "reward_model.": "rm", "+reward_model.": "rm", "reward_fit=": "rm",
+                 "+reward_fit=": "rm", "reward_norm=": "agent"}
 
 
 def parse_row(line: str) -> tuple:
     """A sweep-table row as (env, loss, σ, seed, variant): loss ``oracle`` (σ None) for a true-reward row;
-    ``variant`` the row's other overrides (e.g. ``("reward_norm=step",)``), which key only its agent stage."""
+    ``variant`` the row's other overrides (e.g. ``("reward_norm=step",)``), each keying the stage it first changes."""
     kv = dict(t.split("=", 1) for t in line.split())
     env, seed = kv["env"], int(kv["seed"])
     variant = tuple(sorted(t for t in line.split() if t.split("=", 1)[0] not in _CELL_KEYS))
@@ -132,14 +139,26 @@ def overrides(row: tuple) -> str:
 
 
 def task_plan(row: tuple, t: dict[str, float]) -> list[tuple]:
-    """(stage key, seconds) a row's task runs in order; keys shared with other rows are built once (a variant
-    such as reward_norm=step shares the reward model of its cell and trains its own agent)."""
+    """(stage key, seconds) a row's task runs in order; keys shared with other rows are built once. A variant
+    key keys the stage it first changes and the later ones (:data:`VARIANT_STAGE`): reward_norm=step shares
+    its cell's reward model and trains its own agent, +reward_fit=... fits its own reward model."""
     env, loss, sigma, seed, variant = row
     if loss == "oracle":
         return [(("oracle", env, seed, variant), t["oracle"])]
-    return [(("source", env, seed), t["source"]), (("segments", env, seed), t["segments"]),
-            (("feedback", env, seed, sigma), t["feedback"]), (("rm", row[:4]), t["reward_model"][loss]),
-            (("agent", row), t["agent"])]
+
+    def upto(stage: str) -> tuple:  # the variant tokens that reach ``stage``
+        level = STAGES.index(stage)
+        return tuple(v for v in variant if STAGES.index(variant_stage(v)) <= level)
+
+    return [(("source", env, seed, upto("source")), t["source"]),
+            (("segments", env, seed, upto("segments")), t["segments"]),
+            (("feedback", env, seed, sigma, upto("feedback")), t["feedback"]),
+            (("rm", row[:4], upto("rm")), t["reward_model"][loss]), (("agent", row), t["agent"])]
+
+
+def variant_stage(token: str) -> str:
+    """The first stage a variant override (``key=value``) changes: by its DOWNSTREAM prefix, else the source."""
+    return next((stage for prefix, stage in VARIANT_STAGE.items() if token.startswith(prefix)), "source")
 
 
 def simulate(cores: int, reward_fit: dict[str, float], matrix: str = "paper",

@@ -129,22 +129,11 @@ def test_bench_run_on_pendulum_counts_real_steps_and_keeps_rlprefs_eval_points()
     assert res["setup"]["temperature"] == 0.0 and res["setup"]["gatherer_discount"] == 0.9  # Pendulum PPO's gamma
 
 
-def _bench_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_imitation.py"
-    spec = importlib.util.spec_from_file_location("bench_imitation", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_bench_batch_skips_finished_runs_and_restarts_a_killed_one(tmp_path, monkeypatch):
+def test_bench_batch_skips_finished_runs_and_restarts_a_killed_one(tmp_path, monkeypatch, load_script):
     import json
     import sys
 
-    bench = _bench_script()
+    bench = load_script("bench_imitation")
     assert bench.parse_seeds(["0-2", "5", "1"]) == [0, 1, 2, 5]
     runs = tmp_path / "runs"
     done = runs / bench.run_name("Pendulum-v1", "deterministic", 20, 0)

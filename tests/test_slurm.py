@@ -266,6 +266,22 @@ def test_paper_cost_prices_the_submitted_item2_table_and_its_appended_variant_ro
     assert with_step - cost.simulate(4, fit, "item2")["busy"] == pytest.approx(10 * t["agent"])
 
 
+def test_paper_cost_keys_each_variant_override_at_the_stage_it_first_changes(load_script):
+    """A +reward_fit= row fits its own reward model on the cell's feedback, a teacher.* row labels its own
+    feedback on the cell's segments, a key outside rlpref.sweep.DOWNSTREAM (an agent knob) builds everything."""
+    from rlpref.sweep import DOWNSTREAM
+
+    cost = load_script("slurm_paper_cost")
+    assert set(cost.VARIANT_STAGE) | {"loss="} == set(DOWNSTREAM)
+    t = cost.stage_seconds("Walker2d-v5", {"bt": 176.0, "rr": 493.0})
+    base = [k for k, _ in cost.task_plan(("Walker2d-v5", "rr", 0.25, 1, ()), t)]
+    for token, first in [("reward_norm=step", "agent"), ("+reward_fit=paper", "rm"),
+                         ("teacher.beta=2", "feedback"), ("agent.n_steps=1024", "source")]:
+        keys = [k for k, _ in cost.task_plan(("Walker2d-v5", "rr", 0.25, 1, (token,)), t)]
+        shared = [a == b for a, b in zip(keys, base)]
+        assert shared == [s < cost.STAGES.index(first) for s in range(len(cost.STAGES))], token
+
+
 def test_lead_rows_pick_one_stage_builder_per_source_and_every_true_reward_row():
     from rlpref.sweep import index_spec, lead_rows
 
